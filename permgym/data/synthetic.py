@@ -1,0 +1,239 @@
+"""SyntheticActions: the embedded, procedurally generated video dataset every command runs on by default.
+
+Each class is a *motion pattern* combined with an *object shape*. Motions (15): translation in 8 directions,
+rotation clockwise / counter-clockwise, zoom in / out, circling clockwise / counter-clockwise, and a damped bounce.
+Shapes (4): square, disk, triangle, cross. Class ``c`` has motion ``c % 15`` and shape ``c // 15``, so any prefix of
+the classes covers all motions and every shape occurs with many motions: the class cannot be read from appearance
+alone (chance is 1/15 given the shape), it needs motion.
+
+Temporal order is learnable and not only up to reversal: every motion accelerates (displacement grows
+quadratically in time), and the bounce loses energy at each impact, so a clip played backwards looks different
+from any clip played forwards.
+
+Nuisances vary per clip: object colours (two-tone, so rotation is visible on a disk), size, speed, start point,
+background (two random colour gradients, a sinusoidal texture and static noise) and 0-2 drifting distractor blobs.
+Everything is drawn from ``numpy.random.Generator(PCG64(SeedSequence([seed, clip_index])))``: a clip depends only
+on ``(seed, index, frames, size)``, never on how many other clips are generated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+MOTIONS: tuple[str, ...] = (
+    "move_E", "move_NE", "move_N", "move_NW", "move_W", "move_SW", "move_S", "move_SE",
+    "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out", "circle_cw", "circle_ccw", "bounce",
+)  # fmt: skip
+SHAPES: tuple[str, ...] = ("square", "disk", "triangle", "cross")
+MAX_CLASSES = len(MOTIONS) * len(SHAPES)
+
+_CHUNK = 128  # clips rendered at once; bounds peak memory to ~_CHUNK * frames * size^2 * 40 bytes
+
+
+def class_name(label: int) -> str:
+    """Human-readable name of class ``label``, e.g. ``"rotate_cw/disk"``."""
+    return f"{MOTIONS[label % len(MOTIONS)]}/{SHAPES[label // len(MOTIONS)]}"
+
+
+def _clip_params(seed: int, index: int, label: int, frames: int, size: int) -> dict[str, np.ndarray]:
+    """Draw one clip's object trajectory and nuisances. All lengths are in pixels of a ``size`` x ``size`` frame."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index])))
+    motion, shape = label % len(MOTIONS), label // len(MOTIONS)
+    t = np.arange(frames, dtype=np.float64) / max(frames - 1, 1)  # normalised time in [0, 1]
+    accel = rng.uniform(0.6, 1.4)  # fraction of the path covered by the quadratic term: forward != backward
+    ramp = (1 - accel / 2) * t + (accel / 2) * t**2  # 0 -> 1, accelerating
+    radius = rng.uniform(0.11, 0.16) * size
+    centre = size / 2 + rng.uniform(-0.08, 0.08, size=2) * size
+    angle = np.full(frames, rng.uniform(0, 2 * np.pi))
+    scale = np.ones(frames)
+    pos = np.repeat(centre[None, :], frames, axis=0)
+    name = MOTIONS[motion]
+    if name.startswith("move_"):
+        direction = motion * np.pi / 4  # E, NE, N, ... (image y axis points down)
+        unit = np.array([np.cos(direction), -np.sin(direction)])
+        travel = rng.uniform(0.35, 0.5) * size
+        pos = centre[None, :] + (ramp[:, None] - 0.5) * travel * unit[None, :]
+    elif name.startswith("rotate_"):
+        sign = -1.0 if name == "rotate_cw" else 1.0
+        angle = angle + sign * rng.uniform(1.2, 2.0) * np.pi * ramp
+    elif name.startswith("zoom_"):
+        span = np.log(rng.uniform(2.2, 3.0))
+        log_scale = (ramp - 0.5) * span if name == "zoom_in" else (0.5 - ramp) * span
+        scale = np.exp(log_scale)
+    elif name.startswith("circle_"):
+        sign = -1.0 if name == "circle_cw" else 1.0
+        orbit = rng.uniform(0.18, 0.24) * size
+        phase = rng.uniform(0, 2 * np.pi) + sign * rng.uniform(1.2, 1.7) * np.pi * ramp
+        pos = centre[None, :] + orbit * np.stack([np.cos(phase), -np.sin(phase)], axis=1)
+    else:  # bounce: drift sideways while bouncing on a floor, losing energy at each impact
+        floor = size * 0.8
+        height = np.empty(frames)
+        y, vy, g = 0.0, 0.0, rng.uniform(0.9, 1.3) * size * 8 / frames**2
+        for i in range(frames):
+            height[i] = y
+            vy += g
+            y += vy
+            if y > floor * 0.7:
+                y, vy = floor * 0.7, -abs(vy) * 0.6
+        drift = rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.25) * size
+        pos = np.stack([centre[0] + (t - 0.5) * drift, floor - radius - (floor * 0.7 - height)], axis=1)
+        pos[:, 1] = np.clip(pos[:, 1], radius, size - radius)
+    colours = rng.uniform(0, 255, size=(2, 3))
+    colours[1] = 255 - colours[0] * rng.uniform(0.3, 0.7)  # two-tone object, so rotation shows on a disk
+    n_distractors = int(rng.integers(0, 3))
+    distractor_start = rng.uniform(0.1, 0.9, size=(2, 2)) * size
+    distractor_step = rng.normal(0, 0.01, size=(2, 2)) * size
+    distractor_pos = distractor_start[None] + np.arange(frames)[:, None, None] * distractor_step[None]
+    return {
+        "shape": np.int64(shape),
+        "pos": pos,
+        "angle": angle,
+        "scale": scale * radius,
+        "colours": colours,
+        "bg_colours": rng.uniform(0, 255, size=(2, 3)),
+        "bg_dir": rng.uniform(0, 2 * np.pi),
+        "bg_freq": rng.uniform(1.0, 4.0, size=2),
+        "noise_seed": rng.integers(2**31),
+        "n_distractors": np.int64(n_distractors),
+        "distractor_pos": distractor_pos,
+        "distractor_colour": rng.uniform(0, 255, size=(2, 3)),
+    }
+
+
+def _shape_distance(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Signed distance-like field (< 0 inside) of a unit-size shape in object coordinates."""
+    if shape == 0:  # square
+        return np.maximum(np.abs(u), np.abs(v)) - 0.85
+    if shape == 1:  # disk
+        return np.sqrt(u * u + v * v) - 1.0
+    if shape == 2:  # triangle pointing up
+        return np.maximum(-v - 0.6, np.maximum(v * 0.5 + np.abs(u) * 0.866, 0) - 0.5)
+    arm = np.minimum(np.maximum(np.abs(u) - 1.0, np.abs(v) - 0.33), np.maximum(np.abs(v) - 1.0, np.abs(u) - 0.33))
+    return arm  # cross
+
+
+def _render_chunk(params: list[dict[str, np.ndarray]], frames: int, size: int) -> np.ndarray:
+    """Render clips to ``[B, frames, 3, size, size]`` uint8."""
+    b = len(params)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    out = np.empty((b, frames, size, size, 3), dtype=np.float32)
+    for i, p in enumerate(params):
+        # background: two-colour gradient along a random direction, a sinusoidal texture, static noise
+        proj = (np.cos(p["bg_dir"]) * xx + np.sin(p["bg_dir"]) * yy) / size
+        w = np.clip(proj - proj.min(), 0, None)
+        w = (w / max(float(w.max()), 1e-6))[..., None]
+        texture = 12 * np.sin(2 * np.pi * p["bg_freq"][0] * xx / size) * np.cos(2 * np.pi * p["bg_freq"][1] * yy / size)
+        noise = np.random.default_rng(int(p["noise_seed"])).normal(0, 6, size=(size, size, 1))
+        bg = (1 - w) * p["bg_colours"][0] + w * p["bg_colours"][1] + texture[..., None] + noise
+        out[i] = bg[None].astype(np.float32)
+        # distractors: small drifting blobs
+        for d in range(int(p["n_distractors"])):
+            c = p["distractor_pos"][:, d].astype(np.float32)  # [T, 2]
+            r2 = (xx[None] - c[:, 0, None, None]) ** 2 + (yy[None] - c[:, 1, None, None]) ** 2
+            m = np.clip(1.0 - (np.sqrt(r2) - size * 0.05), 0, 1)[..., None]
+            out[i] = out[i] * (1 - m) + m * p["distractor_colour"][d].astype(np.float32)
+        # the object, in object coordinates u, v (rotated and scaled), with a soft one-pixel edge
+        dx = xx[None] - p["pos"][:, 0, None, None].astype(np.float32)
+        dy = yy[None] - p["pos"][:, 1, None, None].astype(np.float32)
+        cos = np.cos(p["angle"]).astype(np.float32)[:, None, None]
+        sin = np.sin(p["angle"]).astype(np.float32)[:, None, None]
+        s = p["scale"].astype(np.float32)[:, None, None]
+        u = (cos * dx - sin * dy) / s
+        v = (sin * dx + cos * dy) / s
+        field = _shape_distance(int(p["shape"]), u, v) * s  # in pixels
+        m = np.clip(0.5 - field, 0, 1)[..., None]
+        colour = np.where((u > 0)[..., None], p["colours"][0], p["colours"][1]).astype(np.float32)
+        out[i] = out[i] * (1 - m) + m * colour
+    return np.clip(out, 0, 255).astype(np.uint8).transpose(0, 1, 4, 2, 3)
+
+
+def generate_clips(labels: np.ndarray, indices: np.ndarray, frames: int, size: int, seed: int) -> np.ndarray:
+    """Render the clips ``indices`` (with classes ``labels``) as ``[N, frames, 3, size, size]`` uint8."""
+    out = np.empty((len(labels), frames, 3, size, size), dtype=np.uint8)
+    for start in range(0, len(labels), _CHUNK):
+        stop = min(start + _CHUNK, len(labels))
+        params = [
+            _clip_params(seed, int(indices[j]), int(labels[j]), frames, size) for j in range(start, stop)
+        ]
+        out[start:stop] = _render_chunk(params, frames, size)
+    return out
+
+
+class SyntheticActions(Dataset):
+    """Procedurally generated action clips: motion pattern x object shape, no download.
+
+    Args:
+        num_classes: number of classes, at most 60 (15 motions x 4 shapes).
+        num_videos: total number of clips over all splits; clip ``i`` has class ``i % num_classes``.
+        frames: frames per clip.
+        size: frame height and width in pixels.
+        seed: the dataset's seed; identical arguments give identical pixels.
+        split: ``"all"``, ``"train"`` or ``"test"``. Every ``round(1 / test_fraction)``-th clip of each class is a
+            test clip.
+        classes: optional subset of class ids to keep (e.g. the class-disjoint halves for metric learning).
+        test_fraction: share of each class held out as ``"test"``.
+        transform: optional callable applied to each ``[T, 3, H, W]`` uint8 clip.
+
+    Attributes:
+        clips: ``[N, frames, 3, size, size]`` uint8 tensor of the kept clips.
+        labels: ``[N]`` int64 tensor of class ids in ``[0, num_classes)``.
+
+    ``dataset[i]`` returns ``(clip, label)`` with ``clip`` a ``[frames, 3, size, size]`` uint8 tensor.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 60,
+        num_videos: int = 2000,
+        frames: int = 16,
+        size: int = 64,
+        seed: int = 0,
+        split: str = "all",
+        classes: list[int] | None = None,
+        test_fraction: float = 0.2,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        if not 1 <= num_classes <= MAX_CLASSES:
+            raise ValueError(f"num_classes must be in [1, {MAX_CLASSES}] (15 motions x 4 shapes), got {num_classes}")
+        if split not in ("all", "train", "test"):
+            raise ValueError(f"split must be 'all', 'train' or 'test', got {split!r}")
+        if frames < 2 or size < 16:
+            raise ValueError(f"need frames >= 2 and size >= 16, got frames={frames}, size={size}")
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        self.num_classes, self.frames, self.size, self.seed, self.split = num_classes, frames, size, seed, split
+        self.transform = transform
+        index = np.arange(num_videos)
+        labels = index % num_classes
+        period = max(2, round(1 / test_fraction))
+        is_test = (index // num_classes) % period == period - 1
+        keep = np.ones(num_videos, dtype=bool) if split == "all" else (is_test if split == "test" else ~is_test)
+        if classes is not None:
+            keep &= np.isin(labels, np.asarray(classes))
+        self.indices = index[keep]
+        self.labels = torch.from_numpy(labels[keep].astype(np.int64))
+        self.clips = torch.from_numpy(generate_clips(labels[keep], self.indices, frames, size, seed))
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of all ``num_classes`` classes, indexed by label."""
+        return [class_name(c) for c in range(self.num_classes)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        clip = self.clips[i]
+        if self.transform is not None:
+            clip = self.transform(clip)
+        return clip, int(self.labels[i])
+
+    def __repr__(self) -> str:
+        return (
+            f"SyntheticActions(split={self.split!r}, clips={len(self)}, classes={self.num_classes}, "
+            f"frames={self.frames}, size={self.size}, seed={self.seed})"
+        )
