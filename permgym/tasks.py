@@ -43,9 +43,9 @@ def crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int)
     """
     b, m = images.shape[:2]
     windows = [
-        images[i, j, :, t : t + size, l : l + size]
+        images[i, j, :, t : t + size, lft : lft + size]
         for i, (row_top, row_left) in enumerate(zip(top.tolist(), left.tolist(), strict=True))
-        for j, (t, l) in enumerate(zip(row_top, row_left, strict=True))
+        for j, (t, lft) in enumerate(zip(row_top, row_left, strict=True))
     ]
     return torch.stack(windows).view(b, m, images.shape[2], size, size)
 
