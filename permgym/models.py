@@ -42,7 +42,8 @@ def build_trunk(name: str) -> Trunk:
     """Build a randomly initialised trunk by name (one of :data:`TRUNKS`)."""
     if name == "tiny":
         body = nn.Sequential(
-            *_conv_bn(3, 32, 3, 2, 1), *_conv_bn(32, 64, 3, 2, 1), *_conv_bn(64, 96, 3, 2, 1), *_conv_bn(96, 128, 3, 1, 1),
+            *_conv_bn(3, 32, 3, 2, 1), *_conv_bn(32, 64, 3, 2, 1),
+            *_conv_bn(64, 96, 3, 2, 1), *_conv_bn(96, 128, 3, 1, 1),
             nn.AdaptiveAvgPool2d(1),
         )  # fmt: skip
         return Trunk(name, body, 128)
