@@ -1,0 +1,25 @@
+"""Datasets: embedded SyntheticActions, video files (UCF101, HMDB51, VideoFolder) and their frame caches."""
+
+from __future__ import annotations
+
+from permgym.data.cache import FrameCache, build_frame_cache, load_or_build_cache
+from permgym.data.errors import VideoDecodeError
+from permgym.data.folder import VideoFolder
+from permgym.data.hmdb51 import HMDB51
+from permgym.data.synthetic import SyntheticActions
+from permgym.data.ucf101 import UCF101
+from permgym.data.video import VideoReader, read_frames, sample_indices
+
+__all__ = [
+    "HMDB51",
+    "UCF101",
+    "FrameCache",
+    "SyntheticActions",
+    "VideoDecodeError",
+    "VideoFolder",
+    "VideoReader",
+    "build_frame_cache",
+    "load_or_build_cache",
+    "read_frames",
+    "sample_indices",
+]

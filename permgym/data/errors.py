@@ -1,0 +1,36 @@
+"""Errors of the video data layer: undecodable videos and missing dataset files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VideoDecodeError(RuntimeError):
+    """A video file is missing, empty, truncated or cannot be decoded by any allowed backend.
+
+    Attributes:
+        path: the video file.
+        reason: what went wrong, one line per backend tried.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"cannot decode video {str(path)!r}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def require_path(path: str | Path, what: str, how_to_get: str) -> Path:
+    """Return ``path`` as a ``Path`` if it exists, else raise an error saying what it should hold.
+
+    Args:
+        path: a file or directory the caller needs.
+        what: what the path should be, e.g. ``"UCF101 video root"``.
+        how_to_get: the expected layout and where to download the data.
+
+    Raises:
+        FileNotFoundError: naming ``path``, ``what`` and ``how_to_get``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {str(path)!r}. {how_to_get}")
+    return path

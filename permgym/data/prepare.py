@@ -1,0 +1,94 @@
+"""Decode a video dataset once into a frame cache (see ``permgym.data.cache``).
+
+Example::
+
+    python -m permgym.data.prepare ucf101 --root data/UCF-101 --annotations data/ucfTrainTestlist \\
+        --split 1 --subset train --out cache/ucf101_s1_train --size 128 --frames 32 --workers 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from permgym.data.cache import load_or_build_cache
+from permgym.data.folder import VideoFolder
+from permgym.data.hmdb51 import HMDB51
+from permgym.data.ucf101 import UCF101
+from permgym.data.video import BACKENDS
+from permgym.data.video_dataset import VideoClipDataset
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Decode a video dataset once into a uint8 memory-mapped frame cache (clips.u8 + index.json).",
+        add_help=add_help,
+    )
+    parser.add_argument("dataset", choices=("ucf101", "hmdb51", "folder"), help="dataset layout")
+    parser.add_argument("--root", required=True, help="video root folder (one sub-folder per class)")
+    parser.add_argument(
+        "--annotations",
+        help="official split folder: ucfTrainTestlist (ucf101) or testTrainMulti_7030_splits (hmdb51); "
+        "not used by folder",
+    )
+    parser.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="official split (default: 1)")
+    parser.add_argument("--subset", default="train", choices=("train", "test"), help="which videos (default: train)")
+    parser.add_argument("--out", required=True, help="cache folder to write (or reuse if its config matches)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        default=[128],
+        metavar="PX",
+        help="frame size in pixels: one value for square frames, or HEIGHT WIDTH (default: 128); "
+        "frames are resized to it without keeping the aspect ratio",
+    )
+    parser.add_argument("--frames", type=int, default=32, help="frames per clip (default: 32)")
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="sampling rate in frames per second (default: none, frames spread uniformly over each video)",
+    )
+    parser.add_argument("--backend", default="auto", choices=BACKENDS, help="decoder (default: auto)")
+    parser.add_argument("-j", "--workers", type=int, default=0, help="decoding processes, 0 = this one (default: 0)")
+    parser.add_argument("--rebuild", action="store_true", help="replace an existing cache even if its config matches")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    return parser
+
+
+def make_dataset(args: argparse.Namespace) -> VideoClipDataset:
+    """The dataset described by parsed ``args`` (deterministic sampling, exact size, no transform)."""
+    if len(args.size) not in (1, 2):
+        raise ValueError(f"--size takes one value (square) or two (HEIGHT WIDTH), got {args.size}")
+    size = (args.size[0], args.size[-1])
+    common = {"frames": args.frames, "size": size, "target_fps": args.fps, "backend": args.backend}
+    if args.dataset == "folder":
+        return VideoFolder(args.root, **common)
+    if args.annotations is None:
+        raise ValueError(f"{args.dataset} needs --annotations (the folder of official split files)")
+    kind = UCF101 if args.dataset == "ucf101" else HMDB51
+    return kind(args.root, args.annotations, split=args.split, train=args.subset == "train", **common)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        dataset = make_dataset(args)
+        print(dataset)
+        cache = load_or_build_cache(
+            dataset, args.out, workers=args.workers, rebuild=args.rebuild, progress=args.progress
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    counts = cache.index["counts"]
+    print(f"{cache}\ncached {counts['cached']} of {counts['listed']} listed videos, skipped {counts['skipped']}")
+    for path, reason in list(cache.skipped.items())[:10]:
+        print(f"  skipped {path}: {reason}")
+    if len(cache.skipped) > 10:
+        print(f"  ... and {len(cache.skipped) - 10} more, all listed in {args.out}/index.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

@@ -1,0 +1,129 @@
+"""UCF101 (Soomro et al. 2012): 13,320 YouTube clips of 101 actions, three official train/test splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from permgym.data.errors import require_path
+from permgym.data.video import Backend, Size
+from permgym.data.video_dataset import Transform, VideoClipDataset, read_listing
+
+VIDEOS_URL = "https://www.crcv.ucf.edu/data/UCF101/UCF101.rar"
+SPLITS_URL = "https://www.crcv.ucf.edu/data/UCF101/UCF101TrainTestSplits-RecognitionTask.zip"
+LAYOUT = (
+    "Expected root/<Class>/v_<Class>_gGG_cCC.avi (e.g. root/ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi, the "
+    f"UCF-101 folder of {VIDEOS_URL}) and annotation_path holding classInd.txt, trainlist0N.txt and testlist0N.txt "
+    f"(the ucfTrainTestlist folder of {SPLITS_URL})."
+)
+
+
+def parse_class_index(path: Path) -> list[str]:
+    """Class names from ``classInd.txt`` (lines ``1 ApplyEyeMakeup`` ... ``101 YoYo``), indexed by 0-based label."""
+    classes = []
+    for number, text in read_listing(path):
+        fields = text.split()
+        if len(fields) != 2 or fields[0] != str(len(classes) + 1):
+            raise ValueError(
+                f"{path}:{number}: expected '<index> <ClassName>' with index {len(classes) + 1}, got {text!r}"
+            )
+        classes.append(fields[1])
+    if not classes:
+        raise ValueError(f"{path} lists no classes. {LAYOUT}")
+    return classes
+
+
+def parse_split_list(path: Path, classes: list[str]) -> list[tuple[str, int]]:
+    """``(relative video path, 0-based label)`` pairs of a ``trainlist0N.txt`` or ``testlist0N.txt``.
+
+    Train lines are ``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1`` (1-based label); test lines carry no label,
+    which is then looked up from the folder name in ``classes``. A given label must agree with the folder.
+    """
+    label_of = {name: i for i, name in enumerate(classes)}
+    entries = []
+    for number, text in read_listing(path):
+        fields = text.split()
+        folder = fields[0].split("/")[0]
+        if len(fields) > 2 or folder not in label_of:
+            raise ValueError(
+                f"{path}:{number}: expected '<Class>/<video>.avi [label]' with <Class> listed in classInd.txt, "
+                f"got {text!r}"
+            )
+        label = label_of[folder]
+        if len(fields) == 2 and fields[1] != str(label + 1):
+            raise ValueError(f"{path}:{number}: label {fields[1]} disagrees with folder {folder!r} (class {label + 1})")
+        entries.append((fields[0], label))
+    return entries
+
+
+def _resolve(root: Path, relative: str, folders: dict[str, str]) -> Path:
+    """``root/relative``, matching the class folder case-insensitively if the exact path is missing.
+
+    The UCF101 archive stores ``HandstandPushups/`` while the split files say ``HandStandPushups/``.
+    """
+    path = root / relative
+    folder, _, rest = relative.partition("/")
+    if path.exists() or folder.lower() not in folders:
+        return path
+    return root / folders[folder.lower()] / rest
+
+
+class UCF101(VideoClipDataset):
+    """UCF101 action recognition videos with the official train/test splits.
+
+    Get the videos from ``VIDEOS_URL`` (unpack the UCF-101 folder as ``root``) and the splits from ``SPLITS_URL``
+    (the ucfTrainTestlist folder is ``annotation_path``). The split files are parsed as distributed; labels are
+    0-based (``classInd.txt`` line ``1 ApplyEyeMakeup`` is label 0). Split 1 has 9,537 train and 3,783 test videos
+    of 101 classes. Missing and undecodable videos are skipped and counted, see
+    ``permgym.data.video_dataset``.
+
+    Args:
+        root: folder with one sub-folder of ``.avi`` files per class.
+        annotation_path: folder with ``classInd.txt``, ``trainlist0{1,2,3}.txt`` and ``testlist0{1,2,3}.txt``.
+        split: official split, 1, 2 or 3.
+        train: ``trainlist0N`` if True, else ``testlist0N``.
+        frames: frames per clip ``T``.
+        size: ``None`` (native 320x240), an int (short side) or ``(height, width)``.
+        target_fps: sampling rate in frames per second; ``None`` spreads the frames over the whole video.
+        temporal_jitter: random frame positions instead of deterministic centred ones.
+        backend: ``"auto"``, ``"decord"`` or ``"pyav"``.
+        transform: optional callable applied to each ``[T, 3, H, W]`` uint8 clip.
+
+    ``dataset[i]`` returns ``(clip, label)``: ``clip`` a ``[T, 3, H, W]`` uint8 tensor, ``label`` an int in
+    ``[0, 101)``. ``dataset.labels`` is the ``[N]`` int64 tensor of all labels, ``dataset.classes`` the names.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        annotation_path: str | Path,
+        split: int = 1,
+        train: bool = True,
+        frames: int = 16,
+        size: Size = None,
+        target_fps: float | None = None,
+        temporal_jitter: bool = False,
+        backend: Backend = "auto",
+        transform: Transform | None = None,
+    ) -> None:
+        if split not in (1, 2, 3):
+            raise ValueError(f"split must be 1, 2 or 3 (the official UCF101 splits), got {split!r}")
+        root = require_path(root, "UCF101 video root", LAYOUT)
+        annotation_path = require_path(annotation_path, "UCF101 annotation folder", LAYOUT)
+        listing = annotation_path / f"{'train' if train else 'test'}list0{split}.txt"
+        classes = parse_class_index(require_path(annotation_path / "classInd.txt", "UCF101 class index", LAYOUT))
+        entries = parse_split_list(require_path(listing, "UCF101 split file", LAYOUT), classes)
+        folders = {p.name.lower(): p.name for p in root.iterdir() if p.is_dir()}
+        super().__init__(
+            [_resolve(root, relative, folders) for relative, _ in entries],
+            [label for _, label in entries],
+            classes,
+            root=root,
+            frames=frames,
+            size=size,
+            target_fps=target_fps,
+            temporal_jitter=temporal_jitter,
+            backend=backend,
+            transform=transform,
+            layout_help=LAYOUT,
+            source={"annotation_path": str(annotation_path.resolve()), "split": split, "train": train},
+        )
