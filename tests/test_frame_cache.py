@@ -1,0 +1,142 @@
+"""Frame cache: build, round trip, skipped videos, config check, resume, workers, the prepare CLI."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from permgym.data import UCF101, FrameCache, build_frame_cache, load_or_build_cache
+from permgym.data.cache import PROGRESS_FILE
+from permgym.data.prepare import get_args_parser, main
+from tests.video_fixtures import make_ucf101_tree, write_bad_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ucf(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny UCF101 (3 classes x 3 groups) with one undecodable and one missing train video."""
+    root, annotations = make_ucf101_tree(tmp_path_factory.mktemp("ucf"), groups=(1, 8, 15), frames=20)
+    write_bad_video(root / "Archery/v_Archery_g08_c01.avi", "random")
+    (root / "ApplyEyeMakeup/v_ApplyEyeMakeup_g15_c01.avi").unlink()
+    return root, annotations
+
+
+def make_train(ucf: tuple[Path, Path], **kwargs: object) -> UCF101:
+    with pytest.warns(RuntimeWarning, match="do not exist"):
+        return UCF101(*ucf, split=1, train=True, **{"frames": 6, "size": (24, 32), **kwargs})
+
+
+def test_round_trip_equals_decoded_frames(ucf: tuple[Path, Path], tmp_path: Path) -> None:
+    dataset = make_train(ucf)
+    cache = build_frame_cache(dataset, tmp_path / "cache", progress=False)
+    good = [i for i, v in enumerate(dataset.videos) if "Archery_g08" not in v]
+    assert cache.clips.shape == (len(good), 6, 3, 24, 32) and cache.clips.dtype == torch.uint8
+    assert cache.labels.dtype == torch.int64 and cache.labels.tolist() == [int(dataset.labels[i]) for i in good]
+    for row, i in enumerate(good):
+        clip, label = cache[row]
+        assert torch.equal(clip, dataset.load_clip(i)) and label == int(dataset.labels[i])
+    assert cache.classes == dataset.classes == cache.class_names
+    assert cache.videos == [dataset.videos[i] for i in good]
+
+
+def test_index_records_config_and_skipped_videos(ucf: tuple[Path, Path], tmp_path: Path) -> None:
+    root, _ = ucf
+    cache = build_frame_cache(make_train(ucf), tmp_path / "cache", progress=False)
+    index = json.loads((tmp_path / "cache/index.json").read_text())
+    assert index["counts"] == {"listed": 6, "cached": 4, "skipped": 2}
+    assert index["config"] == cache.config and index["config"]["size"] == [24, 32] and index["config"]["split"] == 1
+    assert index["skipped"][str(root / "ApplyEyeMakeup/v_ApplyEyeMakeup_g15_c01.avi")] == "listed but missing"
+    assert "could not open" in index["skipped"][str(root / "Archery/v_Archery_g08_c01.avi")]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["clips.u8", "index.json"]
+    assert not (tmp_path / "cache.partial").exists()
+    assert "FrameCache(" in repr(cache) and "clips=4" in repr(cache) and "skipped=2" in repr(cache)
+
+
+def test_load_or_build_reuses_only_a_matching_config(ucf: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "cache"
+    load_or_build_cache(make_train(ucf), out, progress=False)
+    stamp = (out / "clips.u8").stat().st_mtime_ns
+    assert len(load_or_build_cache(make_train(ucf), out, progress=False)) == 4
+    assert (out / "clips.u8").stat().st_mtime_ns == stamp
+    other = make_train(ucf, frames=3)
+    with pytest.raises(ValueError, match=re.escape("another config (frames: cached 6 vs wanted 3)")):
+        load_or_build_cache(other, out)
+    assert load_or_build_cache(other, out, rebuild=True, progress=False).clips.shape[1] == 3
+
+
+def test_interrupted_build_resumes(ucf: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = make_train(ucf)
+    calls: list[int] = []
+    load_clip = dataset.load_clip
+
+    def interrupted(index: int) -> torch.Tensor:
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(index)
+        return load_clip(index)
+
+    monkeypatch.setattr(dataset, "load_clip", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_frame_cache(dataset, tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists()
+    assert len(json.loads((tmp_path / "cache.partial" / PROGRESS_FILE).read_text())["done"]) == 3
+    calls.clear()
+    monkeypatch.setattr(dataset, "load_clip", lambda index: calls.append(index) or load_clip(index))
+    resumed = build_frame_cache(dataset, tmp_path / "cache", progress=False)
+    assert calls == [3, 4]  # only the clips not decoded before the interruption
+    fresh = build_frame_cache(make_train(ucf), tmp_path / "fresh", progress=False)
+    assert torch.equal(resumed.clips, fresh.clips) and torch.equal(resumed.labels, fresh.labels)
+
+
+def test_workers_give_the_same_cache(ucf: tuple[Path, Path], tmp_path: Path) -> None:
+    serial = build_frame_cache(make_train(ucf), tmp_path / "serial", progress=False)
+    parallel = build_frame_cache(make_train(ucf), tmp_path / "parallel", workers=2, progress=False)
+    assert torch.equal(serial.clips, parallel.clips) and parallel.skipped == serial.skipped
+
+
+def test_cache_pickles_without_pixels(ucf: tuple[Path, Path], tmp_path: Path) -> None:
+    cache = build_frame_cache(make_train(ucf), tmp_path / "cache", progress=False)
+    data = pickle.dumps(cache)
+    assert len(data) < cache.clips.numel()
+    clone = pickle.loads(data)
+    assert torch.equal(clone.clips, cache.clips) and torch.equal(clone.labels, cache.labels)
+
+
+def test_cache_errors(ucf: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=re.escape(f"frame cache index not found: '{tmp_path / 'index.json'}'")):
+        FrameCache(tmp_path)
+    with pytest.raises(ValueError, match=re.escape("needs one exact frame size for all clips, got size=24")):
+        build_frame_cache(make_train(ucf, size=24), tmp_path / "c")
+    with pytest.raises(ValueError, match="temporal_jitter=False"):
+        build_frame_cache(make_train(ucf, temporal_jitter=True), tmp_path / "c")
+    build_frame_cache(make_train(ucf), tmp_path / "cache", progress=False)
+    with open(tmp_path / "cache/clips.u8", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ValueError, match="the cache is damaged; rebuild it"):
+        FrameCache(tmp_path / "cache")
+
+
+def test_prepare_cli(ucf: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, annotations = ucf
+    out = tmp_path / "cache"
+    args = ["ucf101", "--root", str(root), "--annotations", str(annotations), "--out", str(out)]
+    command = [sys.executable, "-m", "permgym.data.prepare", *args, "--subset", "test", "--size", "16", "20"]
+    result = subprocess.run([*command, "--frames", "4"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "cached 3 of 3 listed videos, skipped 0" in result.stdout
+    cache = FrameCache(out)
+    assert cache.clips.shape == (3, 4, 3, 16, 20) and cache.config["train"] is False
+    with pytest.raises(SystemExit):
+        get_args_parser().parse_args(["--help"])
+    assert "--workers" in capsys.readouterr().out
+    args = ["ucf101", "--root", str(tmp_path / "nope"), "--annotations", str(annotations), "--out", str(out)]
+    assert main(get_args_parser().parse_args(args)) == 2
+    assert f"UCF101 video root not found: '{tmp_path / 'nope'}'" in capsys.readouterr().err
