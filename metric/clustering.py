@@ -1,0 +1,115 @@
+"""Clustering the training set for divide and conquer: k-means, Hungarian matching, singleton-class removal.
+
+A re-clustering (:func:`assign_clusters`) runs k-means (faiss) on L2-normalised features of the whole training set,
+relabels the new clusters so that each learner keeps the cluster closest to its previous one (:func:`match_clusters`,
+Hungarian matching on the ``K x K`` contingency table), and removes from each cluster the classes that have a single
+image there (:func:`drop_singleton_classes`): such an image has no positive partner in its cluster.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+UNASSIGNED = -1
+"""Cluster id of a sample that no learner trains on (its class has a single image in its cluster)."""
+
+
+def kmeans(features: np.ndarray, k: int, *, niter: int = 20, seed: int = 0) -> np.ndarray:
+    """Cluster ``features`` with faiss k-means (all points used, no subsampling).
+
+    Args:
+        features: ``[N, D]`` float32 features (normalise them first for spherical clusters).
+        k: number of clusters, ``1 <= k <= N``.
+        niter: Lloyd iterations.
+        seed: faiss seed; same seed and data -> same clusters.
+
+    Returns:
+        ``[N]`` int64 cluster ids in ``[0, k)``.
+    """
+    n = len(features)
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot make {k} clusters of {n} points")
+    if k == 1:
+        return np.zeros(n, dtype=np.int64)
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, max_points_per_centroid=n, verbose=False)
+    km.train(x)
+    return km.index.search(x, 1)[1][:, 0].astype(np.int64)
+
+
+def contingency(previous: np.ndarray, current: np.ndarray, k: int) -> np.ndarray:
+    """``[k, k]`` table: entry ``(i, j)`` counts samples in previous cluster ``i`` and current cluster ``j``.
+
+    Samples with a negative id in either array are ignored.
+    """
+    keep = (previous >= 0) & (current >= 0)
+    return np.bincount(previous[keep] * k + current[keep], minlength=k * k).reshape(k, k)
+
+
+def match_clusters(previous: np.ndarray, current: np.ndarray, k: int) -> np.ndarray:
+    """Relabel ``current`` so that cluster ``i`` overlaps most with ``previous`` cluster ``i`` (learner identity).
+
+    Solves the assignment problem with cost ``|A_i| + |B_j| - 2 |A_i & B_j|`` (the size of the symmetric difference,
+    as the reference code does). Over a perfect matching the ``|A_i| + |B_j|`` terms sum to a constant, so this is
+    the same as maximising the total overlap, which is what is solved.
+
+    Args:
+        previous: ``[N]`` int64 cluster ids of the last clustering (negative = unassigned, ignored).
+        current: ``[N]`` int64 cluster ids in ``[0, k)`` of the new clustering.
+        k: number of clusters.
+
+    Returns:
+        ``[N]`` int64: ``current`` relabelled (same partition, permuted ids; negative ids kept).
+    """
+    rows, cols = linear_sum_assignment(contingency(previous, current, k), maximize=True)
+    new_id = np.empty(k, dtype=np.int64)
+    new_id[cols] = rows
+    return np.where(current >= 0, new_id[np.maximum(current, 0)], current)
+
+
+def drop_singleton_classes(clusters: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mark :data:`UNASSIGNED` every sample whose class has exactly one image in its cluster.
+
+    Args:
+        clusters: ``[N]`` int64 cluster ids (negative ids stay as they are).
+        labels: ``[N]`` int64 class labels.
+
+    Returns:
+        ``[N]`` int64 cluster ids.
+    """
+    _, inverse, counts = np.unique(
+        np.stack([clusters, labels], axis=1), axis=0, return_inverse=True, return_counts=True
+    )
+    return np.where(counts[inverse.reshape(-1)] == 1, UNASSIGNED, clusters)
+
+
+def assign_clusters(
+    features: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    previous: np.ndarray | None = None,
+    *,
+    niter: int = 20,
+    seed: int = 0,
+) -> np.ndarray:
+    """One re-clustering: normalise, k-means, match to ``previous`` (if given), drop singleton classes.
+
+    Args:
+        features: ``[N, D]`` features of the training set (backbone features or embeddings).
+        labels: ``[N]`` int64 class labels.
+        k: number of clusters (learners).
+        previous: ``[N]`` int64 cluster ids of the last re-clustering with the same ``k``, or ``None``.
+        niter: k-means iterations.
+        seed: k-means seed.
+
+    Returns:
+        ``[N]`` int64 cluster ids in ``[0, k)``, :data:`UNASSIGNED` for removed samples.
+    """
+    x = np.asarray(features, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    clusters = kmeans(x, k, niter=niter, seed=seed)
+    if previous is not None:
+        clusters = match_clusters(previous, clusters, k)
+    return drop_singleton_classes(clusters, labels)

@@ -1,0 +1,372 @@
+"""Training machinery of the divide-and-conquer learner: the schedule, feature extraction, re-clustering, a step.
+
+One epoch of divide and conquer (driven by ``experiments/dc_transfer.py``)::
+
+    trainer.begin_epoch(epoch)            # re-cluster if the schedule says so; sampler.set_epoch(epoch)
+    for images, labels, _, learner in loader:   # DataLoader(BatchedDataset(ds), sampler=trainer.sampler)
+        trainer.train_step(images, labels, learner)
+
+``num_learners=1`` runs the single-metric baseline through the same code: one cluster of all data (no k-means), the
+full embedding, one loss.
+
+Distributed data parallel: call :func:`init_distributed` first (it reads the variables torchrun sets, and falls back
+to one process). All replicas then train the same learner at each step (the sampler draws the same global batch
+everywhere and each keeps a slice), feature extraction is sharded and all-gathered, and k-means runs on rank 0 and
+is broadcast.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from metric.clustering import UNASSIGNED, assign_clusters, drop_singleton_classes
+from metric.miners import DistanceWeightedMiner
+from metric.model import EmbeddingNet
+from metric.samplers import ClusterBatchSampler
+
+
+@dataclass
+class Schedule:
+    """When to divide and when to conquer. Epochs are 0-based.
+
+    Attributes:
+        epochs: number of training epochs.
+        num_learners: ``K``, the number of clusters and learner slices; ``1`` is the single-metric baseline (one
+            cluster of all data, full embedding throughout, no k-means).
+        recluster_every: ``T``; the training set is re-clustered at the start of every epoch ``e`` with
+            ``e % T == 0`` (so also at epoch 0), until fine-tuning starts.
+        full_embedding_epoch: from this epoch on the loss is applied to the full embedding instead of the learner's
+            slice (batches still come from one cluster each, and re-clustering goes on); ``None``: only from
+            ``finetune_epoch`` on.
+        finetune_epoch: from this epoch on ``K = 1``: batches from all data, full embedding, no re-clustering;
+            ``None``: no fine-tuning.
+        cluster_on: what k-means clusters: ``"backbone"`` features (the reference code) or the ``"embedding"``
+            (the paper's wording); both L2-normalised.
+        kmeans_iters: k-means (Lloyd) iterations per re-clustering.
+    """
+
+    epochs: int = 20
+    num_learners: int = 4
+    recluster_every: int = 2
+    full_embedding_epoch: int | None = None
+    finetune_epoch: int | None = None
+    cluster_on: Literal["backbone", "embedding"] = "backbone"
+    kmeans_iters: int = 20
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.num_learners < 1 or self.recluster_every < 1 or self.kmeans_iters < 1:
+            raise ValueError(f"epochs, num_learners, recluster_every and kmeans_iters must be >= 1, got {self}")
+        if self.cluster_on not in ("backbone", "embedding"):
+            raise ValueError(f"cluster_on must be 'backbone' or 'embedding', got {self.cluster_on!r}")
+        for name in ("full_embedding_epoch", "finetune_epoch"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 or None, got {value}")
+
+    def num_clusters(self, epoch: int) -> int:
+        """Number of clusters (= active learners) in ``epoch``."""
+        return 1 if self.finetune_epoch is not None and epoch >= self.finetune_epoch else self.num_learners
+
+    def full_embedding(self, epoch: int) -> bool:
+        """Whether the loss sees the full embedding (not one slice) in ``epoch``."""
+        started = self.full_embedding_epoch is not None and epoch >= self.full_embedding_epoch
+        return self.num_clusters(epoch) == 1 or started
+
+    def reclusters(self, epoch: int) -> bool:
+        """Whether the training set is re-clustered at the start of ``epoch``."""
+        return self.num_clusters(epoch) > 1 and epoch % self.recluster_every == 0
+
+    def phase(self, epoch: int) -> str:
+        """``"divide"`` (slices), ``"conquer"`` (full embedding, K clusters) or ``"finetune"`` (K = 1)."""
+        if self.num_clusters(epoch) == 1:
+            return "finetune" if self.num_learners > 1 else "divide"
+        return "conquer" if self.full_embedding(epoch) else "divide"
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ...), else run as one process.
+
+    Uses NCCL when CUDA is available (and binds ``LOCAL_RANK``'s GPU), gloo otherwise.
+
+    Returns:
+        ``(rank, world_size)``.
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        print("Not using distributed mode")
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images in ``[0, 255]`` -> float in ``[0, 1]``; float images pass through."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images
+
+
+@torch.no_grad()
+def extract(
+    model: EmbeddingNet,
+    dataset: Dataset,
+    kind: Literal["embedding", "backbone"] = "embedding",
+    *,
+    batch_size: int = 256,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of every sample of ``dataset`` in eval mode, in dataset order, on CPU.
+
+    Under ``torch.distributed`` each process computes a contiguous shard and all processes get the gathered result.
+
+    Args:
+        model: the (unwrapped) embedding network.
+        dataset: map-style dataset returning ``(image [3, H, W], label)``.
+        kind: ``"embedding"`` (``[N, d]``, each learner slice normalised) or ``"backbone"`` (``[N, F]``).
+        batch_size, workers: of the DataLoader.
+        device: where the forward pass runs.
+        amp: run the forward in ``torch.autocast`` (CUDA only).
+
+    Returns:
+        ``(features [N, D] float32, labels [N] int64)``.
+    """
+    rank, world = _world()
+    n = len(dataset)  # type: ignore[arg-type]
+    shard = -(-n // world)
+    part = Subset(dataset, range(rank * shard, min((rank + 1) * shard, n))) if world > 1 else dataset
+    was_training = model.training
+    model.eval()
+    feats, labels = [], []
+    device = torch.device(device)
+    for images, y in DataLoader(part, batch_size=batch_size, num_workers=workers):
+        with torch.autocast(device_type=device.type, enabled=amp):
+            x = model.backbone(_to_float(images.to(device)))
+            x = x if kind == "backbone" else model.embed(x)
+        feats.append(x.float().cpu())
+        labels.append(torch.as_tensor(y))
+    model.train(was_training)
+    out = (torch.cat(feats), torch.cat(labels).long())
+    if world == 1:
+        return out
+    gathered = []
+    for t in out:  # pad every shard to the same length, all-gather, cut the padding
+        padded = torch.zeros((shard, *t.shape[1:]), dtype=t.dtype)
+        padded[: len(t)] = t
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        gathered.append(torch.cat(parts)[:n])
+    return gathered[0], gathered[1]
+
+
+def build_optimizer(
+    model: EmbeddingNet,
+    criteria: nn.Module,
+    *,
+    lr: float = 1e-5,
+    embedding_lr: float = 1e-5,
+    beta_lr: float = 5e-4,
+    weight_decay: float = 1e-4,
+) -> torch.optim.Adam:
+    """Adam over three parameter groups: backbone, embedding layer (all learners), loss parameters (learnable beta).
+
+    Defaults are the reference code's (lr 1e-5, weight decay 1e-4 for backbone and embedding).
+    """
+    groups = [
+        {"params": list(model.backbone.parameters()), "lr": lr, "weight_decay": weight_decay},
+        {"params": list(model.learners.parameters()), "lr": embedding_lr, "weight_decay": weight_decay},
+    ]
+    loss_params = list(criteria.parameters())
+    if loss_params:
+        groups.append({"params": loss_params, "lr": beta_lr, "weight_decay": 0.0})
+    return torch.optim.Adam(groups)
+
+
+class DivideAndConquerTrainer:
+    """The divide-and-conquer learner's training state and its two operations, re-clustering and a training step.
+
+    Args:
+        model: the embedding network (``model.num_learners == schedule.num_learners``). Wrapped in
+            ``DistributedDataParallel`` here when a process group is initialised.
+        criteria: one loss per learner (``len == num_learners``), each called as ``loss(emb, labels, triplets)``.
+        miner: the triplet miner (its ``generator`` makes the draws reproducible and is checkpointed).
+        optimizer: over ``model`` and ``criteria`` parameters, e.g. from :func:`build_optimizer`.
+        schedule: the :class:`Schedule`.
+        sampler: the cluster-aware sampler whose clusters this trainer updates.
+        cluster_dataset: the training set with the evaluation transform (what k-means sees), same order as the
+            sampler's labels.
+        device: the training device.
+        amp: mixed precision (``torch.autocast`` + ``GradScaler``); only on CUDA.
+        seed: k-means seed base (re-clustering at epoch ``e`` uses ``seed + e``).
+        extract_batch_size, workers: DataLoader settings of the feature extraction for re-clustering.
+
+    Attributes:
+        clusters: ``[N]`` int64 current cluster ids (``-1`` = unassigned).
+        history: one dict per re-clustering: ``epoch``, ``num_clusters``, ``sizes`` (``[K]`` samples per cluster),
+            ``unassigned``, ``seconds``.
+        epoch: the epoch set by the last :meth:`begin_epoch`.
+    """
+
+    def __init__(
+        self,
+        model: EmbeddingNet,
+        criteria: nn.ModuleList,
+        miner: DistanceWeightedMiner,
+        optimizer: torch.optim.Optimizer,
+        schedule: Schedule,
+        sampler: ClusterBatchSampler,
+        cluster_dataset: Dataset,
+        *,
+        device: torch.device | str = "cpu",
+        amp: bool = False,
+        seed: int = 0,
+        extract_batch_size: int = 256,
+        workers: int = 0,
+    ) -> None:
+        if model.num_learners != schedule.num_learners or len(criteria) != schedule.num_learners:
+            raise ValueError(
+                f"model has {model.num_learners} learners, criteria {len(criteria)}, schedule "
+                f"{schedule.num_learners}; they must agree"
+            )
+        self.device = torch.device(device)
+        if amp and self.device.type != "cuda":
+            raise ValueError("amp needs a CUDA device")
+        self.model, self.criteria, self.miner, self.optimizer = model, criteria, miner, optimizer
+        self.schedule, self.sampler, self.cluster_dataset = schedule, sampler, cluster_dataset
+        self.amp, self.seed, self.extract_batch_size, self.workers = amp, seed, extract_batch_size, workers
+        self.net: nn.Module = model
+        if dist.is_initialized():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=model.num_learners > 1)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp)
+        self.labels = np.asarray(sampler.labels)
+        self.clusters = np.full(len(self.labels), UNASSIGNED, dtype=np.int64)
+        self.num_clusters = 0
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+
+    def begin_epoch(self, epoch: int) -> dict[str, Any] | None:
+        """Prepare ``epoch``: re-cluster if the schedule says so (or K changed), set the sampler's epoch.
+
+        Returns:
+            The new :attr:`history` entry if a re-clustering happened, else ``None``.
+        """
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+        k = self.schedule.num_clusters(epoch)
+        if k == self.num_clusters and not self.schedule.reclusters(epoch):
+            return None
+        start = time.perf_counter()
+        if k == 1:
+            clusters = drop_singleton_classes(np.zeros(len(self.labels), dtype=np.int64), self.labels)
+        else:
+            clusters = self._kmeans(k)
+        self.clusters, self.num_clusters = clusters, k
+        self.sampler.set_clusters(clusters, k)
+        entry = {
+            "epoch": epoch,
+            "num_clusters": k,
+            "sizes": np.bincount(clusters[clusters >= 0], minlength=k).tolist(),
+            "unassigned": int((clusters < 0).sum()),
+            "seconds": time.perf_counter() - start,
+        }
+        self.history.append(entry)
+        return entry
+
+    def _kmeans(self, k: int) -> np.ndarray:
+        features, _ = extract(
+            self.model, self.cluster_dataset, self.schedule.cluster_on,
+            batch_size=self.extract_batch_size, workers=self.workers, device=self.device, amp=self.amp,
+        )  # fmt: skip
+        rank, world = _world()
+        previous = self.clusters if self.num_clusters == k else None
+        if rank == 0:
+            clusters = assign_clusters(
+                features.numpy(), self.labels, k, previous, niter=self.schedule.kmeans_iters, seed=self.seed + self.epoch
+            )
+        if world == 1:
+            return clusters
+        shared = torch.from_numpy(clusters) if rank == 0 else torch.empty(len(self.labels), dtype=torch.int64)
+        if self.device.type == "cuda":
+            shared = shared.to(self.device)
+        dist.broadcast(shared, src=0)
+        return shared.cpu().numpy()
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, learner: int) -> dict[str, torch.Tensor]:
+        """One optimizer step on a batch of cluster ``learner``: mine triplets, margin loss, backward, step.
+
+        Before :attr:`Schedule.full_embedding_epoch` only learner ``learner``'s slice (and the backbone) gets
+        gradients; the other learners are not in the graph, so the optimizer does not touch them.
+
+        Args:
+            images: ``[B, 3, H, W]`` (uint8 or float), moved to the device here.
+            labels: ``[B]`` int64 class labels.
+            learner: the batch's cluster id.
+
+        Returns:
+            ``loss`` (scalar) and ``triplets`` (number mined), as detached tensors (no host sync).
+        """
+        images, labels = _to_float(images.to(self.device, non_blocking=True)), labels.to(self.device)
+        full = self.schedule.full_embedding(self.epoch)
+        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            embeddings = self.net(images, learner=None if full else learner)
+        embeddings = embeddings.float()
+        triplets = self.miner(embeddings, labels)
+        loss = self.criteria[learner](embeddings, labels, triplets)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if dist.is_initialized():  # loss parameters (learnable beta) are outside DDP: average them by hand
+            for p in self.criteria[learner].parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad.div_(dist.get_world_size())
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": loss.detach(), "triplets": torch.tensor(len(triplets[0]))}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly after :meth:`begin_epoch` + the epoch's steps."""
+        generator = self.miner.generator
+        return {
+            "model": self.model.state_dict(),
+            "criteria": self.criteria.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "schedule": asdict(self.schedule),
+            "clusters": torch.from_numpy(self.clusters),
+            "num_clusters": self.num_clusters,
+            "history": self.history,
+            "epoch": self.epoch,
+            "miner_generator": None if generator is None else generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the schedule must be the same)."""
+        if state["schedule"] != asdict(self.schedule):
+            raise ValueError(f"checkpoint schedule {state['schedule']} differs from {asdict(self.schedule)}")
+        self.model.load_state_dict(state["model"])
+        self.criteria.load_state_dict(state["criteria"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.clusters, self.num_clusters = state["clusters"].numpy().copy(), state["num_clusters"]
+        self.history, self.epoch = state["history"], state["epoch"]
+        if self.num_clusters:
+            self.sampler.set_clusters(self.clusters, self.num_clusters)
+        if state["miner_generator"] is not None and self.miner.generator is not None:
+            self.miner.generator.set_state(state["miner_generator"])

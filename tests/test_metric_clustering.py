@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from metric.clustering import UNASSIGNED, assign_clusters, contingency, drop_singleton_classes, kmeans, match_clusters
+
+
+def _blobs(k: int = 4, per: int = 30, dim: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = np.eye(k, dim) * 10  # orthogonal: separated also after L2 normalisation
+    truth = np.repeat(np.arange(k), per)
+    return (centres[truth] + rng.normal(size=(k * per, dim))).astype(np.float32), truth
+
+
+def test_kmeans_recovers_blobs() -> None:
+    x, truth = _blobs()
+    ids = kmeans(x, 4, seed=3)
+    assert ids.dtype == np.int64 and set(ids) == {0, 1, 2, 3}
+    # same partition as the truth: every true blob maps to one cluster
+    assert all(len(set(ids[truth == t])) == 1 for t in range(4))
+    assert np.array_equal(kmeans(x, 4, seed=3), ids)
+    assert np.array_equal(kmeans(x, 1), np.zeros(len(x)))
+    with pytest.raises(ValueError, match="cannot make 200 clusters of 120 points"):
+        kmeans(x, 200)
+
+
+def test_contingency_ignores_unassigned() -> None:
+    prev = np.array([0, 0, 1, -1, 2])
+    curr = np.array([1, 1, 0, 2, 2])
+    np.testing.assert_array_equal(contingency(prev, curr, 3), [[0, 2, 0], [1, 0, 0], [0, 0, 1]])
+
+
+def test_hungarian_matching_keeps_identity_under_relabelling() -> None:
+    rng = np.random.default_rng(0)
+    prev = rng.integers(0, 5, size=500)
+    relabel = np.array([3, 0, 4, 1, 2])
+    curr = relabel[prev]
+    np.testing.assert_array_equal(match_clusters(prev, curr, 5), prev)
+    moved = rng.random(500) < 0.2  # some points change cluster: identity still follows the bulk
+    noisy = np.where(moved, rng.integers(0, 5, size=500), curr)
+    matched = match_clusters(prev, noisy, 5)
+    assert (matched == prev).mean() > 0.75
+    # same partition as the input, only renamed
+    assert len(set(zip(matched.tolist(), noisy.tolist(), strict=True))) == 5
+
+
+def test_matching_is_optimal_against_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        prev, curr = rng.integers(-1, 4, size=60), rng.integers(0, 4, size=60)
+        matched = match_clusters(prev, curr, 4)
+        best = max(
+            (np.where(curr >= 0, np.array(p)[curr], -1) == prev).sum() for p in itertools.permutations(range(4))
+        )
+        assert (matched == prev).sum() == best
+
+
+def test_drop_singleton_classes_matches_slow_loop() -> None:
+    rng = np.random.default_rng(2)
+    clusters, labels = rng.integers(-1, 3, size=80), rng.integers(0, 25, size=80)
+    expected = clusters.copy()
+    for i in range(80):
+        if clusters[i] >= 0 and ((clusters == clusters[i]) & (labels == labels[i])).sum() == 1:
+            expected[i] = UNASSIGNED
+    np.testing.assert_array_equal(drop_singleton_classes(clusters, labels), expected)
+    assert (expected == UNASSIGNED).sum() > (clusters == UNASSIGNED).sum()  # the case is exercised
+
+
+def test_assign_clusters_follows_previous_identity() -> None:
+    x, _ = _blobs(k=3, per=20)
+    labels = np.arange(len(x)) // 2  # pairs: no singletons
+    first = assign_clusters(x, labels, 3, seed=0)
+    for seed in range(1, 4):  # a different k-means seed may number the clusters differently; matching undoes it
+        np.testing.assert_array_equal(assign_clusters(x, labels, 3, first, seed=seed), first)
+    assert (assign_clusters(x, np.arange(len(x)), 3) == UNASSIGNED).all()  # every class is a singleton
