@@ -57,7 +57,7 @@ def build_backbone(name: str | None = None, init: str = "random") -> Trunk:
             trunk.pth``).
 
     Returns:
-        A :class:`permgym.models.Trunk` with ``out_dim`` features (2048 for resnet50, 512 for resnet18, 128 tiny).
+        A :class:`permgym.models.Trunk` with ``out_dim`` features (2048 for resnet50, 512 for resnet18).
 
     Raises:
         ValueError: unknown name or init, or a name that does not match the checkpoint's trunk.
