@@ -147,6 +147,17 @@ class EmbeddingNet(nn.Module):
         x = F.linear(features, weight, bias)
         return F.normalize(x.view(len(x), self.num_learners, self.slice_dim), dim=-1).view(len(x), -1)
 
-    def forward(self, images: torch.Tensor, learner: int | None = None) -> torch.Tensor:
-        """Images ``[B, 3, H, W]`` -> embedding ``[B, d]`` (or ``[B, d/K]`` for one ``learner``), see :meth:`embed`."""
-        return self.embed(self.backbone(images), learner)
+    def has_batch_statistics(self) -> bool:
+        """Whether the backbone normalises with batch statistics in train mode (BatchNorm that is not frozen)."""
+        return not self.frozen_bn and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.backbone.modules())
+
+    def forward(
+        self, images: torch.Tensor, learner: int | None = None, return_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Images ``[B, 3, H, W]`` -> embedding ``[B, d]`` (or ``[B, d/K]`` for one ``learner``), see :meth:`embed`.
+
+        With ``return_features`` it returns ``(embedding, backbone features [B, F])``.
+        """
+        features = self.backbone(images)
+        embedding = self.embed(features, learner)
+        return (embedding, features) if return_features else embedding

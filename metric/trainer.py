@@ -53,6 +53,12 @@ class Schedule:
         cluster_on: what k-means clusters: ``"backbone"`` features (the reference code) or the ``"embedding"``
             (the paper's wording); both L2-normalised.
         kmeans_iters: k-means (Lloyd) iterations per re-clustering.
+        cluster_features: where the clustered features come from: ``"pass"``, an eval-mode forward pass over the
+            whole training set at every re-clustering (the reference code); or ``"cache"``, the features the
+            training steps computed since the last re-clustering, with an eval pass only over the samples no step
+            has seen. ``"cache"`` needs a backbone without batch statistics (``frozen_bn``): a train-mode BatchNorm
+            normalises each single-cluster batch by its own statistics, which erases the differences between
+            clusters.
     """
 
     epochs: int = 20
@@ -62,12 +68,15 @@ class Schedule:
     finetune_epoch: int | None = None
     cluster_on: Literal["backbone", "embedding"] = "backbone"
     kmeans_iters: int = 20
+    cluster_features: Literal["pass", "cache"] = "pass"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.num_learners < 1 or self.recluster_every < 1 or self.kmeans_iters < 1:
             raise ValueError(f"epochs, num_learners, recluster_every and kmeans_iters must be >= 1, got {self}")
         if self.cluster_on not in ("backbone", "embedding"):
             raise ValueError(f"cluster_on must be 'backbone' or 'embedding', got {self.cluster_on!r}")
+        if self.cluster_features not in ("pass", "cache"):
+            raise ValueError(f"cluster_features must be 'pass' or 'cache', got {self.cluster_features!r}")
         for name in ("full_embedding_epoch", "finetune_epoch"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -247,6 +256,11 @@ class DivideAndConquerTrainer:
         self.device = torch.device(device)
         if amp and self.device.type != "cuda":
             raise ValueError("amp needs a CUDA device")
+        if schedule.cluster_features == "cache" and model.has_batch_statistics():
+            raise ValueError(
+                "cluster_features='cache' needs a backbone without train-mode BatchNorm: freeze it (frozen_bn=True, "
+                "--frozen-bn) or use cluster_features='pass'"
+            )
         self.model, self.criteria, self.miner, self.optimizer = model, criteria, miner, optimizer
         self.schedule, self.sampler, self.cluster_dataset = schedule, sampler, cluster_dataset
         self.amp, self.seed, self.extract_batch_size, self.workers = amp, seed, extract_batch_size, workers
@@ -260,6 +274,8 @@ class DivideAndConquerTrainer:
         self.num_clusters = 0
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
+        self._cache: torch.Tensor | None = None  # [N, D] features recorded by training steps (cluster_features="cache")
+        self._fresh = torch.zeros(len(self.labels), dtype=torch.bool, device=self.device)  # recorded since re-clustering
 
     def begin_epoch(self, epoch: int) -> dict[str, Any] | None:
         """Prepare ``epoch``: re-cluster if the schedule says so (or K changed), set the sampler's epoch.
@@ -289,11 +305,30 @@ class DivideAndConquerTrainer:
         self.history.append(entry)
         return entry
 
-    def _kmeans(self, k: int) -> np.ndarray:
-        features, _ = extract(
-            self.model, self.cluster_dataset, self.schedule.cluster_on,
+    def _extract(self, dataset: Dataset) -> torch.Tensor:
+        return extract(
+            self.model, dataset, self.schedule.cluster_on,
             batch_size=self.extract_batch_size, workers=self.workers, device=self.device, amp=self.amp,
-        )  # fmt: skip
+        )[0]  # fmt: skip
+
+    def _clustering_features(self) -> torch.Tensor:
+        """``[N, D]`` features to cluster: a full pass, or the training steps' records completed by a partial pass."""
+        if self.schedule.cluster_features == "pass" or self._cache is None:
+            features = self._extract(self.cluster_dataset)
+        else:
+            cache, fresh = self._cache * self._fresh[:, None], self._fresh.float()
+            if dist.is_initialized():  # every replica recorded its own batches: average what was recorded
+                dist.all_reduce(cache)
+                dist.all_reduce(fresh)
+            features = (cache / fresh.clamp(min=1)[:, None]).cpu()
+            missing = torch.nonzero(fresh == 0).flatten().cpu()
+            if len(missing):
+                features[missing] = self._extract(Subset(self.cluster_dataset, missing.tolist()))
+        self._fresh.zero_()
+        return features
+
+    def _kmeans(self, k: int) -> np.ndarray:
+        features = self._clustering_features()
         rank, world = _world()
         previous = self.clusters if self.num_clusters == k else None
         if rank == 0:
@@ -308,7 +343,9 @@ class DivideAndConquerTrainer:
         dist.broadcast(shared, src=0)
         return shared.cpu().numpy()
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, learner: int) -> dict[str, torch.Tensor]:
+    def train_step(
+        self, images: torch.Tensor, labels: torch.Tensor, learner: int, indices: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """One optimizer step on a batch of cluster ``learner``: mine triplets, margin loss, backward, step.
 
         Before :attr:`Schedule.full_embedding_epoch` only learner ``learner``'s slice (and the backbone) gets
@@ -318,6 +355,8 @@ class DivideAndConquerTrainer:
             images: ``[B, 3, H, W]`` (uint8 or float), moved to the device here.
             labels: ``[B]`` int64 class labels.
             learner: the batch's cluster id.
+            indices: ``[B]`` dataset indices of the batch; needed to record features for
+                ``cluster_features="cache"``.
 
         Returns:
             ``loss`` (scalar) and ``triplets`` (number mined), as detached tensors (no host sync).
@@ -325,8 +364,10 @@ class DivideAndConquerTrainer:
         images, labels = _to_float(images.to(self.device, non_blocking=True)), labels.to(self.device)
         full = self.schedule.full_embedding(self.epoch)
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
-            embeddings = self.net(images, learner=None if full else learner)
+            embeddings, features = self.net(images, learner=None if full else learner, return_features=True)
         embeddings = embeddings.float()
+        if self.schedule.cluster_features == "cache" and indices is not None:
+            self._record(indices.to(self.device), features.detach().float())
         triplets = self.miner(embeddings, labels)
         loss = self.criteria[learner](embeddings, labels, triplets)
         self.optimizer.zero_grad(set_to_none=True)
@@ -339,6 +380,15 @@ class DivideAndConquerTrainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return {"loss": loss.detach(), "triplets": torch.tensor(len(triplets[0]))}
+
+    @torch.no_grad()
+    def _record(self, indices: torch.Tensor, features: torch.Tensor) -> None:
+        if self.schedule.cluster_on == "embedding":
+            features = self.model.embed(features)
+        if self._cache is None:
+            self._cache = torch.zeros(len(self.labels), features.shape[1], device=self.device)
+        self._cache[indices] = features
+        self._fresh[indices] = True
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly after :meth:`begin_epoch` + the epoch's steps."""
@@ -354,6 +404,7 @@ class DivideAndConquerTrainer:
             "history": self.history,
             "epoch": self.epoch,
             "miner_generator": None if generator is None else generator.get_state(),
+            "feature_cache": None if self._cache is None else (self._cache.cpu(), self._fresh.cpu()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -370,3 +421,5 @@ class DivideAndConquerTrainer:
             self.sampler.set_clusters(self.clusters, self.num_clusters)
         if state["miner_generator"] is not None and self.miner.generator is not None:
             self.miner.generator.set_state(state["miner_generator"])
+        if state["feature_cache"] is not None:
+            self._cache, self._fresh = (t.to(self.device) for t in state["feature_cache"])

@@ -25,25 +25,27 @@ def _dataset() -> TensorDataset:
     return TensorDataset(images, labels)
 
 
-def _trainer(schedule: Schedule, seed: int = 0, iterations: int = 3) -> DivideAndConquerTrainer:
+def _trainer(
+    schedule: Schedule, seed: int = 0, iterations: int = 3, frozen_bn: bool = False, lr: float = 1e-3
+) -> DivideAndConquerTrainer:
     data = _dataset()
     torch.manual_seed(seed)
-    model = EmbeddingNet(build_backbone("tiny"), embedding_dim=12, num_learners=schedule.num_learners)
+    model = EmbeddingNet(build_backbone("tiny"), 12, schedule.num_learners, frozen_bn=frozen_bn)
     criteria = nn.ModuleList(build_loss("margin") for _ in range(schedule.num_learners))
     sampler = ClusterBatchSampler(data.tensors[1], batch_size=8, samples_per_class=2, iterations_per_epoch=iterations,
                                   seed=seed)  # fmt: skip
     return DivideAndConquerTrainer(
         model, criteria, DistanceWeightedMiner(generator=torch.Generator().manual_seed(seed)),
-        build_optimizer(model, criteria, lr=1e-3, embedding_lr=1e-3), schedule, sampler, data, seed=seed,
+        build_optimizer(model, criteria, lr=lr, embedding_lr=lr), schedule, sampler, data, seed=seed,
     )  # fmt: skip
 
 
 def _run_epoch(trainer: DivideAndConquerTrainer, epoch: int) -> list[int]:
     trainer.begin_epoch(epoch)
     learners = []
-    for images, labels, _, learner in DataLoader(BatchedDataset(trainer.cluster_dataset), sampler=trainer.sampler,
-                                                 batch_size=None):  # fmt: skip
-        trainer.train_step(images, labels, learner)
+    for images, labels, indices, learner in DataLoader(BatchedDataset(trainer.cluster_dataset),
+                                                       sampler=trainer.sampler, batch_size=None):  # fmt: skip
+        trainer.train_step(images, labels, learner, indices)
         learners.append(learner)
     return learners
 
@@ -123,6 +125,26 @@ def test_cluster_on_embedding_and_extract() -> None:
     feats, _ = extract(trainer.model, trainer.cluster_dataset, "backbone")
     assert emb.shape == (60, 12) and feats.shape == (60, trainer.model.backbone.out_dim) and torch.equal(labels, trainer.cluster_dataset[:][1])
     assert trainer.model.training
+
+
+def test_cached_features_need_frozen_bn_and_save_the_pass(monkeypatch) -> None:
+    with pytest.raises(ValueError, match="cluster_features='cache' needs a backbone without train-mode BatchNorm"):
+        _trainer(Schedule(num_learners=3, cluster_features="cache"))
+    # a small learning rate, as with pretrained backbones: the recorded features are at most T epochs stale
+    trainer = _trainer(Schedule(num_learners=3, recluster_every=2, cluster_features="cache"), frozen_bn=True, lr=1e-5)
+    extracted = []
+    real_extract = trainer._extract
+    monkeypatch.setattr(trainer, "_extract", lambda ds: extracted.append(len(ds)) or real_extract(ds))
+    _run_epoch(trainer, 0)
+    seen = set()
+    for epoch in (0, 1):  # the batches trained on since the re-clustering at epoch 0
+        trainer.sampler.set_epoch(epoch)
+        seen |= {i for indices, _ in trainer.sampler for i in indices}
+    _run_epoch(trainer, 1)
+    trainer.begin_epoch(2)
+    assert extracted == [60, 60 - len(seen)] and 0 < len(seen) < 60
+    groups = trainer.labels // CLASSES_PER_GROUP
+    assert all(len(set(trainer.clusters[groups == g]) - {-1}) == 1 for g in range(GROUPS))
 
 
 def test_state_dict_resumes_exactly() -> None:

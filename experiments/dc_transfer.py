@@ -1,0 +1,469 @@
+"""Divide-and-conquer metric learning (Sanakoyeu et al., CVPR 2019) on a pretrained trunk: train, evaluate, plot.
+
+The training set is clustered with k-means into K groups and the embedding layer is split into K slices
+("learners"); learner k trains only on batches of cluster k, the data are re-clustered every few epochs, then the full
+embedding is trained and finally fine-tuned on all data with K = 1. ``--num-learners 1`` is the single-metric
+baseline through the same code; ``--compare-k 1,4`` trains several K one after the other and compares them.
+
+Examples::
+
+    python experiments/dc_transfer.py                      # embedded data; the last ssl_ucf101 trunk if there is one
+    python experiments/dc_transfer.py --quick              # a ~1 minute run
+    python experiments/dc_transfer.py --compare-k 1,4 --out runs/dc_compare
+    python experiments/dc_transfer.py --dataset cub200 --root data/CUB_200_2011 --backbone resnet50 \\
+        --init imagenet --num-learners 4 --embedding-dim 128 --epochs 200 --iters-per-epoch 74 --frozen-bn \\
+        --lr 1e-5 --embedding-lr 1e-5 --recluster-every 2 --full-embedding-epoch 80 --finetune-epoch 190
+    torchrun --nproc_per_node=2 experiments/dc_transfer.py --quick   # DDP (gloo on CPU, NCCL on GPUs)
+    python experiments/dc_transfer.py --out runs/dc_transfer --resume   # continue after an interruption
+
+Outputs in ``--out`` (written by rank 0 only): ``config.json``, ``metrics.json`` (``R@1``, ``R@2``, ``R@4``, ``R@8``,
+``NMI``, ``MAP@R``, ... of the final epoch; no test-set model selection), ``results.md``, ``recall.png``,
+``embedding.png`` (t-SNE or PCA of the test embeddings coloured by class), ``clusters.png`` (cluster sizes at every
+re-clustering), ``curves.png``, TensorBoard logs in ``tb/``, and per K a folder ``K{k}/`` with ``checkpoint.pth``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from metric.data import build_dataset
+from metric.evaluation import evaluate_retrieval
+from metric.losses import LOSSES, build_loss
+from metric.miners import DistanceWeightedMiner
+from metric.model import BACKBONES, EmbeddingNet, build_backbone
+from metric.samplers import BatchedDataset, ClusterBatchSampler
+from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract, init_distributed
+
+DATASETS = ("synthetic", "cub200", "cars196", "sop", "inshop", "vehicleid", "folder")
+RECALL_KS = {"sop": (1, 10, 100, 1000), "inshop": (1, 10, 20, 30, 40, 50), "vehicleid": (1, 5)}
+"""Recall@K reported per dataset in the literature; R@1, 2, 4, 8 are always computed as well."""
+
+# Settings that --quick changes. Every other default is in get_args_parser. The defaults fit the embedded data on
+# 2 CPU cores (<= 10 min); --quick fits 90 s.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"epochs": 12, "iters_per_epoch": 40, "full_embedding_epoch": 6, "finetune_epoch": 10,
+                "projection": "tsne"},
+    "quick": {"epochs": 4, "iters_per_epoch": 12, "full_embedding_epoch": 2, "finetune_epoch": 3,
+              "projection": "pca"},
+}  # fmt: skip
+
+
+def _preset_help(name: str, text: str) -> str:
+    return f"{text} (default: {PRESETS['default'][name]}; with --quick: {PRESETS['quick'][name]})"
+
+
+def _init_choice(value: str) -> str:
+    if value in ("auto", "random", "imagenet") or (value.startswith("ssl:") and len(value) > 4):
+        return value
+    raise argparse.ArgumentTypeError(f"invalid init {value!r} (choose from auto, random, imagenet, ssl:PATH)")
+
+
+def _int_list(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,4, got {value!r}") from None
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Divide-and-conquer metric learning on a pretrained trunk", add_help=add_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Defaults are sized for the embedded data on a CPU. The paper's setting: --backbone resnet50 --init "
+        "imagenet --embedding-dim 128 --batch-size 80 --samples-per-class 4 --lr 1e-5 --embedding-lr 1e-5 "
+        "--frozen-bn, about 200 epochs with re-clustering every 2, K = 4 (CUB, CARS) or 8 (SOP, In-shop, VID).",
+    )  # fmt: skip
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="synthetic", choices=DATASETS, help="dataset (default: synthetic)")
+    data.add_argument("--root", default=None, help="dataset folder (default: none; the embedded data needs none)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", default=None, choices=BACKBONES,
+                       help="backbone (default: the ssl checkpoint's trunk, else tiny)")  # fmt: skip
+    model.add_argument("--init", default="auto", type=_init_choice,
+                       help="backbone weights: random, imagenet (torchvision cache), ssl:CKPT, or auto = the newest "
+                       "runs/ssl_ucf101*/trunk.pth if present, else random (default: auto)")  # fmt: skip
+    model.add_argument("-d", "--embedding-dim", default=128, type=int, help="embedding size d (default: 128)")
+    model.add_argument("-K", "--num-learners", default=4, type=int, help="learners/clusters K; 1 = baseline (default: 4)")
+    model.add_argument("--compare-k", default=[], type=_int_list,
+                       help="also train these K, e.g. 1,4, and compare them (default: only --num-learners)")
+    model.add_argument("--frozen-bn", action="store_true", help="keep backbone BatchNorm statistics fixed")
+    sched = parser.add_argument_group("schedule (epochs are 0-based)")
+    sched.add_argument("--epochs", type=int, help=_preset_help("epochs", "training epochs"))
+    sched.add_argument("--iters-per-epoch", type=int, help=_preset_help("iters_per_epoch", "batches per epoch"))
+    sched.add_argument("--recluster-every", default=2, type=int, help="re-cluster every T epochs (default: 2)")
+    sched.add_argument("--full-embedding-epoch", type=int,
+                       help=_preset_help("full_embedding_epoch", "loss on the full embedding from this epoch; -1 = never"))
+    sched.add_argument("--finetune-epoch", type=int,
+                       help=_preset_help("finetune_epoch", "fine-tune with K = 1 from this epoch; -1 = never"))
+    sched.add_argument("--cluster-on", default="backbone", choices=("backbone", "embedding"),
+                       help="what k-means clusters (default: backbone, as the reference code)")
+    sched.add_argument("--kmeans-iters", default=20, type=int, help="k-means iterations (default: 20)")
+    sched.add_argument("--cluster-features", default="pass", choices=("pass", "cache"),
+                       help="features for k-means: an eval pass over the training set, or those the training steps "
+                       "computed since the last re-clustering (needs --frozen-bn) (default: pass)")  # fmt: skip
+    loss = parser.add_argument_group("loss")
+    loss.add_argument("--loss", default="margin", choices=LOSSES, help="loss (default: margin)")
+    loss.add_argument("--margin", default=0.2, type=float, help="margin alpha (default: 0.2)")
+    loss.add_argument("--beta", default=1.2, type=float, help="margin-loss boundary beta (default: 1.2)")
+    loss.add_argument("--learn-beta", action="store_true", help="train beta (one per learner)")
+    loss.add_argument("--beta-lr", default=5e-4, type=float, help="learning rate of beta (default: 5e-4)")
+    loss.add_argument("--dws-cutoff", default=0.5, type=float, help="distance-weighted sampling cutoff (default: 0.5)")
+    loss.add_argument("--nonzero-loss-cutoff", default=1.4, type=float,
+                      help="never draw negatives this far (default: 1.4 = beta + alpha)")  # fmt: skip
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("-b", "--batch-size", default=80, type=int, help="images per batch per process (default: 80)")
+    optim.add_argument("-m", "--samples-per-class", default=4, type=int, help="images per class in a batch (default: 4)")
+    optim.add_argument("--lr", default=1e-3, type=float, help="Adam learning rate of the backbone (default: 1e-3)")
+    optim.add_argument("--embedding-lr", default=1e-3, type=float, help="of the embedding layer (default: 1e-3)")
+    optim.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4, type=float,
+                       help="weight decay (default: 1e-4)")  # fmt: skip
+    run = parser.add_argument_group("run")
+    run.add_argument("--quick", action="store_true", help="a short run (< 90 s on 2 CPU cores); explicit flags win")
+    run.add_argument("--out", default="runs/dc_transfer", help="output folder (default: runs/dc_transfer)")
+    run.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    run.add_argument("--seed", default=0, type=int, help="seed (default: 0)")
+    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                     help="device (default: cuda if available, else cpu)")  # fmt: skip
+    run.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    run.add_argument("--threads", default=None, type=int,
+                     help="CPU threads of torch and faiss per process (default: torch's default)")  # fmt: skip
+    run.add_argument("-j", "--workers", default=None, type=int,
+                     help="DataLoader workers (default: 0 for the in-memory embedded data, else 4)")  # fmt: skip
+    run.add_argument("--eval-every", default=1, type=int, help="evaluate every N epochs and at the end (default: 1)")
+    run.add_argument("--print-freq", default=10, type=int, help="progress-bar refresh in steps (default: 10)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--projection", choices=("tsne", "pca"), help=_preset_help("projection", "embedding plot"))
+    return parser
+
+
+def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the preset-dependent settings left unset, and validate combinations argparse cannot."""
+    for name, value in PRESETS["quick" if args.quick else "default"].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name in ("full_embedding_epoch", "finetune_epoch"):
+        if getattr(args, name) < 0:
+            setattr(args, name, None)
+    if args.workers is None:
+        args.workers = 0 if args.dataset == "synthetic" else 4
+    if any(k < 1 for k in [*args.compare_k, args.num_learners]):
+        raise SystemExit(f"error: K must be >= 1, got --num-learners {args.num_learners} --compare-k {args.compare_k}")
+    return args
+
+
+def resolve_init(init: str, backbone: str | None, runs: Path = Path("runs")) -> tuple[str, str]:
+    """Resolve ``--init auto`` to the newest ``runs/ssl_ucf101*/trunk.pth`` (if it fits ``backbone``) or random.
+
+    Returns:
+        ``(init, message)``: the init to use and a log line saying which one and why.
+    """
+    if init != "auto":
+        return init, f"init: {init}"
+    checkpoints = sorted(runs.glob("ssl_ucf101*/trunk.pth"), key=lambda p: p.stat().st_mtime)
+    if not checkpoints:
+        return "random", f"init: random (no {runs}/ssl_ucf101*/trunk.pth; run experiments/ssl_ucf101.py to make one)"
+    latest = checkpoints[-1]
+    name = torch.load(latest, map_location="cpu", weights_only=True)["trunk_name"]
+    if backbone is not None and name != backbone:
+        return "random", f"init: random (the last ssl_ucf101 trunk {latest} is {name!r}, not --backbone {backbone})"
+    return f"ssl:{latest}", f"init: ssl checkpoint {latest} (the last ssl_ucf101 run, trunk {name!r})"
+
+
+@dataclass
+class Data:
+    """The datasets of a run: training set twice (augmented / evaluation transform), query and optional gallery."""
+
+    train: Dataset
+    cluster: Dataset
+    query: Dataset
+    gallery: Dataset | None
+    ks: tuple[int, ...]
+
+
+def load_data(args: argparse.Namespace) -> Data:
+    """Build the datasets of ``--dataset`` (In-shop: query -> gallery; others: test set against itself)."""
+    train = build_dataset(args.dataset, args.root, "train")
+    if args.dataset == "inshop":
+        query, gallery = build_dataset(args.dataset, args.root, "query"), build_dataset(args.dataset, args.root, "gallery")
+    else:
+        query, gallery = build_dataset(args.dataset, args.root, "test"), None
+    ks = tuple(sorted({1, 2, 4, 8, *RECALL_KS.get(args.dataset, ())}))
+    return Data(train, train, query, gallery, ks)
+
+
+def train_one_epoch(
+    trainer: DivideAndConquerTrainer, loader: DataLoader, epoch: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One epoch of training steps; returns the mean loss and triplet count, steps per learner and seconds."""
+    start = time.perf_counter()
+    loss_sum, triplet_sum = torch.zeros(()), torch.zeros(())
+    steps = np.zeros(trainer.num_clusters, dtype=np.int64)
+    show = not args.no_progress and (not dist.is_initialized() or dist.get_rank() == 0)
+    bar = tqdm(loader, desc=f"K={trainer.schedule.num_learners} epoch {epoch}", disable=not show, leave=False)
+    for step, (images, labels, indices, learner) in enumerate(bar):
+        out = trainer.train_step(images, labels, learner, indices)
+        loss_sum += out["loss"].cpu()
+        triplet_sum += out["triplets"]
+        steps[learner] += 1
+        if step % args.print_freq == 0:
+            bar.set_postfix(loss=f"{float(out['loss']):.4f}", learner=learner)
+    totals = torch.stack([loss_sum, triplet_sum]) / len(loader)
+    if dist.is_initialized():
+        dist.all_reduce(totals)
+        totals /= dist.get_world_size()
+    return {"loss": float(totals[0]), "triplets": float(totals[1]), "steps_per_learner": steps.tolist(),
+            "seconds": time.perf_counter() - start}  # fmt: skip
+
+
+def evaluate(model: EmbeddingNet, data: Data, args: argparse.Namespace) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """Retrieval metrics of the full embedding on the test data (rank 0; other ranks get ``{}``).
+
+    Returns:
+        ``(metrics, query embeddings [N, d], query labels [N])``.
+    """
+    kwargs = {"batch_size": 2 * args.batch_size, "workers": args.workers, "device": args.device, "amp": args.amp}
+    query, query_labels = extract(model, data.query, "embedding", **kwargs)
+    gallery = gallery_labels = None
+    if data.gallery is not None:
+        gallery, gallery_labels = extract(model, data.gallery, "embedding", **kwargs)
+        gallery = F.normalize(gallery, dim=1)
+    query = F.normalize(query, dim=1)
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return {}, query, query_labels
+    metrics = evaluate_retrieval(query, query_labels, gallery, gallery_labels, ks=data.ks)
+    return {k: float(v) for k, v in metrics.items()}, query, query_labels
+
+
+def make_schedule(args: argparse.Namespace, num_learners: int) -> Schedule:
+    return Schedule(
+        epochs=args.epochs, num_learners=num_learners, recluster_every=args.recluster_every,
+        full_embedding_epoch=args.full_embedding_epoch, finetune_epoch=args.finetune_epoch,
+        cluster_on=args.cluster_on, kmeans_iters=args.kmeans_iters, cluster_features=args.cluster_features,
+    )  # fmt: skip
+
+
+def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data, out: Path) -> dict[str, Any]:
+    """Train (or resume) one learner with ``num_learners`` learners; returns its log and final test embeddings."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    model = EmbeddingNet(build_backbone(args.backbone, init), args.embedding_dim, num_learners, args.frozen_bn)
+    model.to(device)
+    criteria = nn.ModuleList(
+        build_loss(args.loss, margin=args.margin, beta=args.beta, learn_beta=args.learn_beta) for _ in range(num_learners)
+    ).to(device)
+    miner = DistanceWeightedMiner(args.dws_cutoff, args.nonzero_loss_cutoff,
+                                  generator=torch.Generator(device).manual_seed(args.seed + rank))  # fmt: skip
+    optimizer = build_optimizer(model, criteria, lr=args.lr, embedding_lr=args.embedding_lr, beta_lr=args.beta_lr,
+                                weight_decay=args.weight_decay)  # fmt: skip
+    sampler = ClusterBatchSampler(
+        np.asarray(data.train.labels), batch_size=args.batch_size, samples_per_class=args.samples_per_class,
+        iterations_per_epoch=args.iters_per_epoch, seed=args.seed, num_replicas=world, rank=rank,
+    )  # fmt: skip
+    schedule = make_schedule(args, num_learners)
+    trainer = DivideAndConquerTrainer(
+        model, criteria, miner, optimizer, schedule, sampler, data.cluster, device=device, amp=args.amp,
+        seed=args.seed, extract_batch_size=2 * args.batch_size, workers=args.workers,
+    )  # fmt: skip
+    loader = DataLoader(BatchedDataset(data.train), sampler=sampler, batch_size=None, num_workers=args.workers,
+                        persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")  # fmt: skip
+    checkpoint, log, start_epoch = out / f"K{num_learners}" / "checkpoint.pth", [], 0
+    if args.resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        trainer.load_state_dict(state["trainer"])
+        torch.set_rng_state(state["torch_rng"])
+        log, start_epoch = state["log"], state["epoch"] + 1
+        print(f"K={num_learners}: resumed from {checkpoint} at epoch {start_epoch}")
+    writer = SummaryWriter(out / "tb" / f"K{num_learners}") if rank == 0 else None
+    if writer is not None and start_epoch == 0:
+        writer.add_text("config", "| key | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in
+                        {**vars(args), "num_learners": num_learners, "init": init}.items()))  # fmt: skip
+    final = None
+    for epoch in range(start_epoch, schedule.epochs):
+        clustering = trainer.begin_epoch(epoch)
+        stats = train_one_epoch(trainer, loader, epoch, args)
+        last = epoch == schedule.epochs - 1
+        evaluation = evaluate(model, data, args) if last or (epoch + 1) % args.eval_every == 0 else None
+        metrics = evaluation[0] if evaluation else {}
+        final = evaluation if last else None
+        record = {"epoch": epoch, "phase": schedule.phase(epoch), **stats, "metrics": metrics,
+                  "recluster_seconds": clustering["seconds"] if clustering else 0.0}  # fmt: skip
+        log.append(record)
+        if rank != 0:
+            continue
+        print(f"K={num_learners} epoch {epoch + 1}/{schedule.epochs} [{record['phase']}] loss {stats['loss']:.4f} "
+              f"triplets {stats['triplets']:.0f} " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+              + f" | {stats['seconds']:.1f}s train, {record['recluster_seconds']:.1f}s re-clustering", flush=True)
+        _log_epoch(writer, record, clustering)
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state(), "log": log, "epoch": epoch,
+                    "args": vars(args)}, checkpoint)  # fmt: skip
+    if final is None:  # resumed a finished run: evaluate its checkpoint
+        final = evaluate(model, data, args)
+    if writer is not None:
+        writer.close()
+    return {"num_learners": num_learners, "metrics": final[0], "log": log, "history": trainer.history,
+            "embeddings": final[1], "labels": final[2]}  # fmt: skip
+
+
+def _log_epoch(writer: SummaryWriter | None, record: dict[str, Any], clustering: dict[str, Any] | None) -> None:
+    if writer is None:
+        return
+    epoch = record["epoch"]
+    writer.add_scalar("losses/train", record["loss"], epoch)
+    writer.add_scalar("charts/triplets", record["triplets"], epoch)
+    writer.add_scalar("time/train_seconds", record["seconds"], epoch)
+    writer.add_scalar("time/recluster_seconds", record["recluster_seconds"], epoch)
+    for name, value in record["metrics"].items():
+        writer.add_scalar(f"eval/{name}", value, epoch)
+    if clustering is not None:
+        writer.add_scalars("clusters/sizes", {str(k): s for k, s in enumerate(clustering["sizes"])}, epoch)
+        writer.add_scalar("clusters/unassigned", clustering["unassigned"], epoch)
+
+
+def write_results(args: argparse.Namespace, runs: list[dict[str, Any]], init: str, out: Path) -> dict[str, Any]:
+    """Write metrics.json, results.md and the plots; return the metrics.json content."""
+    summary = {}
+    for run in runs:
+        train = sum(r["seconds"] for r in run["log"])
+        recluster = sum(r["recluster_seconds"] for r in run["log"])
+        summary[f"K={run['num_learners']}"] = {
+            **run["metrics"], "train_seconds": train, "recluster_seconds": recluster,
+            "recluster_share": recluster / max(train + recluster, 1e-9),
+        }  # fmt: skip
+    primary = summary[f"K={args.num_learners}"]
+    metrics = {**primary, "num_learners": args.num_learners, "runs": summary}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    names = [k for k in primary if k.startswith(("R@", "NMI", "MAP"))]
+    lines = [
+        f"# Divide and conquer on {args.dataset}",
+        "",
+        f"Backbone {args.backbone or 'from init'}, init `{init}`, d = {args.embedding_dim}, {args.epochs} epochs x "
+        f"{args.iters_per_epoch} batches of {args.batch_size} ({args.samples_per_class} per class), loss {args.loss}, "
+        f"clusters on {args.cluster_on} features, re-clustered every {args.recluster_every} epochs, full embedding "
+        f"from epoch {args.full_embedding_epoch}, K = 1 fine-tuning from epoch {args.finetune_epoch}. Metrics of the "
+        "final epoch on the test classes (no test-set model selection).",
+        "",
+        "| K | " + " | ".join(names) + " | train s | re-clustering share |",
+        "|---|" + "---|" * (len(names) + 2),
+    ]
+    for name, row in summary.items():
+        lines.append(f"| {name[2:]} | " + " | ".join(f"{100 * row[n]:.2f}" for n in names)
+                     + f" | {row['train_seconds']:.0f} | {100 * row['recluster_share']:.1f} % |")  # fmt: skip
+    lines += ["", "Metrics in %. Plots: recall.png, embedding.png, clusters.png, curves.png; TensorBoard: tb/."]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    plot_results(runs, data_ks=[int(n[2:]) for n in names if n.startswith("R@")], out=out, projection=args.projection)
+    return metrics
+
+
+def plot_results(runs: list[dict[str, Any]], data_ks: list[int], out: Path, projection: str) -> None:
+    """recall.png, embedding.png (t-SNE/PCA of test embeddings by class), clusters.png, curves.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for run in runs:
+        ax.plot(data_ks, [100 * run["metrics"][f"R@{k}"] for k in data_ks], marker="o", label=f"K={run['num_learners']}")
+    ax.set(xscale="log", xlabel="K (neighbours)", ylabel="Recall@K (%)", title="Recall@K on the test classes")
+    ax.set_xticks(data_ks, [str(k) for k in data_ks])
+    ax.legend()
+    fig.savefig(out / "recall.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4.5), squeeze=False)
+    for ax, run in zip(axes[0], runs, strict=True):
+        x, y = run["embeddings"].numpy(), run["labels"].numpy()
+        keep = np.random.default_rng(0).permutation(len(x))[:2000]
+        x, y = x[keep], y[keep]
+        if projection == "tsne":
+            xy = TSNE(2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=0).fit_transform(x)
+        else:
+            xy = PCA(2, random_state=0).fit_transform(x)
+        ax.scatter(xy[:, 0], xy[:, 1], c=y, cmap="gist_ncar", s=4)
+        ax.set(title=f"K={run['num_learners']}: test embeddings ({projection}), colour = class", xticks=[], yticks=[])
+    fig.savefig(out / "embedding.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+    divided = [run for run in runs if run["num_learners"] > 1]
+    fig, axes = plt.subplots(1, max(len(divided), 1), figsize=(5 * max(len(divided), 1), 3.5), squeeze=False)
+    for ax, run in zip(axes[0], divided, strict=False):
+        entries = [h for h in run["history"] if h["num_clusters"] > 1]
+        bottom = np.zeros(len(entries))
+        for k in range(run["num_learners"]):
+            sizes = np.array([h["sizes"][k] for h in entries])
+            ax.bar([str(h["epoch"]) for h in entries], sizes, bottom=bottom, label=f"cluster {k}")
+            bottom += sizes
+        ax.bar([str(h["epoch"]) for h in entries], [h["unassigned"] for h in entries], bottom=bottom, color="lightgrey",
+               label="unassigned")  # fmt: skip
+        ax.set(xlabel="re-clustering at epoch", ylabel="training images", title=f"K={run['num_learners']} cluster sizes")
+        ax.legend(fontsize=7)
+    fig.savefig(out / "clusters.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, (loss_ax, r1_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for run in runs:
+        log = run["log"]
+        loss_ax.plot([r["epoch"] for r in log], [r["loss"] for r in log], label=f"K={run['num_learners']}")
+        evals = [r for r in log if r["metrics"]]
+        r1_ax.plot([r["epoch"] for r in evals], [100 * r["metrics"]["R@1"] for r in evals], marker=".",
+                   label=f"K={run['num_learners']}")  # fmt: skip
+    loss_ax.set(xlabel="epoch", ylabel="training loss")
+    r1_ax.set(xlabel="epoch", ylabel="test R@1 (%)")
+    loss_ax.legend()
+    fig.savefig(out / "curves.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Train every requested K, evaluate, and (rank 0) write the outputs; returns metrics.json's content on rank 0."""
+    args = apply_preset(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
+    rank, world = init_distributed()
+    if world > 1 and args.device == "cuda":
+        args.device = f"cuda:{torch.cuda.current_device()}"
+    out = Path(args.out)
+    init, message = resolve_init(args.init, args.backbone)
+    ks = list(dict.fromkeys([*args.compare_k, args.num_learners]))
+    data = load_data(args)
+    if rank == 0:
+        print(message)
+        print(f"data: train {data.train!r}, query {data.query!r}" + (f", gallery {data.gallery!r}" if data.gallery else ""))
+        out.mkdir(parents=True, exist_ok=True)
+        config = {**vars(args), "init_resolved": init, "runs_k": ks, "world_size": world, "command": sys.argv,
+                  "schedules": {f"K={k}": asdict(make_schedule(args, k)) for k in ks}}  # fmt: skip
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+    runs = [train_run(args, k, init, data, out) for k in ks]
+    metrics = write_results(args, runs, init, out) if rank == 0 else None
+    if rank == 0:
+        print(f"results in {out}/ (results.md, metrics.json, plots, tb/)")
+        print((out / "results.md").read_text())
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
