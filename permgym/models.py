@@ -42,11 +42,10 @@ def build_trunk(name: str) -> Trunk:
     """Build a randomly initialised trunk by name (one of :data:`TRUNKS`)."""
     if name == "tiny":
         body = nn.Sequential(
-            *_conv_bn(3, 32, 3, 2, 1), *_conv_bn(32, 64, 3, 2, 1),
-            *_conv_bn(64, 96, 3, 2, 1), *_conv_bn(96, 128, 3, 1, 1),
-            nn.AdaptiveAvgPool2d(1),
+            *_conv_bn(3, 32, 3, 2, 1), *_conv_bn(32, 64, 3, 2, 1), *_conv_bn(64, 64, 3, 2, 1),
+            nn.AdaptiveAvgPool2d(3),  # keep a coarse layout: ordering needs where things are, not only what
         )  # fmt: skip
-        return Trunk(name, body, 128)
+        return Trunk(name, body, 64 * 3 * 3)
     if name == "caffenet":
         body = nn.Sequential(
             *_conv_bn(3, 96, 11, 4, 2), nn.MaxPool2d(3, 2),
@@ -129,9 +128,12 @@ class OrderingNet(nn.Module):
         )
 
     def element_features(self, elements: torch.Tensor) -> torch.Tensor:
-        """``[B, n, 3, H, W]`` -> ``[B, n, P]``: trunk and projection on each element independently."""
+        """``[B, n, 3, H, W]`` -> ``[B, n, P]``: trunk and projection on each element independently, then centred
+        over the sample's elements. Centring removes what the elements share (background, object appearance) so
+        the head sees how they differ; it is order-independent, so every permutation still is a gather."""
         b, n = elements.shape[:2]
-        return self.project(self.trunk(elements.flatten(0, 1))).view(b, n, -1)
+        features = self.project(self.trunk(elements.flatten(0, 1))).view(b, n, -1)
+        return features - features.mean(dim=1, keepdim=True)
 
     def forward(self, elements: torch.Tensor, task: str) -> torch.Tensor:
         """Naive path: ``[B, n, 3, H, W]`` elements already in presentation order -> ``[B, K]`` logits."""

@@ -10,7 +10,7 @@ shuffled elements plus their bank index with :meth:`OrderingTask.sample`. All ra
   shared by the frames.
 * :class:`SpatialTask` — a jigsaw: one frame cut into a ``g x g`` grid; each tile is cropped from its cell at a random
   offset (gaps and jitter between tiles) and normalised on its own, so edge continuity and colour are no shortcut.
-* :class:`JointTask` — both on one shared trunk: a batch is split between the tasks in a fixed ratio.
+The joint task (both on one shared trunk, a batch split between them) is :func:`permgym.trainer.batch_split`.
 """
 
 from __future__ import annotations
@@ -187,26 +187,3 @@ class SpatialTask(OrderingTask):
             x = F.interpolate(x.flatten(0, 1), size=self.output_size, mode="bilinear", antialias=True)
             x = x.view(b, n, 3, self.output_size, self.output_size)
         return x
-
-
-@dataclass
-class JointTask:
-    """Temporal and spatial ordering on one shared trunk; a batch of ``B`` clips gives
-    ``round(B * temporal_fraction)`` temporal samples and the rest spatial samples."""
-
-    temporal: TemporalTask
-    spatial: SpatialTask
-    temporal_fraction: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.temporal_fraction < 1.0:
-            raise ValueError(f"temporal_fraction must be in (0, 1), got {self.temporal_fraction}")
-
-    @property
-    def tasks(self) -> tuple[OrderingTask, OrderingTask]:
-        return (self.temporal, self.spatial)
-
-    def split(self, batch_size: int) -> dict[str, int]:
-        """How many of ``batch_size`` samples go to each task (both at least 1)."""
-        n_temporal = min(max(1, round(batch_size * self.temporal_fraction)), batch_size - 1)
-        return {self.temporal.name: n_temporal, self.spatial.name: batch_size - n_temporal}

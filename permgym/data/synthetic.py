@@ -46,7 +46,7 @@ def _clip_params(seed: int, index: int, label: int, frames: int, size: int) -> d
     t = np.arange(frames, dtype=np.float64) / max(frames - 1, 1)  # normalised time in [0, 1]
     accel = rng.uniform(0.6, 1.4)  # fraction of the path covered by the quadratic term: forward != backward
     ramp = (1 - accel / 2) * t + (accel / 2) * t**2  # 0 -> 1, accelerating
-    radius = rng.uniform(0.11, 0.16) * size
+    radius = rng.uniform(0.16, 0.22) * size
     centre = size / 2 + rng.uniform(-0.08, 0.08, size=2) * size
     angle = np.full(frames, rng.uniform(0, 2 * np.pi))
     scale = np.ones(frames)
@@ -55,7 +55,7 @@ def _clip_params(seed: int, index: int, label: int, frames: int, size: int) -> d
     if name.startswith("move_"):
         direction = motion * np.pi / 4  # E, NE, N, ... (image y axis points down)
         unit = np.array([np.cos(direction), -np.sin(direction)])
-        travel = rng.uniform(0.35, 0.5) * size
+        travel = rng.uniform(0.45, 0.6) * size
         pos = centre[None, :] + (ramp[:, None] - 0.5) * travel * unit[None, :]
     elif name.startswith("rotate_"):
         sign = -1.0 if name == "rotate_cw" else 1.0

@@ -1,0 +1,266 @@
+"""PermSampling-v0: choosing which permutations an ordering CNN trains on, as a Gymnasium environment."""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from permgym.clip_pools import load_clip_pools
+from permgym.config import PermSamplingConfig, make_config
+from permgym.observation import ObservationTracker
+from permgym.trainer import OrderingTrainer, UpdateStats, batch_split, build_tasks, chance_loss
+
+#: Names of the tasks in action / observation order.
+TASK_ORDER = ("temporal", "spatial")
+
+
+class PermSamplingEnv(gym.Env):
+    """Learned permutation sampling for ordering-based self-supervision (Büchler, Brattoli, Ommer, ECCV 2018).
+
+    ## Description
+    An episode is one training run of an ordering CNN (a shared trunk over frames or jigsaw tiles, a fusion head per
+    task). At each step the agent chooses the permutations the CNN trains on for the next ``updates_per_step`` SGD
+    updates; it sees the CNN's training statistics and is rewarded by the utility of those updates.
+
+    ## Action Space
+    ``K`` is the bank size of each task (temporal: ``num_frames!`` or ``temporal_bank_size``; spatial: ``(g*g)!`` or
+    ``spatial_bank_size``); for the joint task the temporal bank comes first. Bank row ``k`` maps the natural order
+    to presentation order: position ``i`` shows element ``bank.perms[k, i]``.
+
+    | action_mode | space | meaning |
+    |---|---|---|
+    | ``distribution`` | ``Box(-1, 1, (sum K,))`` | per task, ``softmax(action / temperature)`` over its bank; each sample's permutation is drawn from it |
+    | ``per_sample`` | ``MultiDiscrete([K_t] * B_t + [K_s] * B_s)`` | every sample's permutation (the paper's granularity), reused for the step's updates |
+    | ``discrete`` | ``Discrete(G)`` | a difficulty group: each bank sorted by Hamming distance from the identity and cut into G near-equal groups; samples are drawn uniformly within group ``a`` of each bank |
+
+    ## Observation
+    ``Box(-1, 1, (D,), float32)``; per-permutation held-out loss, accuracy, prediction entropy, largest confusion,
+    recent and last selection frequency, the task's losses and accuracy, then progress and optimisation health. The
+    held-out statistics come from a fixed validation batch scored over all K permutations with one trunk pass. The
+    full table is in :mod:`permgym.observation`.
+
+    ## Reward
+    ``reward="val_loss_delta"`` (default): drop of the mean held-out loss over the step divided by ``log K`` (summed
+    over tasks for joint), so an episode's return telescopes to the total improvement. ``"val_acc_delta"``: rise of
+    mean held-out accuracy. ``"uniform_relative"``: ``val_loss_delta`` minus the drop that uniform sampling achieves
+    from the same weights on the same images (paired counterfactual; lower variance, twice the cost). Every reward
+    is multiplied by ``reward_scale`` and clipped to ``[-reward_clip, reward_clip]``; a Python ``float``.
+
+    ## Termination / Truncation
+    Never terminated. Truncated after ``steps_per_episode`` steps, or at once when training diverges (non-finite
+    loss, gradients or weights): the reward is then ``crash_penalty`` and ``info["diverged"]`` is True.
+
+    ## Seeding
+    ``reset(seed=s)`` seeds ``np_random``; a ``torch.Generator`` derived from it drives CNN initialisation, data
+    order, augmentation and permutation draws. On the CPU presets equal seeds and actions give identical episodes.
+
+    ## Registered Configurations
+    ``PermSampling-v0`` (preset ``tiny``: temporal, 4 frames, K=24), ``PermSampling-Spatial-v0`` (``tiny-spatial``:
+    2x2 jigsaw, K=24), ``PermSampling-Joint-v0`` (``tiny-joint``), ``PermSampling-UCF101-v0`` (``ucf101``: joint,
+    CaffeNet, UCF101 frame cache, nondeterministic). Every field of :class:`~permgym.config.PermSamplingConfig` can
+    be overridden as a keyword: ``gym.make("PermSampling-v0", reward="uniform_relative", lr=1e-3)``.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self, config: PermSamplingConfig | str = "tiny", render_mode: str | None = None, **overrides: Any
+    ) -> None:
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.config = make_config(config, **overrides)
+        self.render_mode = render_mode
+        self._set_threads()
+        self._train_clips, self._val_clips = load_clip_pools(self.config)
+        self.banks = {name: task.bank for name, task in build_tasks(self.config).items()}
+        self.tasks = [t for t in TASK_ORDER if t in self.banks]
+        self.batch_split = batch_split(self.config, self.tasks)
+        self.action_space = self._make_action_space()
+        self._groups = {t: _difficulty_groups(self.banks[t].hamming_to_identity(), self.config.discrete_groups)
+                        for t in self.tasks}  # fmt: skip
+        self._tracker = ObservationTracker({t: self.banks[t].size for t in self.tasks}, self.config.ema_decay)
+        self.observation_space = spaces.Box(-1.0, 1.0, (self._tracker.size,), np.float32)
+        self.trainer: OrderingTrainer | None = None
+        self._val: dict[str, dict[str, torch.Tensor]] = {}
+        self._step = 0
+        self._last_update = UpdateStats(0.0, 0.0, 0.0, True)
+
+    # ------------------------------------------------------------------ spaces and actions
+    def _set_threads(self) -> None:
+        threads = self.config.torch_threads
+        if threads is None and multiprocessing.parent_process() is not None:
+            threads = 1  # a vector-env worker: one thread each, or N workers oversubscribe the cores
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+    def _make_action_space(self) -> spaces.Space:
+        sizes = [self.banks[t].size for t in self.tasks]
+        if self.config.action_mode == "distribution":
+            return spaces.Box(-1.0, 1.0, (sum(sizes),), np.float32)
+        if self.config.action_mode == "per_sample":
+            nvec = [self.banks[t].size for t in self.tasks for _ in range(self.batch_split[t])]
+            return spaces.MultiDiscrete(nvec)
+        groups = self.config.discrete_groups
+        if groups > min(sizes):
+            raise ValueError(f"discrete_groups={groups} exceeds the smallest bank ({min(sizes)} permutations)")
+        return spaces.Discrete(groups)
+
+    def _permutation_choice(self, action: Any) -> dict[str, torch.Tensor]:
+        """The action as per-task ``[K]`` probabilities (distribution, discrete) or ``[B_task]`` indices
+        (per_sample). Raises ``ValueError`` on an action outside the action space."""
+        mode = self.config.action_mode
+        array = np.asarray(action)
+        if mode == "discrete":
+            if array.shape not in ((), (1,)) or not self.action_space.contains(int(array.reshape(-1)[0])):
+                raise ValueError(f"expected an integer in [0, {self.action_space.n}), got {action!r}")
+            group = int(array.reshape(-1)[0])
+            return {t: (self._groups[t] == group).double() / (self._groups[t] == group).sum() for t in self.tasks}
+        if array.shape != self.action_space.shape:
+            raise ValueError(f"{mode} action must have shape {self.action_space.shape}, got {array.shape}")
+        if mode == "per_sample":
+            if not self.action_space.contains(array.astype(np.int64)):
+                raise ValueError(
+                    f"per_sample action out of range: every entry must be < its bank size {self.action_space.nvec}"
+                )
+            split = np.cumsum([self.batch_split[t] for t in self.tasks])[:-1]
+            return {
+                t: torch.as_tensor(part, dtype=torch.int64)
+                for t, part in zip(self.tasks, np.split(array, split), strict=True)
+            }
+        if not np.all(np.isfinite(array)):
+            raise ValueError("distribution action contains NaN or inf")
+        logits = torch.as_tensor(np.clip(array, -1, 1), dtype=torch.float64) / self.config.temperature
+        split = [self.banks[t].size for t in self.tasks]
+        return {t: part.softmax(0) for t, part in zip(self.tasks, logits.split(split), strict=True)}
+
+    def _draw(self, choice: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        assert self.trainer is not None
+        if self.config.action_mode == "per_sample":
+            return choice
+        return self.trainer.draw_permutations(choice)
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        torch_seed = int(self.np_random.integers(2**62))
+        self.trainer = OrderingTrainer(self.config, self._train_clips, self._val_clips, torch_seed)
+        self._tracker.reset()
+        self._step = 0
+        self._last_update = UpdateStats(0.0, 0.0, 0.0, True)
+        self._val = self.trainer.validate()
+        return self._observation(), self._info(diverged=False)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self.trainer is None:
+            raise RuntimeError("call reset() before step()")
+        choice = self._permutation_choice(action)
+        batches = [self.trainer.sample_batch() for _ in range(self.config.updates_per_step)]
+        uniform_val = None
+        if self.config.reward == "uniform_relative":
+            snapshot = self.trainer.snapshot()
+            for batch in batches:
+                self.trainer.update(batch, self.trainer.uniform_permutations())
+            uniform_val = self.trainer.validate()
+            generator_after = self.trainer.generator.get_state()
+            self.trainer.load_state_dict(snapshot)
+            self.trainer.generator.set_state(generator_after)  # both branches consume fresh randomness
+        counts = {t: np.zeros(self.banks[t].size, dtype=np.int64) for t in self.tasks}
+        losses: dict[str, list[float]] = {t: [] for t in self.tasks}
+        diverged = False
+        for batch in batches:
+            perms = self._draw(choice)
+            for t in self.tasks:
+                counts[t] += np.bincount(perms[t].numpy(), minlength=self.banks[t].size)
+            stats = self.trainer.update(batch, perms)
+            self._last_update = stats
+            for t in self.tasks:
+                losses[t].append(stats.loss)
+            if not stats.finite:
+                diverged = True
+                break
+        self._step += 1
+        before = self._val
+        self._val = self.trainer.validate()
+        diverged = diverged or not all(torch.isfinite(v["loss"]).all() for v in self._val.values())
+        self._tracker.record_step({t: float(np.mean(losses[t])) for t in self.tasks}, counts)
+        if diverged:
+            reward = float(self.config.crash_penalty)
+        else:
+            raw = self._utility(before, self._val)
+            if uniform_val is not None:
+                raw -= self._utility(before, uniform_val)
+            reward = float(np.clip(raw * self.config.reward_scale, -self.config.reward_clip, self.config.reward_clip))
+        truncated = diverged or self._step >= self.config.steps_per_episode
+        info = self._info(diverged=diverged)
+        info["selection_counts"] = {t: counts[t].copy() for t in self.tasks}
+        return self._observation(), reward, False, bool(truncated), info
+
+    def _utility(self, before: dict[str, dict[str, torch.Tensor]], after: dict[str, dict[str, torch.Tensor]]) -> float:
+        """Improvement from ``before`` to ``after`` in the configured reward's unit, summed over tasks."""
+        total = 0.0
+        for t in self.tasks:
+            if self.config.reward == "val_acc_delta":
+                total += float(after[t]["accuracy"].mean() - before[t]["accuracy"].mean())
+            else:
+                total += float(before[t]["loss"].mean() - after[t]["loss"].mean()) / chance_loss(self.banks[t])
+        return total
+
+    def _observation(self) -> np.ndarray:
+        progress = self._step / self.config.steps_per_episode
+        s = self._last_update
+        return self._tracker.build(self._val, progress, s.grad_norm, s.update_ratio)
+
+    def _info(self, diverged: bool) -> dict[str, Any]:
+        """Raw statistics for logging (deterministic: no timings)."""
+        info: dict[str, Any] = {"step": self._step, "diverged": bool(diverged), "train_loss": self._last_update.loss,
+                                "grad_norm": self._last_update.grad_norm, "update_ratio": self._last_update.update_ratio}  # fmt: skip
+        for t in self.tasks:
+            info[f"{t}/val_loss"] = float(self._val[t]["loss"].mean())
+            info[f"{t}/val_accuracy"] = float(self._val[t]["accuracy"].mean())
+            info[f"{t}/val_loss_per_permutation"] = self._val[t]["loss"].numpy().copy()
+        return info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        lines = [f"step {self._step}/{self.config.steps_per_episode}  train loss {self._last_update.loss:.3f}  "
+                 f"grad norm {self._last_update.grad_norm:.3g}  update/weight {self._last_update.update_ratio:.2e}"]  # fmt: skip
+        for t in self.tasks:
+            v = self._val.get(t)
+            if v is None:
+                continue
+            lines.append(f"{t}: val loss {float(v['loss'].mean()):.3f} (chance {chance_loss(self.banks[t]):.3f})  "
+                         f"val acc {float(v['accuracy'].mean()):.3f}")  # fmt: skip
+            lines.append("  perm  order      loss   acc")
+            for k in range(self.banks[t].size):
+                order = "".join(str(int(i)) for i in self.banks[t].perms[k])
+                lines.append(f"  {k:4d}  {order:<9}  {float(v['loss'][k]):.3f}  {float(v['accuracy'][k]):.2f}")
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        self.trainer = None
+        self._val = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_train_clips"] = state["_val_clips"] = None  # reloaded from the config, never pickled
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._train_clips, self._val_clips = load_clip_pools(self.config)
+        if self.trainer is not None:
+            self.trainer.train_clips = self._train_clips
+
+
+def _difficulty_groups(distance: torch.Tensor, groups: int) -> torch.Tensor:
+    """Group id per bank row: rows sorted by Hamming distance from the identity, cut into ``groups`` chunks."""
+    order = torch.sort(distance, stable=True).indices
+    group = torch.empty_like(order)
+    group[order] = torch.arange(len(order)) * groups // len(order)
+    return group

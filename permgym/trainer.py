@@ -1,0 +1,218 @@
+"""The ordering trainer: one CNN training run, driven one SGD update at a time by whoever chooses permutations.
+
+The same class runs inside ``PermSampling-v0`` (one env step = ``updates_per_step`` updates) and inside the long
+pretraining of ``experiments/ssl_ucf101.py``, so a sampling policy learned in the env is the policy used at scale.
+
+Randomness: the trainer owns one ``torch.Generator`` (data order, augmentation, permutation draws) and builds its
+network under a forked global RNG seeded from the same seed, so it never touches or depends on torch's global state.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from permgym.config import PermSamplingConfig
+from permgym.models import OrderingNet, build_trunk, per_permutation_statistics
+from permgym.permutations import PermutationBank, make_bank
+from permgym.tasks import OrderingTask, SpatialTask, TemporalTask
+
+
+def build_tasks(config: PermSamplingConfig) -> dict[str, OrderingTask]:
+    """The ordering tasks (with their banks) that ``config`` asks for, keyed by task name."""
+    tasks: dict[str, OrderingTask] = {}
+    if config.uses_temporal:
+        bank = make_bank(config.num_frames, config.temporal_bank_size, config.bank_seed, config.identify_reverse)
+        tasks["temporal"] = TemporalTask(
+            bank,
+            min_stride=config.min_stride,
+            output_size=config.element_size,
+            motion_candidates=config.motion_candidates,
+        )
+    if config.uses_spatial:
+        bank = make_bank(config.grid * config.grid, config.spatial_bank_size, config.bank_seed)
+        tasks["spatial"] = SpatialTask(bank)
+    return tasks
+
+
+def batch_split(config: PermSamplingConfig, tasks: list[str]) -> dict[str, int]:
+    """How many of the ``batch_size`` samples of an update each task gets (joint: both at least one)."""
+    if len(tasks) == 1:
+        return {tasks[0]: config.batch_size}
+    n_temporal = min(max(1, round(config.batch_size * config.joint_temporal_fraction)), config.batch_size - 1)
+    return {"temporal": n_temporal, "spatial": config.batch_size - n_temporal}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class UpdateStats:
+    """What one SGD update reports. ``finite`` is False when the loss, gradients or weights stopped being finite."""
+
+    loss: float
+    grad_norm: float
+    update_ratio: float
+    finite: bool
+
+
+class OrderingTrainer:
+    """An ordering CNN with its optimiser, data order and fixed validation batch.
+
+    Args:
+        config: the environment / pretraining configuration.
+        train_clips: ``[N, T, 3, H, W]`` uint8 clips the CNN trains on (stays on the CPU).
+        val_clips: ``[V, T, 3, H, W]`` uint8 held-out clips; the first ``val_batch_size`` form the validation batch.
+        seed: seeds network init, data order, augmentation and permutation draws.
+    """
+
+    def __init__(
+        self, config: PermSamplingConfig, train_clips: torch.Tensor, val_clips: torch.Tensor, seed: int
+    ) -> None:
+        if len(train_clips) < 1 or len(val_clips) < 1:
+            raise ValueError(f"need training and validation clips, got {len(train_clips)} and {len(val_clips)}")
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.train_clips = train_clips
+        self.tasks = build_tasks(config)
+        self.generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            heads = {name: (task.num_elements, task.bank.size) for name, task in self.tasks.items()}
+            trunk = build_trunk(config.trunk)
+            self.model = OrderingNet(trunk, heads, config.projection_dim, config.hidden).to(self.device)
+        self.optimizer = self._build_optimizer()
+        self.batch_split = batch_split(config, list(self.tasks))
+        self._order = torch.randperm(len(train_clips), generator=self.generator)
+        self._cursor = 0
+        self.updates_done = 0
+        if config.warm_start:  # later training stages: start from trained weights, keep this run's own RNG
+            state = torch.load(config.warm_start, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(state["model"])
+        val_generator = torch.Generator().manual_seed(seed + 1)
+        val = val_clips[: config.val_batch_size]
+        self.val_elements = {
+            name: task.elements(val, val_generator).to(self.device) for name, task in self.tasks.items()
+        }
+
+    @property
+    def banks(self) -> dict[str, PermutationBank]:
+        return {name: task.bank for name, task in self.tasks.items()}
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(self.model.parameters(), c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(self.model.parameters(), c.lr, weight_decay=c.weight_decay)
+
+    def _next_indices(self, count: int) -> torch.Tensor:
+        """The next ``count`` clip indices of the seeded data order (reshuffled after each pass)."""
+        picked = []
+        while count > 0:
+            if self._cursor >= len(self._order):
+                self._order = torch.randperm(len(self.train_clips), generator=self.generator)
+                self._cursor = 0
+            take = min(count, len(self._order) - self._cursor)
+            picked.append(self._order[self._cursor : self._cursor + take])
+            self._cursor += take
+            count -= take
+        return torch.cat(picked)
+
+    def sample_batch(self) -> dict[str, torch.Tensor]:
+        """Natural-order elements ``[B_task, n, 3, h, w]`` for each task of the next minibatch."""
+        batch = {}
+        for name, size in self.batch_split.items():
+            clips = self.train_clips[self._next_indices(size)]
+            batch[name] = self.tasks[name].elements(clips, self.generator).to(self.device)
+        return batch
+
+    def draw_permutations(self, probabilities: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Draw each sample's bank index from per-task ``[K]`` probabilities (with replacement)."""
+        return {
+            name: torch.multinomial(probabilities[name], size, replacement=True, generator=self.generator)
+            for name, size in self.batch_split.items()
+        }
+
+    def uniform_permutations(self) -> dict[str, torch.Tensor]:
+        """Each sample's bank index drawn uniformly (the classic fixed-bank baseline)."""
+        return {
+            name: torch.randint(self.tasks[name].bank.size, (size,), generator=self.generator)
+            for name, size in self.batch_split.items()
+        }
+
+    def update(self, elements: dict[str, torch.Tensor], perm_index: dict[str, torch.Tensor]) -> UpdateStats:
+        """One SGD update on ``elements`` shown in the orders ``perm_index`` (``[B_task]`` bank rows per task).
+
+        Showing features in a permuted order is exactly showing permuted inputs (the trunk sees each element alone),
+        so the trunk runs once on the natural order and the head gathers.
+        """
+        self.model.train()
+        total = sum(len(index) for index in perm_index.values())
+        loss = torch.zeros((), device=self.device)
+        for name, natural in elements.items():
+            index = perm_index[name].to(self.device)
+            order = self.tasks[name].bank.perms.to(self.device)[index]
+            logits = self.model.classify_ordered(self.model.element_features(natural), order, name)
+            loss = loss + F.cross_entropy(logits, index, reduction="sum") / total
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
+        before = [p.detach().clone() for p in params]
+        self.optimizer.step()
+        self.updates_done += 1
+        with torch.no_grad():
+            delta = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(params, before, strict=True)))
+            norm = torch.sqrt(sum((b**2).sum() for b in before))
+            ratio = float(delta / norm.clamp_min(1e-12))
+        loss_value = float(loss.detach())
+        finite = math.isfinite(loss_value) and math.isfinite(grad_norm) and math.isfinite(ratio)
+        return UpdateStats(loss_value, grad_norm, ratio, finite)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Per task: ``loss [K]``, ``accuracy [K]`` and ``confusion [K, K]`` over every bank permutation of the
+        fixed validation batch, by shared-trunk scoring (one trunk pass, then a gather per permutation)."""
+        self.model.eval()
+        stats = {}
+        for name, natural in self.val_elements.items():
+            perms = self.tasks[name].bank.perms.to(self.device)
+            logits = self.model.score_all_permutations(natural, perms, name).float()
+            stats[name] = {key: value.cpu() for key, value in per_permutation_statistics(logits).items()}
+        return stats
+
+    def snapshot(self) -> dict[str, Any]:
+        """A deep copy of everything an update changes (model, optimiser, data cursor, RNG)."""
+        return copy.deepcopy(self.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "order": self._order,
+            "cursor": self._cursor,
+            "updates_done": self.updates_done,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self._order = state["order"]
+        self._cursor = int(state["cursor"])
+        self.updates_done = int(state["updates_done"])
+
+
+def chance_loss(bank: PermutationBank) -> float:
+    """Cross-entropy of a uniform guess over the bank, ``log K`` (the scale of every normalised loss)."""
+    return math.log(bank.size)

@@ -1,0 +1,165 @@
+"""PermSampling environments: the official checkers over the registry, determinism, vectorisation, pickling."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import permgym
+from permgym.env import PermSamplingEnv
+
+CPU_IDS = [env_id for env_id, _, nondeterministic in permgym.ENV_IDS if not nondeterministic]
+#: Small, fast overrides for tests; the registered presets keep their own data and network sizes.
+FAST = {"steps_per_episode": 3, "updates_per_step": 2, "batch_size": 8, "val_batch_size": 8}
+
+#: Warnings the checkers may raise that are expected for this env, with the reason.
+ALLOWED_WARNINGS = (
+    # SB3's checker advises normalising observations to a Gaussian; ours are bounded in [-1, 1] by design.
+    "normalize",
+)
+
+
+def _checked(fn, env) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn(env)
+    unexpected = [str(w.message) for w in caught if not any(a in str(w.message) for a in ALLOWED_WARNINGS)]
+    assert not unexpected, unexpected
+
+
+@pytest.mark.parametrize("env_id", CPU_IDS)
+def test_registered_presets_pass_both_checkers(env_id: str) -> None:
+    env = gym.make(env_id, **FAST)
+    _checked(gym_check_env, env.unwrapped)
+    _checked(sb3_check_env, env.unwrapped)
+    env.close()
+    env.close()  # idempotent
+
+
+def test_make_without_import_prefix() -> None:
+    env = gym.make("permgym:PermSampling-v0", **FAST)
+    assert isinstance(env.unwrapped, PermSamplingEnv)
+
+
+@pytest.mark.parametrize("action_mode", ["distribution", "per_sample", "discrete"])
+def test_same_seed_same_episode(action_mode: str) -> None:
+    envs = [gym.make("PermSampling-v0", action_mode=action_mode, **FAST) for _ in range(2)]
+    obs = [e.reset(seed=7)[0] for e in envs]
+    np.testing.assert_array_equal(obs[0], obs[1])
+    envs[0].action_space.seed(3)
+    truncated = False
+    while not truncated:
+        action = envs[0].action_space.sample()
+        out = [e.step(action) for e in envs]
+        np.testing.assert_array_equal(out[0][0], out[1][0])
+        assert out[0][1:4] == out[1][1:4]
+        assert isinstance(out[0][1], float) and isinstance(out[0][3], bool)
+        truncated = out[0][3]
+
+
+def test_different_seeds_give_different_networks() -> None:
+    env = PermSamplingEnv(**FAST)
+    env.reset(seed=1)
+    first = [p.detach().clone() for p in env.trainer.model.parameters()]
+    env.reset(seed=2)
+    second = list(env.trainer.model.parameters())
+    assert any(not np.allclose(a.numpy(), b.detach().numpy()) for a, b in zip(first, second, strict=True))
+
+
+def test_episode_truncates_after_configured_steps() -> None:
+    env = PermSamplingEnv(**FAST)
+    env.reset(seed=0)
+    flags = [env.step(env.action_space.sample())[3] for _ in range(FAST["steps_per_episode"])]
+    assert flags == [False, False, True]
+
+
+def test_divergence_truncates_with_crash_penalty() -> None:
+    env = PermSamplingEnv(optimizer="sgd", lr=1e12, crash_penalty=-2.0, reward_clip=5.0, **FAST)
+    env.reset(seed=0)
+    _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert info["diverged"] and truncated and not terminated
+    assert reward == -2.0
+
+
+def test_uniform_relative_reward_is_zero_for_the_uniform_action() -> None:
+    """A uniform action equals the counterfactual only in distribution, but both branches share the images."""
+    env = PermSamplingEnv(reward="uniform_relative", **FAST)
+    env.reset(seed=0)
+    _, reward, *_ = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+    assert -1.0 <= reward <= 1.0
+
+
+def test_pickled_env_behaves_like_original() -> None:
+    env = PermSamplingEnv(**FAST)
+    env.reset(seed=5)
+    env.step(env.action_space.sample())
+    clone = pickle.loads(pickle.dumps(env))
+    action = np.linspace(-1, 1, env.action_space.shape[0]).astype(np.float32)
+    a, b = env.step(action), clone.step(action)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1:4] == b[1:4]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_vector_envs_step(mode: str) -> None:
+    kwargs = {"vector_kwargs": {"context": "spawn"}} if mode == "async" else {}
+    envs = gym.make_vec("permgym:PermSampling-v0", num_envs=2, vectorization_mode=mode, **kwargs, **FAST)
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (2, envs.single_observation_space.shape[0])
+    obs, reward, terminated, truncated, _ = envs.step(envs.action_space.sample())
+    assert obs.shape[0] == 2 and reward.shape == (2,)
+    envs.close()
+
+
+def test_sb3_subproc_vec_env_steps() -> None:
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    venv = make_vec_env("permgym:PermSampling-v0", n_envs=2, vec_env_cls=SubprocVecEnv, env_kwargs=FAST)
+    venv.reset()
+    _, rewards, _, _ = venv.step(np.stack([venv.action_space.sample() for _ in range(2)]))
+    assert rewards.shape == (2,)
+    venv.close()
+
+
+def test_render_ansi_lists_every_permutation() -> None:
+    env = PermSamplingEnv(render_mode="ansi", **FAST)
+    env.reset(seed=0)
+    text = env.render()
+    assert "val loss" in text and text.count("\n") >= env.banks["temporal"].size
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"num_frames": 4, "temporal_bank_size": 25}, "temporal bank size 25 is impossible: n=4 elements have only 24"),
+        ({"task": "ordering"}, "unknown task 'ordering'; choose one of temporal, spatial, joint"),
+        ({"action_mode": "continuous"}, "unknown action_mode 'continuous'"),
+        ({"reward": "accuracy"}, "unknown reward 'accuracy'"),
+        ({"batch_sizes": 3}, "unknown config option(s) batch_sizes"),
+        ({"action_mode": "discrete", "discrete_groups": 30}, "discrete_groups=30 exceeds the smallest bank"),
+    ],
+)
+def test_invalid_configs_fail_at_construction(overrides: dict, message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        PermSamplingEnv(**overrides)
+
+
+def test_bad_action_shape_is_a_clear_error() -> None:
+    env = PermSamplingEnv(**FAST)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=re.escape("distribution action must have shape (24,), got (3,)")):
+        env.step(np.zeros(3, dtype=np.float32))
+
+
+def test_full_size_preset_without_data_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PERMGYM_UCF101_CACHE", raising=False)
+    with pytest.raises(ValueError, match="PERMGYM_UCF101_CACHE"):
+        gym.make("PermSampling-UCF101-v0")
