@@ -1,0 +1,160 @@
+"""Retrieval datasets for metric learning, in their official layouts and class-disjoint splits.
+
+    build_dataset(name, root=None, split="train", transform=None, **kwargs) -> Dataset
+    build_eval_task(name, root=None, split=None, transform=None, **kwargs) -> RetrievalTask
+
+``name``: ``"synthetic"`` (the embedded default, no ``root``), ``"cub200"``, ``"cars196"``, ``"sop"``, ``"inshop"``,
+``"vehicleid"`` or ``"folder"`` (``root/<class>/<image>``). Splits are ``"train"``/``"test"``, except In-shop
+(``"train"``/``"query"``/``"gallery"``) and VehicleID (``"train"``/``"small"``/``"medium"``/``"large"``); ``kwargs``
+go to the dataset class (e.g. ``mode="clip"`` for synthetic, ``train_fraction=`` for folder). Every dataset returns
+``(image, label)`` and has ``labels`` (``[N]`` int64, 0-based within the split, for samplers) and ``classes``.
+
+Test protocols differ (self-retrieval, In-shop's query -> gallery, VehicleID's random gallery draws), so
+``build_eval_task`` returns what to embed and how to score it::
+
+    task = build_eval_task("inshop", root, transform=eval_transform())
+    metrics = task.evaluate(embed(task.query), embed(task.gallery))  # {"R@1": ..., "NMI": ..., "MAP@R": ...}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from metric.data.base import RetrievalImageDataset, Transform
+from metric.data.cars import Cars196
+from metric.data.cub import CUB200
+from metric.data.folder import ImageFolderSplit
+from metric.data.inshop import InShop
+from metric.data.sop import StanfordOnlineProducts
+from metric.data.synthetic import SyntheticRetrieval
+from metric.data.transforms import default_transform, eval_transform, train_transform
+from metric.data.vehicleid import VehicleID
+from metric.evaluation import evaluate_retrieval, evaluate_vehicleid
+
+DATASETS: dict[str, type[Dataset]] = {
+    "synthetic": SyntheticRetrieval,
+    "cub200": CUB200,
+    "cars196": Cars196,
+    "sop": StanfordOnlineProducts,
+    "inshop": InShop,
+    "vehicleid": VehicleID,
+    "folder": ImageFolderSplit,
+}
+RECALL_KS: dict[str, tuple[int, ...]] = {
+    "sop": (1, 10, 100, 1000),
+    "inshop": (1, 10, 20, 30, 40, 50),
+    "vehicleid": (1, 5),
+}  # the customary Recall@K of each dataset; (1, 2, 4, 8) otherwise
+
+
+@dataclass
+class RetrievalTask:
+    """A test set and its protocol.
+
+    Attributes:
+        query: the images to embed first (all test images unless there is a separate gallery).
+        gallery: In-shop's gallery; ``None`` when the queries are their own gallery.
+        ks: the Recall@K reported for this dataset.
+        protocol: ``"self"`` (leave-one-out among the queries), ``"query-gallery"`` or ``"vehicleid"``.
+    """
+
+    query: Dataset
+    gallery: Dataset | None = None
+    ks: tuple[int, ...] = (1, 2, 4, 8)
+    protocol: Literal["self", "query-gallery", "vehicleid"] = "self"
+
+    def evaluate(
+        self,
+        query_embeddings: np.ndarray | torch.Tensor,
+        gallery_embeddings: np.ndarray | torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> dict[str, float]:
+        """Score embeddings of ``query`` (and ``gallery``), in dataset order.
+
+        Args:
+            query_embeddings: ``[len(query), D]``.
+            gallery_embeddings: ``[len(gallery), D]``, required by the query-gallery protocol.
+            **kwargs: passed to :func:`metric.evaluation.evaluate_retrieval` (or ``evaluate_vehicleid``).
+        """
+        labels = self.query.labels
+        if self.protocol == "vehicleid":
+            return evaluate_vehicleid(query_embeddings, labels, ks=self.ks, **kwargs)
+        if self.protocol == "self":
+            return evaluate_retrieval(query_embeddings, labels, ks=self.ks, **kwargs)
+        if gallery_embeddings is None or self.gallery is None:
+            raise ValueError("the query-gallery protocol needs gallery embeddings")
+        return evaluate_retrieval(
+            query_embeddings, labels, gallery_embeddings, self.gallery.labels, ks=self.ks, **kwargs
+        )
+
+
+def build_dataset(
+    name: str,
+    root: str | Path | None = None,
+    split: str = "train",
+    transform: Transform | None = None,
+    **kwargs: Any,
+) -> Dataset:
+    """One split of dataset ``name`` (see the module docstring for names and splits)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    if name == "inshop" and split == "test":
+        raise ValueError(
+            "In-shop's test set is a query and a gallery: use split='query' / 'gallery', or "
+            "build_eval_task('inshop', root)"
+        )
+    if name != "synthetic" and root is None:
+        raise ValueError(f"dataset {name!r} needs root= (the folder holding its official files)")
+    return DATASETS[name](root, split=split, transform=transform, **kwargs)
+
+
+def build_eval_task(
+    name: str,
+    root: str | Path | None = None,
+    split: str | None = None,
+    transform: Transform | None = None,
+    **kwargs: Any,
+) -> RetrievalTask:
+    """The test set of dataset ``name`` with its protocol and Recall@K.
+
+    Args:
+        name: dataset name.
+        root: dataset folder (not needed for ``"synthetic"``).
+        split: test split; default ``"test"`` (VehicleID: ``"large"``; In-shop has only query + gallery).
+        transform: applied to every image.
+        **kwargs: passed to the dataset class.
+    """
+    ks = RECALL_KS.get(name, (1, 2, 4, 8))
+    if name == "inshop":
+        if split not in (None, "test"):
+            raise ValueError(f"In-shop's test set is query + gallery; split must be None or 'test', got {split!r}")
+        query = build_dataset(name, root, "query", transform, **kwargs)
+        return RetrievalTask(query, build_dataset(name, root, "gallery", transform, **kwargs), ks, "query-gallery")
+    if name == "vehicleid":
+        return RetrievalTask(build_dataset(name, root, split or "large", transform, **kwargs), None, ks, "vehicleid")
+    return RetrievalTask(build_dataset(name, root, split or "test", transform, **kwargs), None, ks, "self")
+
+
+__all__ = [
+    "CUB200",
+    "DATASETS",
+    "Cars196",
+    "ImageFolderSplit",
+    "InShop",
+    "RetrievalImageDataset",
+    "RetrievalTask",
+    "StanfordOnlineProducts",
+    "SyntheticRetrieval",
+    "VehicleID",
+    "build_dataset",
+    "build_eval_task",
+    "default_transform",
+    "eval_transform",
+    "train_transform",
+]

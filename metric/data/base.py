@@ -1,0 +1,138 @@
+"""Shared pieces of the retrieval datasets: annotation parsing, relabelling, the image-list base class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from metric.data.transforms import default_transform
+
+Transform = Callable[[Any], Any]
+
+
+class Annotations(NamedTuple):
+    """One split as its annotation files describe it."""
+
+    paths: list[Path]  # image file of every item
+    class_ids: list[Hashable]  # the dataset's own class id of every item
+    names: dict[Hashable, str] | None = None  # display name per class id (default ``str(id)``)
+    universe: Sequence[Hashable] | None = None  # class ids that share the label space (default: this split's)
+
+
+def read_rows(path: Path, columns: int, skip: int = 0) -> list[list[str]]:
+    """Whitespace-separated rows of an annotation file, as distributed.
+
+    Args:
+        path: the file.
+        columns: fields every row must have.
+        skip: header lines to skip.
+
+    Raises:
+        ValueError: a row has another number of fields (names the file and line).
+    """
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines()[skip:], start=skip + 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != columns:
+            raise ValueError(f"{path}:{number}: expected {columns} fields, got {len(fields)}: {line!r}")
+        rows.append(fields)
+    return rows
+
+
+def relabel(
+    raw: Sequence[Hashable], names: dict[Hashable, str] | None = None, universe: Sequence[Hashable] | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Map class ids to contiguous labels ``0..C-1`` in sorted id order.
+
+    Args:
+        raw: the class id of every item.
+        names: optional display name per id (default ``str(id)``).
+        universe: the ids to number (default: those in ``raw``), e.g. In-shop's query and gallery ids together.
+
+    Returns:
+        ``(labels, classes)``: ``[N]`` int64 labels and the ``C`` class names in label order.
+    """
+    ids = sorted(set(raw if universe is None else universe))
+    index = {c: i for i, c in enumerate(ids)}
+    labels = np.fromiter((index[c] for c in raw), dtype=np.int64, count=len(raw))
+    return labels, [names[c] if names else str(c) for c in ids]
+
+
+class RetrievalImageDataset(Dataset):
+    """A list of image files with 0-based class labels, read from a dataset's official annotation files.
+
+    Subclasses set the class attributes and implement :meth:`_read_split`. ``root`` may be the dataset folder
+    itself or its parent holding ``base_folder``.
+
+    ``dataset[i]`` returns ``(transform(image), label)``: with the default transform a ``[3, H, W]`` float tensor,
+    ImageNet-normalised, and an ``int`` in ``[0, len(classes))``.
+
+    Attributes:
+        paths: image file of every item.
+        labels: ``[N]`` int64 labels, contiguous from 0 within the split (for samplers).
+        classes: class names in label order.
+    """
+
+    splits: tuple[str, ...] = ("train", "test")
+    base_folder = ""  # the folder the archive extracts to, if it has a fixed name
+    marker = ""  # an annotation file that identifies the dataset folder
+    layout = ""  # the expected files, for error messages
+    source = ""  # where to get the data
+
+    def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None) -> None:
+        name = type(self).__name__
+        if split not in self.splits:
+            raise ValueError(f"{name}: split must be one of {self.splits}, got {split!r}")
+        self.root = self._locate(Path(root))
+        self.split = split
+        self.transform = default_transform() if transform is None else transform
+        annotations = self._read_split(self.root, split)
+        self.paths = annotations.paths
+        if not self.paths:
+            raise ValueError(f"{name}: no images in split {split!r} of {self.root}")
+        self.labels, self.classes = relabel(annotations.class_ids, annotations.names, annotations.universe)
+        if not self.paths[0].is_file():
+            raise FileNotFoundError(self._missing(self.paths[0]))
+
+    def _read_split(self, root: Path, split: str) -> Annotations:
+        """Parse the annotation files of ``split``."""
+        raise NotImplementedError
+
+    def _locate(self, root: Path) -> Path:
+        for candidate in (root, root / self.base_folder) if self.base_folder else (root,):
+            if (candidate / self.marker).is_file():
+                return candidate
+        raise FileNotFoundError(self._missing(root / self.marker))
+
+    def _missing(self, path: Path) -> str:
+        where = f"root (or root/{self.base_folder})" if self.base_folder else "root"
+        return (
+            f"{type(self).__name__}: {path} not found. Expected the official layout under {where}:\n"
+            f"{self.layout}\nGet the data from {self.source}."
+        )
+
+    def require(self, path: Path) -> Path:
+        """``path`` if it is a file, else a ``FileNotFoundError`` describing the expected layout."""
+        if not path.is_file():
+            raise FileNotFoundError(self._missing(path))
+        return path
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        with Image.open(self.paths[i]) as image:
+            return self.transform(image.convert("RGB")), int(self.labels[i])
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(split={self.split!r}, images={len(self)}, classes={len(self.classes)}, "
+            f"root={str(self.root)!r})"
+        )

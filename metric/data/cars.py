@@ -1,0 +1,46 @@
+"""Stanford Cars / CARS196 (Krause et al. 2013) with the metric learning split: classes 1-98 train, 99-196 test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from metric.data.base import Annotations, RetrievalImageDataset
+
+
+class Cars196(RetrievalImageDataset):
+    """CARS196: 16,185 images of 196 car models, read from the official ``cars_annos.mat``.
+
+    The class-disjoint split of the metric learning literature: classes 1-98 (8,054 images) for ``"train"``,
+    99-196 (8,131) for ``"test"``; the ``test`` flag of the annotations (a classification split) is ignored.
+    Labels are 0-based within the split; class names come from ``class_names`` when the file has it.
+
+    Args:
+        root: the folder holding ``cars_annos.mat`` and ``car_ims/``.
+        split: ``"train"`` or ``"test"``.
+        transform: applied to the PIL image (default: float tensor, ImageNet-normalised).
+    """
+
+    marker = "cars_annos.mat"
+    layout = (
+        "  cars_annos.mat   struct 'annotations' with fields relative_im_path, bbox_x1..bbox_y2, class (1-196), "
+        "test\n"
+        "  car_ims/000001.jpg ..."
+    )
+    source = "https://ai.stanford.edu/~jkrause/cars/car_dataset.html (cars_annos.mat and car_ims.tgz)"
+    num_train_classes = 98
+
+    def _read_split(self, root: Path, split: str) -> Annotations:
+        mat = scipy.io.loadmat(self.require(root / self.marker), squeeze_me=True)
+        if "annotations" not in mat:
+            raise ValueError(f"{root / self.marker} has no 'annotations' struct; found {sorted(mat)}")
+        annotations = np.atleast_1d(mat["annotations"])
+        paths = [str(a) for a in annotations["relative_im_path"]]
+        classes = [int(c) for c in annotations["class"]]
+        names = None
+        if "class_names" in mat:
+            names = {i + 1: str(name) for i, name in enumerate(np.atleast_1d(mat["class_names"]))}
+        keep = [i for i, c in enumerate(classes) if (c <= self.num_train_classes) == (split == "train")]
+        return Annotations([root / paths[i] for i in keep], [classes[i] for i in keep], names)

@@ -1,0 +1,164 @@
+"""metric.data: official layouts parsed exactly, class-disjoint splits, 0-based labels, clear errors."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metric.data import (
+    CUB200,
+    Cars196,
+    ImageFolderSplit,
+    InShop,
+    StanfordOnlineProducts,
+    SyntheticRetrieval,
+    VehicleID,
+    build_dataset,
+    build_eval_task,
+)
+from metric.data.base import read_rows
+from tests import metric_fixtures as fx
+
+
+def check_split(dataset, expected_ids: list) -> None:
+    """Sizes, 0-based contiguous labels in sorted-id order, items as (float image, int label)."""
+    assert len(dataset) == len(expected_ids)
+    order = {c: i for i, c in enumerate(sorted(set(expected_ids)))}
+    np.testing.assert_array_equal(dataset.labels, [order[c] for c in expected_ids])
+    assert dataset.labels.dtype == np.int64
+    assert len(dataset.classes) == len(order)
+    image, label = dataset[len(dataset) - 1]
+    assert isinstance(image, torch.Tensor) and image.dtype == torch.float32 and image.shape == (3, 8, 8)
+    assert label == dataset.labels[-1] and isinstance(label, int)
+    assert type(dataset).__name__ in repr(dataset) and f"images={len(dataset)}" in repr(dataset)
+
+
+def test_cub_metric_learning_split(tmp_path: Path) -> None:
+    root = fx.make_cub(tmp_path)
+    ids = [c for c, n in fx.CUB_CLASSES.items() for _ in range(n)]
+    train, test = CUB200(root, "train"), CUB200(root / "CUB_200_2011", "test")  # parent or the folder itself
+    check_split(train, [c for c in ids if c <= 100])
+    check_split(test, [c for c in ids if c > 100])
+    assert train.classes == ["001.Bird_1", "002.Bird_2", "100.Bird_100"]
+    assert not set(train.classes) & set(test.classes)
+
+
+def test_cars_reads_the_mat_struct_and_ignores_the_test_flag(tmp_path: Path) -> None:
+    root = fx.make_cars(tmp_path)
+    ids = [c for c, _ in fx.CARS_IMAGES]
+    train, test = Cars196(root, "train"), Cars196(root, "test")
+    check_split(train, [c for c in ids if c <= 98])
+    check_split(test, [c for c in ids if c > 98])
+    assert test.classes == ["Make Model 99", "Make Model 150", "Make Model 196"]
+    assert test.paths[0] == root / "car_ims" / "000005.jpg"
+
+
+def test_sop_files_and_super_labels(tmp_path: Path) -> None:
+    root = fx.make_sop(tmp_path)
+    train, test = StanfordOnlineProducts(root, "train"), StanfordOnlineProducts(root, "test")
+    check_split(train, [c for c, _ in fx.SOP_TRAIN])
+    check_split(test, [c for c, _ in fx.SOP_TEST])
+    np.testing.assert_array_equal(test.super_labels, [0, 0, 1, 1, 1])
+    assert test.paths[2].parts[-2:] == ("kettle_final", "11320_2.JPG")
+
+
+def test_inshop_query_and_gallery_share_labels(tmp_path: Path) -> None:
+    root = fx.make_inshop(tmp_path)
+    train, query, gallery = (InShop(root, s) for s in ("train", "query", "gallery"))
+    check_split(train, [i for i, s in fx.INSHOP_IMAGES if s == "train"])
+    assert len(query) == 3 and len(gallery) == 4
+    np.testing.assert_array_equal(query.labels, [0, 1, 1])  # items 3, 4 of the query+gallery items 3, 4, 5
+    np.testing.assert_array_equal(gallery.labels, [0, 0, 1, 2])
+    assert query.classes == gallery.classes == ["id_00000003", "id_00000004", "id_00000005"]
+    task = build_eval_task("inshop", root)
+    assert task.protocol == "query-gallery" and len(task.gallery) == 4 and task.ks == (1, 10, 20, 30, 40, 50)
+    with pytest.raises(ValueError, match="query and a gallery"):
+        build_dataset("inshop", root, "test")
+
+
+@pytest.mark.parametrize("split, listing", [("train", "train_list.txt"), ("small", "test_list_800.txt"),
+                                            ("medium", "test_list_1600.txt"), ("large", "test_list_2400.txt")])  # fmt: skip
+def test_vehicleid_lists(tmp_path: Path, split: str, listing: str) -> None:
+    root = fx.make_vehicleid(tmp_path)
+    dataset = VehicleID(root, split)
+    check_split(dataset, [v for _, v in fx.VEHICLEID_LISTS[listing]])
+    assert dataset.paths[0].name == f"{fx.VEHICLEID_LISTS[listing][0][0]}.jpg"
+
+
+def test_folder_split_is_class_disjoint(tmp_path: Path) -> None:
+    root = fx.make_folder(tmp_path)
+    train, test = ImageFolderSplit(root, "train"), ImageFolderSplit(root, "test")
+    assert train.classes == ["ant", "bee"] and test.classes == ["cat", "dog"]
+    check_split(train, ["ant", "ant", "bee", "bee"])  # notes.txt ignored
+    assert ImageFolderSplit(root, "train", train_fraction=0.75).classes == ["ant", "bee", "cat"]
+    with pytest.raises(ValueError, match=re.escape("train_fraction must be in (0, 1), got 1.5")):
+        ImageFolderSplit(root, "train", train_fraction=1.5)
+
+
+def test_synthetic_split_is_class_disjoint_and_normalised() -> None:
+    kwargs = {"num_classes": 6, "videos_per_class": 2, "frames": 4, "size": 16}
+    train, test = SyntheticRetrieval(split="train", **kwargs), SyntheticRetrieval(split="test", **kwargs)
+    assert train.classes == ["move_E/square", "move_NE/square", "move_N/square"]
+    assert not set(train.classes) & set(test.classes)
+    for dataset in (train, test):
+        assert Counter(dataset.labels.tolist()) == {0: 2, 1: 2, 2: 2} and dataset.labels.dtype == np.int64
+    frame, label = test[1]
+    assert frame.shape == (3, 16, 16) and frame.dtype == torch.float32 and label == test.labels[1]
+    assert frame.min() < 0 < frame.max()  # ImageNet-normalised, not [0, 1]
+    clip = SyntheticRetrieval(split="test", mode="clip", **kwargs)[1][0]
+    torch.testing.assert_close(clip[2], frame)  # the default frame is the middle one
+    assert clip.shape == (4, 3, 16, 16)
+    assert "split='test'" in repr(test) and "items=6" in repr(test)
+    with pytest.raises(ValueError, match=re.escape("frame must be in [0, 4), got 4")):
+        SyntheticRetrieval(frame=4, **kwargs)
+
+
+def test_build_dataset_and_eval_task() -> None:
+    kwargs = {"num_classes": 4, "videos_per_class": 2, "frames": 2, "size": 16}
+    train = build_dataset("synthetic", split="train", **kwargs)
+    assert isinstance(train, SyntheticRetrieval) and len(train) == 4
+    task = build_eval_task("synthetic", **kwargs)
+    assert task.protocol == "self" and task.gallery is None and task.query.split == "test"
+    metrics = task.evaluate(torch.eye(4), map_at_r=False, nmi=False)
+    assert set(metrics) == {"R@1", "R@2", "R@4", "R@8"}
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        build_dataset("mnist")
+    with pytest.raises(ValueError, match="dataset 'cub200' needs root="):
+        build_dataset("cub200")
+
+
+def test_missing_files_name_the_expected_layout(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"(?s)images\.txt not found.*CUB_200_2011/image_class_labels\.txt"):
+        CUB200(tmp_path)
+    root = fx.make_cub(tmp_path)
+    (root / "CUB_200_2011" / "image_class_labels.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"(?s)image_class_labels\.txt not found.*vision\.caltech\.edu"):
+        CUB200(root)
+    fx.make_sop(tmp_path)
+    (tmp_path / "Stanford_Online_Products" / "Ebay_test.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape("Ebay_test.txt not found")):
+        StanfordOnlineProducts(tmp_path, "test")
+    vehicles = fx.make_vehicleid(tmp_path / "vid")
+    (vehicles / "VehicleID_V1.0" / "image" / "0001.jpg").unlink()  # the images were not extracted
+    with pytest.raises(FileNotFoundError, match=r"(?s)0001\.jpg not found.*image/<image_name>\.jpg"):
+        VehicleID(vehicles, "train")
+    with pytest.raises(FileNotFoundError, match=re.escape("cars_annos.mat not found")):
+        Cars196(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match=re.escape("list_eval_partition.txt not found")):
+        InShop(tmp_path)
+    with pytest.raises(ValueError, match=re.escape("split must be one of ('train', 'small', 'medium', 'large')")):
+        VehicleID(vehicles, "test")
+
+
+def test_malformed_rows_name_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_text("header\na 1\n\nb 2\n")
+    assert read_rows(path, 2, skip=1) == [["a", "1"], ["b", "2"]]  # blank lines skipped
+    path.write_text("header\na 1\nb 2 extra\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path}:3: expected 2 fields, got 3")):
+        read_rows(path, 2, skip=1)
