@@ -72,7 +72,10 @@ class PermSamplingEnv(gym.Env):
         self, config: PermSamplingConfig | str = "tiny", render_mode: str | None = None, **overrides: Any
     ) -> None:
         if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r} "
+                "(SB3's make_vec_env passes 'rgb_array' for string ids: give it env_kwargs={'render_mode': None})"
+            )
         self.config = make_config(config, **overrides)
         self.render_mode = render_mode
         self._set_threads()

@@ -17,7 +17,7 @@ from permgym.env import PermSamplingEnv
 
 CPU_IDS = [env_id for env_id, _, nondeterministic in permgym.ENV_IDS if not nondeterministic]
 #: Small, fast overrides for tests; the registered presets keep their own data and network sizes.
-FAST = {"steps_per_episode": 3, "updates_per_step": 2, "batch_size": 8, "val_batch_size": 8}
+FAST = {"steps_per_episode": 3, "updates_per_step": 2, "batch_size": 8, "val_batch_size": 8, "synthetic_videos": 240}
 
 #: Warnings the checkers may raise that are expected for this env, with the reason.
 ALLOWED_WARNINGS = (
@@ -113,7 +113,7 @@ def test_vector_envs_step(mode: str) -> None:
     envs = gym.make_vec("permgym:PermSampling-v0", num_envs=2, vectorization_mode=mode, **kwargs, **FAST)
     obs, _ = envs.reset(seed=0)
     assert obs.shape == (2, envs.single_observation_space.shape[0])
-    obs, reward, terminated, truncated, _ = envs.step(envs.action_space.sample())
+    obs, reward, *_ = envs.step(envs.action_space.sample())
     assert obs.shape[0] == 2 and reward.shape == (2,)
     envs.close()
 
@@ -122,7 +122,9 @@ def test_sb3_subproc_vec_env_steps() -> None:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
-    venv = make_vec_env("permgym:PermSampling-v0", n_envs=2, vec_env_cls=SubprocVecEnv, env_kwargs=FAST)
+    venv = make_vec_env(
+        "permgym:PermSampling-v0", n_envs=2, vec_env_cls=SubprocVecEnv, env_kwargs={"render_mode": None, **FAST}
+    )
     venv.reset()
     _, rewards, _, _ = venv.step(np.stack([venv.action_space.sample() for _ in range(2)]))
     assert rewards.shape == (2,)
@@ -163,3 +165,16 @@ def test_full_size_preset_without_data_names_the_fix(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("PERMGYM_UCF101_CACHE", raising=False)
     with pytest.raises(ValueError, match="PERMGYM_UCF101_CACHE"):
         gym.make("PermSampling-UCF101-v0")
+
+
+def test_sb3_ppo_learns_saves_and_loads(tmp_path) -> None:
+    from stable_baselines3 import PPO
+
+    env = PermSamplingEnv(**FAST)
+    model = PPO("MlpPolicy", env, n_steps=6, batch_size=6, n_epochs=1, policy_kwargs={"net_arch": [16]}, seed=0)
+    model.learn(total_timesteps=12)
+    model.save(tmp_path / "ppo")
+    loaded = PPO.load(tmp_path / "ppo", env=env)
+    obs, _ = env.reset(seed=0)
+    action, _ = loaded.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(action, model.predict(obs, deterministic=True)[0])
