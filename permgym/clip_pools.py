@@ -33,6 +33,12 @@ def _synthetic_pools(
     common = {"num_classes": classes, "num_videos": videos, "frames": frames, "size": size, "seed": seed}
     train = SyntheticActions(split="train", test_fraction=val_fraction, **common)
     val = SyntheticActions(split="test", test_fraction=val_fraction, **common)
+    if len(val) == 0:
+        needed = round(classes * max(2, round(1 / val_fraction)))
+        raise ValueError(
+            f"synthetic_videos={videos} leaves no validation clips for {classes} classes at val_fraction="
+            f"{val_fraction}: use synthetic_videos >= {needed} or fewer synthetic_classes"
+        )
     return train.clips, val.clips
 
 

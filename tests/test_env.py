@@ -17,7 +17,7 @@ from permgym.env import PermSamplingEnv
 
 CPU_IDS = [env_id for env_id, _, nondeterministic in permgym.ENV_IDS if not nondeterministic]
 #: Small, fast overrides for tests; the registered presets keep their own data and network sizes.
-FAST = {"steps_per_episode": 3, "updates_per_step": 2, "batch_size": 8, "val_batch_size": 8, "synthetic_videos": 240}
+FAST = {"steps_per_episode": 3, "updates_per_step": 2, "batch_size": 8, "val_batch_size": 8, "synthetic_videos": 300}
 
 #: Warnings the checkers may raise that are expected for this env, with the reason.
 ALLOWED_WARNINGS = (
