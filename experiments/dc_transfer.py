@@ -28,7 +28,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
+from torchvision.transforms import v2
 from tqdm import tqdm
 
-from metric.data import build_dataset
-from metric.evaluation import evaluate_retrieval
+from metric.data import RetrievalTask, build_dataset, build_eval_task, eval_transform, train_transform
+from metric.data.transforms import normalize_uint8
 from metric.losses import LOSSES, build_loss
 from metric.miners import DistanceWeightedMiner
 from metric.model import BACKBONES, EmbeddingNet, build_backbone
@@ -51,8 +52,6 @@ from metric.samplers import BatchedDataset, ClusterBatchSampler
 from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract, init_distributed
 
 DATASETS = ("synthetic", "cub200", "cars196", "sop", "inshop", "vehicleid", "folder")
-RECALL_KS = {"sop": (1, 10, 100, 1000), "inshop": (1, 10, 20, 30, 40, 50), "vehicleid": (1, 5)}
-"""Recall@K reported per dataset in the literature; R@1, 2, 4, 8 are always computed as well."""
 
 # Settings that --quick changes. Every other default is in get_args_parser. The defaults fit the embedded data on
 # 2 CPU cores (<= 10 min); --quick fits 90 s.
@@ -92,6 +91,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="synthetic", choices=DATASETS, help="dataset (default: synthetic)")
     data.add_argument("--root", default=None, help="dataset folder (default: none; the embedded data needs none)")
+    data.add_argument("--image-size", default=None, type=int,
+                      help="image side in pixels (default: 64 for the embedded data, else 224)")  # fmt: skip
+    data.add_argument("--resize", default=None, type=int,
+                      help="evaluation resize before the centre crop (default: image size * 8/7, 256 for 224)")
+    data.add_argument("--augment", default=None, choices=("none", "crop"),
+                      help="training augmentation: none, or random resized crop (+ flip for image datasets) "
+                      "(default: none for the embedded data, else crop)")  # fmt: skip
+    data.add_argument("--data-option", default=[], action="append", type=_data_option, metavar="KEY=VALUE",
+                      help="extra dataset argument, repeatable, e.g. videos_per_class=40 (synthetic) or "
+                      "train_fraction=0.5 (folder) (default: none)")  # fmt: skip
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", default=None, choices=BACKBONES,
                        help="backbone (default: the ssl checkpoint's trunk, else tiny)")  # fmt: skip
@@ -160,8 +169,13 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     for name in ("full_embedding_epoch", "finetune_epoch"):
         if getattr(args, name) < 0:
             setattr(args, name, None)
+    embedded = args.dataset == "synthetic"
     if args.workers is None:
-        args.workers = 0 if args.dataset == "synthetic" else 4
+        args.workers = 0 if embedded else 4
+    if args.image_size is None:
+        args.image_size = 64 if embedded else 224
+    if args.augment is None:
+        args.augment = "none" if embedded else "crop"
     if any(k < 1 for k in [*args.compare_k, args.num_learners]):
         raise SystemExit(f"error: K must be >= 1, got --num-learners {args.num_learners} --compare-k {args.compare_k}")
     return args
@@ -187,24 +201,45 @@ def resolve_init(init: str, backbone: str | None, runs: Path = Path("runs")) -> 
 
 @dataclass
 class Data:
-    """The datasets of a run: training set twice (augmented / evaluation transform), query and optional gallery."""
+    """The datasets of a run: the training set (train transform), the same images for k-means (eval transform), and
+    the test task (query, optional gallery, protocol, Recall@K)."""
 
     train: Dataset
     cluster: Dataset
-    query: Dataset
-    gallery: Dataset | None
-    ks: tuple[int, ...]
+    task: RetrievalTask
+
+
+def _data_option(value: str) -> tuple[str, Any]:
+    key, sep, raw = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
+    for cast in (int, float):
+        try:
+            return key, cast(raw)
+        except ValueError:
+            pass
+    return key, raw
 
 
 def load_data(args: argparse.Namespace) -> Data:
-    """Build the datasets of ``--dataset`` (In-shop: query -> gallery; others: test set against itself)."""
-    train = build_dataset(args.dataset, args.root, "train")
-    if args.dataset == "inshop":
-        query, gallery = build_dataset(args.dataset, args.root, "query"), build_dataset(args.dataset, args.root, "gallery")
+    """Build the training set twice (train / eval transform) and the test task of ``--dataset``.
+
+    The embedded data are ``uint8`` frames transformed as tensors (normalisation only unless ``--augment``); the
+    image datasets are decoded with PIL and resized/cropped to ``--image-size``.
+    """
+    options = dict(args.data_option)
+    if args.dataset == "synthetic":
+        options.setdefault("size", args.image_size)
+        eval_tf = normalize_uint8
+        crop = v2.Compose([v2.RandomResizedCrop(args.image_size, scale=(0.5, 1.0), antialias=True), normalize_uint8])
+        train_tf = crop if args.augment == "crop" else eval_tf
     else:
-        query, gallery = build_dataset(args.dataset, args.root, "test"), None
-    ks = tuple(sorted({1, 2, 4, 8, *RECALL_KS.get(args.dataset, ())}))
-    return Data(train, train, query, gallery, ks)
+        eval_tf = eval_transform(args.image_size, args.resize or args.image_size * 8 // 7)
+        train_tf = train_transform(args.image_size) if args.augment == "crop" else eval_tf
+    train = build_dataset(args.dataset, args.root, "train", train_tf, **options)
+    cluster = train if train_tf is eval_tf else build_dataset(args.dataset, args.root, "train", eval_tf, **options)
+    task = build_eval_task(args.dataset, args.root, transform=eval_tf, **options)
+    return Data(train, cluster, replace(task, ks=tuple(sorted({1, 2, 4, 8, *task.ks}))))
 
 
 def train_one_epoch(
@@ -231,23 +266,23 @@ def train_one_epoch(
             "seconds": time.perf_counter() - start}  # fmt: skip
 
 
-def evaluate(model: EmbeddingNet, data: Data, args: argparse.Namespace) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    """Retrieval metrics of the full embedding on the test data (rank 0; other ranks get ``{}``).
+def evaluate(
+    model: EmbeddingNet, data: Data, args: argparse.Namespace
+) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """Retrieval metrics of the full embedding on the test task (computed on rank 0; other ranks get ``{}``).
 
     Returns:
-        ``(metrics, query embeddings [N, d], query labels [N])``.
+        ``(metrics, query embeddings [N, d] (L2-normalised), query labels [N])``.
     """
-    kwargs = {"batch_size": 2 * args.batch_size, "workers": args.workers, "device": args.device, "amp": args.amp}
-    query, query_labels = extract(model, data.query, "embedding", **kwargs)
-    gallery = gallery_labels = None
-    if data.gallery is not None:
-        gallery, gallery_labels = extract(model, data.gallery, "embedding", **kwargs)
-        gallery = F.normalize(gallery, dim=1)
+    kwargs = {"batch_size": args.batch_size, "workers": args.workers, "device": args.device, "amp": args.amp}
+    query, labels = extract(model, data.task.query, "embedding", **kwargs)
     query = F.normalize(query, dim=1)
+    gallery = None
+    if data.task.gallery is not None:
+        gallery = F.normalize(extract(model, data.task.gallery, "embedding", **kwargs)[0], dim=1)
     if dist.is_initialized() and dist.get_rank() != 0:
-        return {}, query, query_labels
-    metrics = evaluate_retrieval(query, query_labels, gallery, gallery_labels, ks=data.ks)
-    return {k: float(v) for k, v in metrics.items()}, query, query_labels
+        return {}, query, labels
+    return {k: float(v) for k, v in data.task.evaluate(query, gallery).items()}, query, labels
 
 
 def make_schedule(args: argparse.Namespace, num_learners: int) -> Schedule:
@@ -449,7 +484,8 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
     data = load_data(args)
     if rank == 0:
         print(message)
-        print(f"data: train {data.train!r}, query {data.query!r}" + (f", gallery {data.gallery!r}" if data.gallery else ""))
+        gallery = f", gallery {data.task.gallery!r}" if data.task.gallery is not None else ""
+        print(f"data: train {data.train!r}, query {data.task.query!r}{gallery} ({data.task.protocol} protocol)")
         out.mkdir(parents=True, exist_ok=True)
         config = {**vars(args), "init_resolved": init, "runs_k": ks, "world_size": world, "command": sys.argv,
                   "schedules": {f"K={k}": asdict(make_schedule(args, k)) for k in ks}}  # fmt: skip

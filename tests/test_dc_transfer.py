@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from permgym.models import build_trunk, save_trunk
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "dc_transfer.py"
+TINY = ["--quick", "--epochs", "2", "--iters-per-epoch", "3", "--batch-size", "16", "--embedding-dim", "16",
+        "--no-progress", "--threads", "1", "--projection", "pca"]  # fmt: skip
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("dc_transfer", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["dc_transfer"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+dc_transfer = _load_script()
+
+
+def _parse(*argv: str):
+    return dc_transfer.get_args_parser().parse_args(list(argv))
+
+
+def test_cli_smoke_with_baseline_comparison(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *TINY, "--compare-k", "1", "--num-learners", "2", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "init: random (no runs/ssl_ucf101*/trunk.pth" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("R@1", "R@2", "R@4", "R@8", "NMI", "MAP@R"):
+        assert 0 <= metrics[key] <= 1 and 0 <= metrics["runs"]["K=1"][key] <= 1
+    assert metrics["num_learners"] == 2 and set(metrics["runs"]) == {"K=1", "K=2"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["epochs"] == 2 and config["init_resolved"] == "random" and config["runs_k"] == [1, 2]
+    assert "| 2 |" in (out / "results.md").read_text()
+    for name in ("recall.png", "embedding.png", "clusters.png", "curves.png"):
+        assert (out / name).stat().st_size > 1000
+    for k in (1, 2):
+        assert (out / f"K{k}" / "checkpoint.pth").is_file()
+        assert any((out / "tb" / f"K{k}").glob("events.out.tfevents.*"))
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path: Path, monkeypatch) -> None:
+    argv = [*TINY, "--epochs", "3", "--num-learners", "2", "--recluster-every", "1", "--finetune-epoch", "-1"]
+    straight = dc_transfer.main(_parse(*argv, "--out", str(tmp_path / "a")))
+
+    real = dc_transfer.train_one_epoch
+
+    def interrupt(trainer, loader, epoch, args):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(trainer, loader, epoch, args)
+
+    monkeypatch.setattr(dc_transfer, "train_one_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        dc_transfer.main(_parse(*argv, "--out", str(tmp_path / "b")))
+    monkeypatch.setattr(dc_transfer, "train_one_epoch", real)
+    resumed = dc_transfer.main(_parse(*argv, "--out", str(tmp_path / "b"), "--resume"))
+
+    a = torch.load(tmp_path / "a" / "K2" / "checkpoint.pth", weights_only=False)
+    b = torch.load(tmp_path / "b" / "K2" / "checkpoint.pth", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    for (name, x), y in zip(a["trainer"]["model"].items(), b["trainer"]["model"].values(), strict=True):
+        assert torch.equal(x, y), name
+    keys = ("R@1", "R@2", "R@4", "R@8", "NMI", "MAP@R")
+    assert {k: straight[k] for k in keys} == {k: resumed[k] for k in keys}
+
+
+def test_torchrun_two_processes(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT), *TINY,
+         "--num-learners", "2", "--batch-size", "8", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("results in") == 1  # only rank 0 writes
+    state = torch.load(out / "K2" / "checkpoint.pth", weights_only=False)
+    assert state["args"]["batch_size"] == 8 and state["epoch"] == 1
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+
+
+def test_invalid_values_list_the_choices(capsys) -> None:
+    for argv, expected in [
+        (["--dataset", "mnist"], "invalid choice: 'mnist' (choose from synthetic, cub200, cars196, sop, inshop"),
+        (["--init", "moco"], "invalid init 'moco' (choose from auto, random, imagenet, ssl:PATH)"),
+        (["--backbone", "vgg"], "invalid choice: 'vgg' (choose from resnet50, tiny, caffenet, resnet18)"),
+        (["--compare-k", "1,x"], "expected comma-separated integers like 1,4"),
+    ]:
+        with pytest.raises(SystemExit):
+            _parse(*argv)
+        assert expected in capsys.readouterr().err
+    help_text = dc_transfer.get_args_parser().format_help()
+    assert "(default: 12; with --quick: 4)" in help_text and "(default: margin)" in help_text
+
+
+def test_presets_fill_only_unset_values() -> None:
+    args = dc_transfer.apply_preset(_parse("--quick", "--epochs", "7", "--finetune-epoch", "-1"))
+    assert args.epochs == 7 and args.iters_per_epoch == dc_transfer.PRESETS["quick"]["iters_per_epoch"]
+    assert args.finetune_epoch is None and args.workers == 0
+
+
+def test_auto_init_uses_the_newest_ssl_checkpoint(tmp_path: Path) -> None:
+    assert dc_transfer.resolve_init("auto", None, tmp_path)[0] == "random"
+    for i, name in enumerate(("ssl_ucf101", "ssl_ucf101_long")):
+        (tmp_path / name).mkdir()
+        save_trunk(build_trunk("tiny"), tmp_path / name / "trunk.pth")
+        os.utime(tmp_path / name / "trunk.pth", (1000 + i, 1000 + i))
+    init, message = dc_transfer.resolve_init("auto", None, tmp_path)
+    assert init == f"ssl:{tmp_path / 'ssl_ucf101_long' / 'trunk.pth'}" and "the last ssl_ucf101 run" in message
+    init, message = dc_transfer.resolve_init("auto", "resnet18", tmp_path)
+    assert init == "random" and "is 'tiny', not --backbone resnet18" in message
+    assert dc_transfer.resolve_init("imagenet", "resnet50", tmp_path) == ("imagenet", "init: imagenet")
