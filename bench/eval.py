@@ -41,7 +41,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--noise", type=float, default=1.6, help="within-class noise / centre scale (default: 1.6)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic embeddings (default: 0)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each method; median (default: 3)")
-    parser.add_argument("--threads", type=int, default=None, help="faiss/torch threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None, help="faiss/torch threads (default: theirs)")
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"), help="(default: BENCHMARKS.md)")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     return parser
@@ -78,7 +78,7 @@ def machine_info(threads: int) -> str:
         cpu = names[0] if names else cpu
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
-        f"{cpu}, {os.cpu_count()} cores ({threads} threads used), load average {load:.1f} at start; "
+        f"{cpu}, {os.cpu_count()} cores ({threads} faiss threads), load average {load:.1f} at start; "
         f"Python {platform.python_version()}, torch {torch.__version__}, faiss {faiss.__version__}, "
         f"pytorch-metric-learning {pytorch_metric_learning.__version__}, scikit-learn {sklearn.__version__}"
     )
@@ -97,10 +97,10 @@ def write_section(path: Path, body: str) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    threads = args.threads or os.cpu_count() or 1
-    faiss.omp_set_num_threads(threads)
-    torch.set_num_threads(threads)
-    info = machine_info(threads)
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
+    info = machine_info(faiss.omp_get_max_threads())
     x, y = make_embeddings(args.n, args.dim, args.classes, args.noise, args.seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     cpu = torch.device("cpu")

@@ -26,7 +26,7 @@ import torch
 from sklearn.metrics import normalized_mutual_info_score
 
 from metric.kmeans import faiss_kmeans
-from metric.knn import knn
+from metric.knn import as_float32, knn
 
 KMEANS_SEED = 1234  # faiss's default clustering seed, used by PML's AccuracyCalculator
 
@@ -42,10 +42,10 @@ def evaluate_retrieval(
     nmi: bool = True,
     map_at_r: bool = True,
     nmi_seeds: int = 1,
-    kmeans_niter: int = 20,
-    normalize: bool = False,
     chunk_size: int = 4096,
     device: str | torch.device | None = None,
+    kmeans_niter: int = 20,
+    normalize: bool = False,
 ) -> dict[str, float]:
     """Recall@K for each K, NMI and MAP@R of a retrieval task.
 
@@ -59,10 +59,10 @@ def evaluate_retrieval(
         nmi: compute ``NMI``.
         map_at_r: compute ``MAP@R``.
         nmi_seeds: average the NMI over this many k-means seeds.
-        kmeans_niter: k-means iterations for the NMI (PML uses 20; the D&C code 100).
-        normalize: L2-normalise the embeddings here.
         chunk_size: queries searched at once (bounds memory).
         device: where to search, see :func:`metric.knn.knn`; faiss-gpu is used when present unless ``"cpu"``.
+        kmeans_niter: k-means iterations for the NMI (PML uses 20; the D&C code 100).
+        normalize: L2-normalise the embeddings here.
 
     Returns:
         ``{"R@1": ..., "R@2": ..., "NMI": ..., "MAP@R": ...}``, fractions in ``[0, 1]`` (NaN when no query has
@@ -84,15 +84,13 @@ def evaluate_retrieval(
     if k >= 1:
         _, indices = knn(q, k, None if self_retrieval else g, chunk_size=chunk_size, device=device)
         hits = g_labels[indices] == q_labels[:, None]
-        answerable = relevant > 0
-        for K in ks:
-            results[f"R@{K}"] = recall_at_k(hits[answerable], K)
-        if map_at_r:
-            results["MAP@R"] = mean_average_precision_at_r(hits[answerable], relevant[answerable])
-    else:  # a single item retrieves nothing
-        results.update({f"R@{K}": float("nan") for K in ks})
-        if map_at_r:
-            results["MAP@R"] = float("nan")
+    else:  # a single item: nothing to retrieve, no query is answerable
+        hits = np.zeros((len(q), 0), dtype=bool)
+    answerable = relevant > 0
+    for K in ks:
+        results[f"R@{K}"] = recall_at_k(hits[answerable], K)
+    if map_at_r:
+        results["MAP@R"] = mean_average_precision_at_r(hits[answerable], relevant[answerable])
     if nmi:
         everything = q if self_retrieval else np.concatenate([q, g])
         labels = q_labels if self_retrieval else np.concatenate([q_labels, g_labels])
@@ -201,21 +199,16 @@ def evaluate_vehicleid(
     for _ in range(repetitions):
         queries, gallery = vehicleid_gallery_split(y, rng)
         retrieval = evaluate_retrieval(
-            x[queries], y[queries], x[gallery], y[gallery], ks, False, False, chunk_size=chunk_size, device=device
-        )
+            x[queries], y[queries], x[gallery], y[gallery], ks=ks, nmi=False, map_at_r=False,
+            chunk_size=chunk_size, device=device,
+        )  # fmt: skip
         runs.append(retrieval)
     return {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
 
 
 def _embeddings(x: ArrayLike, normalize: bool) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2 or not len(x):
-        raise ValueError(f"embeddings must be a non-empty [N, D] array, got shape {x.shape}")
-    if normalize:
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return x
+    x = as_float32(x)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) if normalize else x
 
 
 def _labels(y: ArrayLike, n: int) -> np.ndarray:

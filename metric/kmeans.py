@@ -6,11 +6,12 @@ one more ``index.search(x, 1)``. :func:`faiss_kmeans` runs the same algorithm st
 own exact search, so it returns the same clusters, and skips work faiss repeats:
 
 - the final assignment search is skipped when k-means has converged (the last iteration's assignment is final);
-- iterations stop once an assignment repeats, which is a fixed point: faiss (>= 1.9) stops one search later, when
-  the objective repeats; older faiss runs all ``niter`` iterations without changing the result;
-- after the first iterations most centroids keep exactly their members and position: a point is measured only
-  against the centroids that moved, and searched again with faiss only when one of them may now be nearer than its
-  own centroid (the bounds of Hamerly [1], made exact for unmoved centroids).
+- iterations stop once an assignment repeats, which is a fixed point: faiss 1.15 stops one search later, when the
+  objective repeats (older faiss runs all ``niter`` iterations, with the same result);
+- after the first iterations most centroids keep exactly their members, hence their position: a point is measured
+  only against the centroids that moved, and searched again with faiss only when one of them may now be nearer
+  than its own centroid (one upper and one lower bound per point as in Hamerly [1], kept exact rather than
+  loosened by centroid drift, since unmoved centroids need no update).
 
 Steps mirrored from ``faiss/Clustering.cpp``: random init with ``rand_perm(n, seed + 1)``; subsampling with
 ``rand_perm(n, seed)`` when ``n > k * max_points_per_centroid``; centroids as float32 sums in point order times
@@ -119,17 +120,20 @@ class _FaissUniforms:
 
     def first_success(self, p: np.ndarray) -> int:
         """Cycle ``j = 0, 1, ...`` (mod ``len(p)``) drawing ``r`` until ``r < p[j]``; return that ``j``."""
+        k = len(p)
+        cycle = np.tile(p, 3)  # windows of 2k draws starting anywhere in [0, k) stay inside
         start = 0
         while True:
-            if not len(self._buffer):
-                self._buffer = self._bits.random_raw(_RNG_BLOCK).astype(np.float32) / np.float32(4294967295.0)
-            r = self._buffer
-            hits = np.flatnonzero(r < p[(start + np.arange(len(r))) % len(p)])
+            if len(self._buffer) < 2 * k:
+                raw = self._bits.random_raw(max(_RNG_BLOCK, 2 * k)).astype(np.float32)
+                self._buffer = np.concatenate([self._buffer, raw / np.float32(4294967295.0)])
+            r = self._buffer[: 2 * k]
+            hits = np.flatnonzero(r < cycle[start : start + len(r)])
             if len(hits):
-                self._buffer = r[hits[0] + 1 :]
-                return int((start + hits[0]) % len(p))
-            start = (start + len(r)) % len(p)
-            self._buffer = r[:0]
+                self._buffer = self._buffer[hits[0] + 1 :]
+                return int((start + hits[0]) % k)
+            self._buffer = self._buffer[len(r) :]
+            start = (start + len(r)) % k
 
 
 def _split_probability(counts: np.ndarray, n: int, k: int) -> np.ndarray:

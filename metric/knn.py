@@ -45,8 +45,8 @@ def knn(
         ``(distances, indices)``: ``[Nq, k]`` float32 squared distances (ascending) and int64 gallery indices.
     """
     exclude_self = gallery is None
-    query_np = _as_float32(query)
-    gallery_np = query_np if gallery is None else _as_float32(gallery)
+    query_np = as_float32(query)
+    gallery_np = query_np if gallery is None else as_float32(gallery)
     limit = len(gallery_np) - int(exclude_self)
     if not 1 <= k <= limit:
         raise ValueError(f"k must be in [1, {limit}] (the number of gallery items), got {k}")
@@ -66,12 +66,13 @@ def knn(
     return distances, indices
 
 
-def _as_float32(x: np.ndarray | torch.Tensor) -> np.ndarray:
+def as_float32(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Embeddings as a C-contiguous ``[N, D]`` float32 numpy array (what faiss takes), ``N >= 1``."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be [N, D], got shape {x.shape}")
+    if x.ndim != 2 or not len(x):
+        raise ValueError(f"embeddings must be a non-empty [N, D] array, got shape {x.shape}")
     return x
 
 
