@@ -245,6 +245,30 @@ class PermSamplingEnv(gym.Env):
                 lines.append(f"  {k:4d}  {order:<9}  {float(v['loss'][k]):.3f}  {float(v['accuracy'][k]):.2f}")
         return "\n".join(lines)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the episode later (checkpoint/resume of long pretraining runs)."""
+        if self.trainer is None:
+            raise RuntimeError("call reset() before state_dict()")
+        return {
+            "trainer": self.trainer.state_dict(),
+            "tracker": self._tracker.state_dict(),
+            "step": self._step,
+            "val": self._val,
+            "last_update": self._last_update,
+            "np_random": self.np_random.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (call ``reset`` first so the trainer exists)."""
+        if self.trainer is None:
+            raise RuntimeError("call reset() before load_state_dict()")
+        self.trainer.load_state_dict(state["trainer"])
+        self._tracker.load_state_dict(state["tracker"])
+        self._step = int(state["step"])
+        self._val = state["val"]
+        self._last_update = state["last_update"]
+        self.np_random.bit_generator.state = state["np_random"]
+
     def close(self) -> None:
         self.trainer = None
         self._val = {}

@@ -22,6 +22,7 @@ So ``D = sum over tasks of (6 K + 3) + 3``; with the default temporal bank (K = 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -78,6 +79,14 @@ class ObservationTracker:
             share = counts[task] / max(1, counts[task].sum())
             self._frequency[task] = d * self._frequency[task] + (1 - d) * share
             self._last[task] = share
+
+    def state_dict(self) -> dict:
+        """The moving averages, for checkpoints."""
+        return copy.deepcopy({k: getattr(self, k) for k in ("_loss_ema", "_loss_weight", "_frequency", "_last")})
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in copy.deepcopy(state).items():
+            setattr(self, key, value)
 
     def train_loss_ema(self, task: str) -> float:
         """Bias-corrected EMA of the training loss (chance level before any update)."""

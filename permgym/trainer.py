@@ -192,7 +192,9 @@ class OrderingTrainer:
 
     def snapshot(self) -> dict[str, Any]:
         """A deep copy of everything an update changes (model, optimiser, data cursor, RNG)."""
-        return copy.deepcopy(self.state_dict())
+        state = self.state_dict()
+        val_elements = state.pop("val_elements")  # updates never change it: share, don't copy
+        return {**copy.deepcopy(state), "val_elements": val_elements}
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -202,6 +204,7 @@ class OrderingTrainer:
             "order": self._order,
             "cursor": self._cursor,
             "updates_done": self.updates_done,
+            "val_elements": self.val_elements,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -211,6 +214,7 @@ class OrderingTrainer:
         self._order = state["order"]
         self._cursor = int(state["cursor"])
         self.updates_done = int(state["updates_done"])
+        self.val_elements = {name: v.to(self.device) for name, v in state["val_elements"].items()}
 
 
 def chance_loss(bank: PermutationBank) -> float:

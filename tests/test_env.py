@@ -178,3 +178,21 @@ def test_sb3_ppo_learns_saves_and_loads(tmp_path) -> None:
     obs, _ = env.reset(seed=0)
     action, _ = loaded.predict(obs, deterministic=True)
     np.testing.assert_array_equal(action, model.predict(obs, deterministic=True)[0])
+
+
+def test_state_dict_resumes_the_episode_exactly() -> None:
+    actions = [np.full(24, v, dtype=np.float32) for v in (-0.5, 0.3, 0.9)]
+    straight = PermSamplingEnv(**FAST)
+    straight.reset(seed=4)
+    expected = [straight.step(a)[:2] for a in actions]
+    first = PermSamplingEnv(**FAST)
+    first.reset(seed=4)
+    first.step(actions[0])
+    state = pickle.loads(pickle.dumps(first.state_dict()))
+    resumed = PermSamplingEnv(**FAST)
+    resumed.reset(seed=99)
+    resumed.load_state_dict(state)
+    for action, (obs, reward) in zip(actions[1:], expected[1:], strict=True):
+        got_obs, got_reward, *_ = resumed.step(action)
+        np.testing.assert_array_equal(got_obs, obs)
+        assert got_reward == reward

@@ -1,5 +1,7 @@
 """Video decoding: random access to frames by index with decord or PyAV, and fps-aware frame sampling.
 
+``write_video`` encodes frames with PyAV (for tests, benchmarks and visualisations).
+
 ``VideoReader(path, backend="auto")`` tries the backends in ``AUTO_ORDER`` and falls back to the next one when a
 backend is not installed, cannot open the file or fails while reading it, so one odd file never stops training.
 Frames come back as ``[T, 3, H, W]`` uint8 tensors (RGB, channel-first per frame), optionally resized inside the
@@ -29,6 +31,7 @@ from permgym.data.errors import VideoDecodeError
 Backend = Literal["auto", "decord", "pyav"]
 Size = int | tuple[int, int] | None
 BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
+CODEC_OF_SUFFIX = {".avi": "mpeg4", ".mp4": "libx264", ".mov": "libx264", ".mkv": "libvpx-vp9", ".webm": "libvpx"}
 AUTO_ORDER: tuple[str, ...] = ("decord", "pyav")  # fastest first for sparse sampling, see the module docstring
 
 logger = logging.getLogger(__name__)
@@ -296,3 +299,41 @@ class VideoReader:
 def read_frames(path: str | Path, indices: Sequence[int], backend: Backend = "auto", size: Size = None) -> torch.Tensor:
     """Decode frames ``indices`` of one video: ``[len(indices), 3, H, W]`` uint8. See ``VideoReader``."""
     return VideoReader(path, backend=backend, size=size).get_frames(indices)
+
+
+def write_video(
+    path: str | Path,
+    frames: torch.Tensor,
+    fps: int = 25,
+    codec: str | None = None,
+    gop: int = 12,
+    bit_rate: int = 4_000_000,
+) -> Path:
+    """Encode frames to a video file with PyAV (yuv420p).
+
+    Args:
+        path: the file to write; its parent folders are created.
+        frames: ``[T, 3, H, W]`` uint8 tensor, RGB; ``H`` and ``W`` even.
+        fps: frame rate.
+        codec: FFmpeg encoder; by default from the suffix: mpeg4 for .avi (as in UCF101), libx264 for .mp4/.mov,
+            VP9 for .mkv, VP8 for .webm.
+        gop: key-frame interval in frames.
+        bit_rate: target bit rate in bits per second.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    if codec is None and path.suffix not in CODEC_OF_SUFFIX:
+        raise ValueError(f"no default codec for {path.suffix!r}: pass codec=... or use one of {list(CODEC_OF_SUFFIX)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec or CODEC_OF_SUFFIX[path.suffix], rate=fps)
+        stream.height, stream.width = frames.shape[2:4]
+        stream.pix_fmt = "yuv420p"
+        stream.bit_rate = bit_rate
+        stream.codec_context.gop_size = gop
+        for frame in frames.permute(0, 2, 3, 1).numpy():
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
