@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## Main job on the embedded SyntheticActions data.
+## Main job on the embedded SyntheticActions data: SSL pretraining, then divide-and-conquer transfer.
 demo: $(STAMP)
-	$(PY) -m permgym.demo
+	$(PY) experiments/ssl_ucf101.py --out runs/ssl_ucf101
+	$(PY) experiments/dc_transfer.py --init ssl:runs/ssl_ucf101/trunk.pth --out runs/dc_transfer
 
 ## The test suite (CPU only, < 10 min on 2 cores) and the linter.
 test: $(STAMP)
