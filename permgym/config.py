@@ -42,6 +42,7 @@ class PermSamplingConfig:
         motion_candidates: pick the highest-motion window among this many (1 = random window).
         grid: jigsaw grid side g (g*g tiles); ``spatial_bank_size`` is K of the spatial bank (``None`` = all).
         element_size: side in pixels of each frame element fed to the trunk.
+        tile_size: side in pixels each jigsaw tile is resized to (``None`` keeps the cropped size).
         joint_temporal_fraction: share of a joint batch used for the temporal task.
         bank_seed: seed of the max-Hamming bank selection.
 
@@ -88,6 +89,7 @@ class PermSamplingConfig:
     grid: int = 2
     spatial_bank_size: int | None = None
     element_size: int = 32
+    tile_size: int | None = None
     joint_temporal_fraction: float = 0.5
     bank_seed: int = 0
 
@@ -190,6 +192,7 @@ PRESETS: dict[str, PermSamplingConfig] = {
         grid=3,
         spatial_bank_size=100,
         element_size=96,
+        tile_size=64,
         motion_candidates=4,
         trunk="caffenet",
         projection_dim=512,
