@@ -15,7 +15,7 @@ from permgym.models import build_trunk, save_trunk
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "dc_transfer.py"
 TINY = ["--quick", "--epochs", "2", "--iters-per-epoch", "3", "--batch-size", "16", "--embedding-dim", "16",
-        "--no-progress", "--threads", "1", "--projection", "pca"]  # fmt: skip
+        "--no-progress", "--threads", "1", "--projection", "pca", "--data-option", "videos_per_class=6"]  # fmt: skip
 
 
 def _load_script():
@@ -98,22 +98,26 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
 
 def test_invalid_values_list_the_choices(capsys) -> None:
     for argv, expected in [
-        (["--dataset", "mnist"], "invalid choice: 'mnist' (choose from synthetic, cub200, cars196, sop, inshop"),
-        (["--init", "moco"], "invalid init 'moco' (choose from auto, random, imagenet, ssl:PATH)"),
-        (["--backbone", "vgg"], "invalid choice: 'vgg' (choose from resnet50, tiny, caffenet, resnet18)"),
+        (["--dataset", "mnist"], "invalid choice: mnist (choose from synthetic, cub200, cars196, sop, inshop"),
+        (["--init", "moco"], "invalid init moco (choose from auto, random, imagenet, ssl:PATH)"),
+        (["--backbone", "vgg"], "invalid choice: vgg (choose from resnet50, tiny, caffenet, resnet18)"),
+        (["--data-option", "frame"], "expected KEY=VALUE, got frame"),
         (["--compare-k", "1,x"], "expected comma-separated integers like 1,4"),
     ]:
         with pytest.raises(SystemExit):
             _parse(*argv)
-        assert expected in capsys.readouterr().err
+        assert expected in capsys.readouterr().err.replace("'", "")  # some Python versions quote the choices
     help_text = dc_transfer.get_args_parser().format_help()
-    assert "(default: 12; with --quick: 4)" in help_text and "(default: margin)" in help_text
+    assert "(default: 20; with --quick: 4)" in help_text and "(default: margin)" in help_text
 
 
 def test_presets_fill_only_unset_values() -> None:
     args = dc_transfer.apply_preset(_parse("--quick", "--epochs", "7", "--finetune-epoch", "-1"))
     assert args.epochs == 7 and args.iters_per_epoch == dc_transfer.PRESETS["quick"]["iters_per_epoch"]
-    assert args.finetune_epoch is None and args.workers == 0
+    assert args.finetune_epoch is None and args.workers == 0 and args.image_size == 64 and args.augment == "none"
+    assert dict(args.data_option) == dc_transfer.PRESETS["quick"]["synthetic"]
+    args = dc_transfer.apply_preset(_parse("--data-option", "frame=3", "--data-option", "seed=2"))
+    assert dict(args.data_option) == {**dc_transfer.PRESETS["default"]["synthetic"], "frame": 3, "seed": 2}
 
 
 def test_auto_init_uses_the_newest_ssl_checkpoint(tmp_path: Path) -> None:
