@@ -5,19 +5,31 @@ pretraining of ``experiments/ssl_ucf101.py``, so a sampling policy learned in th
 
 Randomness: the trainer owns one ``torch.Generator`` (data order, augmentation, permutation draws) and builds its
 network under a forked global RNG seeded from the same seed, so it never touches or depends on torch's global state.
+
+Several processes (:meth:`OrderingTrainer.distribute`, under torchrun): every rank holds the same trainer (same seed),
+draws the same *global* batch of ``batch_size`` clips and the same permutations, and trains on its own contiguous
+share of them; ``DistributedDataParallel`` averages the gradients, the reported loss is the global mean and the
+BatchNorm statistics are averaged after each update. So all ranks stay in lock-step: same weights, same validation
+statistics, same observations. Mixed precision (:meth:`OrderingTrainer.enable_amp`, CUDA only) runs the forward
+passes under ``torch.autocast`` and scales the loss with a ``GradScaler``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from permgym.config import PermSamplingConfig
+from permgym.distributed import World, average_buffers, resolve_device
 from permgym.models import OrderingNet, build_trunk, per_permutation_statistics
 from permgym.permutations import PermutationBank, make_bank
 from permgym.tasks import OrderingTask, SpatialTask, TemporalTask
@@ -36,7 +48,7 @@ def build_tasks(config: PermSamplingConfig) -> dict[str, OrderingTask]:
         )
     if config.uses_spatial:
         bank = make_bank(config.grid * config.grid, config.spatial_bank_size, config.bank_seed)
-        tasks["spatial"] = SpatialTask(bank)
+        tasks["spatial"] = SpatialTask(bank, output_size=config.tile_size)
     return tasks
 
 
@@ -48,13 +60,6 @@ def batch_split(config: PermSamplingConfig, tasks: list[str]) -> dict[str, int]:
     return {"temporal": n_temporal, "spatial": config.batch_size - n_temporal}
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @dataclass
 class UpdateStats:
     """What one SGD update reports. ``finite`` is False when the loss, gradients or weights stopped being finite."""
@@ -63,6 +68,37 @@ class UpdateStats:
     grad_norm: float
     update_ratio: float
     finite: bool
+
+
+class OrderingLoss(nn.Module):
+    """The forward pass of one update as a single module call, so that ``DistributedDataParallel`` can wrap it.
+
+    Args:
+        model: the ordering CNN.
+        perms: task name -> its bank's ``[K, n]`` permutations (on the model's device).
+    """
+
+    def __init__(self, model: OrderingNet, perms: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.perms = perms
+
+    def forward(
+        self, elements: dict[str, torch.Tensor], perm_index: dict[str, torch.Tensor], total: int
+    ) -> torch.Tensor:
+        """Cross-entropy summed over the samples of every task, divided by ``total``.
+
+        Args:
+            elements: task -> ``[B_task, n, 3, h, w]`` natural-order elements.
+            perm_index: task -> ``[B_task]`` int64 bank rows to show them in.
+            total: the divisor (the number of samples of the global batch).
+        """
+        loss = torch.zeros((), device=next(self.model.parameters()).device)
+        for name, natural in elements.items():
+            index = perm_index[name]
+            logits = self.model.classify_ordered(self.model.element_features(natural), self.perms[name][index], name)
+            loss = loss + F.cross_entropy(logits.float(), index, reduction="sum") / total
+        return loss
 
 
 class OrderingTrainer:
@@ -91,6 +127,11 @@ class OrderingTrainer:
             trunk = build_trunk(config.trunk)
             self.model = OrderingNet(trunk, heads, config.projection_dim, config.hidden).to(self.device)
         self.optimizer = self._build_optimizer()
+        self.world = World(device=self.device)
+        self.loss_module: nn.Module = OrderingLoss(
+            self.model, {name: task.bank.perms.to(self.device) for name, task in self.tasks.items()}
+        )
+        self.scaler: torch.amp.GradScaler | None = None
         self.batch_split = batch_split(config, list(self.tasks))
         self._order = torch.randperm(len(train_clips), generator=self.generator)
         self._cursor = 0
@@ -107,6 +148,40 @@ class OrderingTrainer:
     @property
     def banks(self) -> dict[str, PermutationBank]:
         return {name: task.bank for name, task in self.tasks.items()}
+
+    def distribute(self, world: World) -> None:
+        """Share every update's global batch between the processes of the default process group (DDP).
+
+        Call on every rank right after construction (before loading a state), with the same seed everywhere.
+
+        Args:
+            world: this process's place in the group (see :func:`permgym.distributed.init_distributed`).
+        """
+        if not world.distributed:
+            return
+        if min(self.batch_split.values()) < world.world_size:
+            raise ValueError(
+                f"each task's share of the batch {self.batch_split} must have at least one sample per process "
+                f"({world.world_size}); raise the batch size"
+            )
+        self.world = world
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids, broadcast_buffers=False)
+
+    def enable_amp(self) -> None:
+        """Mixed precision for updates and validation: float16 autocast and a ``GradScaler`` (CUDA only).
+
+        Raises:
+            ValueError: the trainer runs on the CPU.
+        """
+        if self.device.type != "cuda":
+            raise ValueError(f"mixed precision needs a CUDA device, the trainer runs on {self.device}")
+        self.scaler = torch.amp.GradScaler("cuda")
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.scaler is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.float16)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -128,11 +203,13 @@ class OrderingTrainer:
         return torch.cat(picked)
 
     def sample_batch(self) -> dict[str, torch.Tensor]:
-        """Natural-order elements ``[B_task, n, 3, h, w]`` for each task of the next minibatch."""
+        """Natural-order elements ``[B_task, n, 3, h, w]`` for each task of the next minibatch (under DDP: this
+        rank's share ``world.shard(B_task)`` of the global batch, whose draws every rank makes alike)."""
         batch = {}
         for name, size in self.batch_split.items():
             clips = self.train_clips[self._next_indices(size)]
-            batch[name] = self.tasks[name].elements(clips, self.generator).to(self.device)
+            elements = self.tasks[name].elements(clips, self.generator)
+            batch[name] = elements[self.world.shard(size)].to(self.device)
         return batch
 
     def draw_permutations(self, probabilities: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -150,32 +227,49 @@ class OrderingTrainer:
         }
 
     def update(self, elements: dict[str, torch.Tensor], perm_index: dict[str, torch.Tensor]) -> UpdateStats:
-        """One SGD update on ``elements`` shown in the orders ``perm_index`` (``[B_task]`` bank rows per task).
+        """One SGD update on ``elements`` shown in the orders ``perm_index`` (``[B_task]`` bank rows per task,
+        always for the global batch; under DDP each rank takes its share).
 
         Showing features in a permuted order is exactly showing permuted inputs (the trunk sees each element alone),
-        so the trunk runs once on the natural order and the head gathers.
+        so the trunk runs once on the natural order and the head gathers. A step that the AMP ``GradScaler`` skips
+        (overflowing gradients) changes no weight: it reports an infinite ``grad_norm``, ``update_ratio`` 0 and
+        counts as finite.
         """
         self.model.train()
         total = sum(len(index) for index in perm_index.values())
-        loss = torch.zeros((), device=self.device)
-        for name, natural in elements.items():
-            index = perm_index[name].to(self.device)
-            order = self.tasks[name].bank.perms.to(self.device)[index]
-            logits = self.model.classify_ordered(self.model.element_features(natural), order, name)
-            loss = loss + F.cross_entropy(logits, index, reduction="sum") / total
+        local = {name: index[self.world.shard(len(index))].to(self.device) for name, index in perm_index.items()}
+        with self._autocast():
+            loss = self.loss_module(elements, local, total)
+        if self.world.distributed:
+            loss = loss * self.world.world_size  # DDP averages gradients over ranks; the loss is a share of a sum
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
         before = [p.detach().clone() for p in params]
-        self.optimizer.step()
+        skipped = False
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            skipped = self.scaler.get_scale() < scale
         self.updates_done += 1
+        if self.world.distributed:
+            average_buffers(self.model)
         with torch.no_grad():
             delta = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(params, before, strict=True)))
             norm = torch.sqrt(sum((b**2).sum() for b in before))
             ratio = float(delta / norm.clamp_min(1e-12))
-        loss_value = float(loss.detach())
-        finite = math.isfinite(loss_value) and math.isfinite(grad_norm) and math.isfinite(ratio)
+        loss_value = loss.detach()
+        if self.world.distributed:
+            dist.all_reduce(loss_value)
+            loss_value /= self.world.world_size
+        loss_value = float(loss_value)
+        finite = math.isfinite(loss_value) and (skipped or math.isfinite(grad_norm)) and math.isfinite(ratio)
         return UpdateStats(loss_value, grad_norm, ratio, finite)
 
     @torch.no_grad()
@@ -186,7 +280,8 @@ class OrderingTrainer:
         stats = {}
         for name, natural in self.val_elements.items():
             perms = self.tasks[name].bank.perms.to(self.device)
-            logits = self.model.score_all_permutations(natural, perms, name).float()
+            with self._autocast():
+                logits = self.model.score_all_permutations(natural, perms, name).float()
             stats[name] = {key: value.cpu() for key, value in per_permutation_statistics(logits).items()}
         return stats
 
@@ -205,6 +300,7 @@ class OrderingTrainer:
             "cursor": self._cursor,
             "updates_done": self.updates_done,
             "val_elements": self.val_elements,
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -215,6 +311,8 @@ class OrderingTrainer:
         self._cursor = int(state["cursor"])
         self.updates_done = int(state["updates_done"])
         self.val_elements = {name: v.to(self.device) for name, v in state["val_elements"].items()}
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def chance_loss(bank: PermutationBank) -> float:
