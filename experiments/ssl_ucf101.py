@@ -1,0 +1,888 @@
+"""Ordering self-supervision with a permutation sampler, then action recognition: pretrain, fine-tune, evaluate.
+
+Stages, for the sampler of ``--sampler`` and each ``--compare`` baseline (a sampler name or ``random-init``):
+
+1. **Pretraining**: one ``PermSampling`` episode of ``--ssl-updates`` SGD updates (``steps_per_episode = updates /
+   updates_per_step``), the sampler choosing each step's permutations and, if it learns, learning online from each
+   step's reward. The env's trainer is the one trainer, so a policy learned in the env is the policy used here.
+2. **Retrieval** with the pretrained trunk (VCOP protocol): test clips query training clips by cosine similarity of
+   their features (``permgym.probe.clip_features``: per-frame trunk features concatenated in temporal order,
+   standardised by the training clips' statistics); top-1/5/10/20/50.
+3. **Fine-tuning** on the labelled training split: trunk + linear layer over the n frames' concatenated features,
+   the trunk at a lower learning rate (``permgym.finetune``).
+4. **Evaluation** on the test split: video-level top-1/top-5, the softmax averaged over ``--test-clips`` windows per
+   video (as in the literature), and a confusion matrix.
+
+Examples::
+
+    python experiments/ssl_ucf101.py                         # embedded SyntheticActions (<= 10 min on 2 CPU cores)
+    python experiments/ssl_ucf101.py --quick                 # <= 90 s
+    python experiments/ssl_ucf101.py --compare uniform,random-init --out runs/ssl_compare
+    python experiments/ssl_ucf101.py --dataset ucf101 --root data/UCF-101 --annotations data/ucfTrainTestlist
+    torchrun --nproc_per_node=2 experiments/ssl_ucf101.py --quick       # DDP: gloo on CPUs, NCCL on GPUs
+    python experiments/ssl_ucf101.py --out runs/ssl_ucf101 --resume     # continue an interrupted run
+
+On UCF101 / HMDB51 the defaults follow the paper's setup as far as it is known (``permgym.config.PRESETS["ucf101"]``:
+joint temporal + 3x3 jigsaw task, CaffeNet-style trunk, SGD; see ``--help``'s epilogue for what is our choice), and
+the frame caches (``--cache-dir``) are built on first use and reused when their config matches.
+
+Outputs in ``--out`` (rank 0 writes): ``config.json``, ``metrics.json`` (flat keys of the ``--sampler`` run:
+``ssl/val_loss``, ``retrieval/top1``, ``finetune/top1``, ``time/ssl_s`` ...; each ``--compare`` run's keys prefixed by
+its name, e.g. ``random-init/finetune/top1``), ``results.md``, ``loss_curves.png``, ``permutation_usage.png``,
+``confusion_matrix.png``, TensorBoard logs in ``tb/``, ``checkpoint.pth`` (everything needed by ``--resume``),
+``trunk.pth`` (the pretrained trunk, read by ``experiments/dc_transfer.py``), ``sampler.pth`` and
+``finetuned.pth``; the ``--compare`` runs' trunks and models go to ``<out>/<name>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.tensorboard import SummaryWriter
+
+from agents import (
+    CurriculumSampler,
+    LossProportionalSampler,
+    PolicyGradientSampler,
+    RoundRobinSampler,
+    Sampler,
+    SB3Sampler,
+    UniformSampler,
+)
+from permgym.config import TASKS, PermSamplingConfig, make_config
+from permgym.data import HMDB51, UCF101, FrameCache, SyntheticActions, VideoFolder, load_or_build_cache
+from permgym.distributed import (
+    MetricLogger,
+    World,
+    broadcast_object,
+    cleanup_distributed,
+    gather_shards,
+    init_distributed,
+    max_divergence,
+    save_on_main,
+)
+from permgym.env import PermSamplingEnv
+from permgym.finetune import (
+    ActionClassifier,
+    FinetuneConfig,
+    FinetuneTrainer,
+    confusion_matrix,
+    predict_videos,
+    topk_accuracy,
+)
+from permgym.models import TRUNKS, Trunk, build_trunk, save_trunk
+from permgym.probe import RETRIEVAL_KS, clip_features, retrieval_topk, standardize
+
+DATASETS = ("synthetic", "ucf101", "hmdb51", "folder")
+RANDOM_INIT = "random-init"
+#: Sampler names of --sampler / --compare; ``sb3:PATH`` loads a saved Stable-Baselines3 model instead.
+SAMPLERS: dict[str, type[Sampler]] = {
+    "policy-gradient": PolicyGradientSampler,
+    "uniform": UniformSampler,
+    "loss-proportional": LossProportionalSampler,
+    "curriculum": CurriculumSampler,
+    "round-robin": RoundRobinSampler,
+}
+
+# Settings that depend on the data regime; --quick then shortens the budget. Every other default is in the parser.
+PRESETS: dict[str, dict[str, Any]] = {
+    "synthetic": {"ssl_updates": 1200, "ft_epochs": 30, "ft_batch_size": 32, "ft_optimizer": "adam", "ft_lr": 2e-3,
+                  "test_clips": 5, "eval_every": 5, "task": "temporal", "checkpoint_every": 25},
+    "video": {"ssl_updates": 20000, "ft_epochs": 30, "ft_batch_size": 64, "ft_optimizer": "sgd", "ft_lr": 0.01,
+              "test_clips": 10, "eval_every": 10, "task": "joint", "checkpoint_every": 20},
+    "quick": {"ssl_updates": 200, "ft_epochs": 8, "eval_every": 4, "checkpoint_every": 10},
+}  # fmt: skip
+#: PermSampling preset of each task on the embedded data; video datasets use "ucf101" with the task set.
+SYNTHETIC_PRESETS = {"temporal": "tiny", "spatial": "tiny-spatial", "joint": "tiny-joint"}
+
+
+def _preset_help(name: str, text: str) -> str:
+    quick = f"; with --quick: {PRESETS['quick'][name]}" if name in PRESETS["quick"] else ""
+    return f"{text} (default: {PRESETS['synthetic'][name]} on synthetic, {PRESETS['video'][name]} on videos{quick})"
+
+
+def _sampler_choice(value: str) -> str:
+    if value in SAMPLERS or (value.startswith("sb3:") and len(value) > 4):
+        return value
+    raise argparse.ArgumentTypeError(f"invalid sampler {value!r} (choose from {', '.join(SAMPLERS)}, sb3:PATH)")
+
+
+def _compare_list(value: str) -> list[str]:
+    names = [v for v in value.split(",") if v]
+    for name in names:
+        if name != RANDOM_INIT:
+            try:
+                _sampler_choice(name)
+            except argparse.ArgumentTypeError:
+                raise argparse.ArgumentTypeError(
+                    f"invalid --compare entry {name!r} (choose from {RANDOM_INIT}, {', '.join(SAMPLERS)}, sb3:PATH)"
+                ) from None
+    return names
+
+
+def _key_value(value: str) -> tuple[str, Any]:
+    key, sep, raw = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Ordering self-supervision with a permutation sampler, then action recognition: pretraining, "
+        "retrieval, fine-tuning and video-level evaluation",
+        add_help=add_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Video defaults (--dataset ucf101/hmdb51/folder): the paper's known setup where known (joint temporal "
+        "+ spatial ordering, one CaffeNet-style trunk, SGD lr 0.01, 4-frame tuples with all 24 orders, 3x3 jigsaw "
+        "with a 100-permutation max-Hamming bank, high-motion tuple selection); our choices where the paper is not "
+        "available: 96 px frames and 64 px tiles from a 128 px / 32-frame cache, batch 64, 20,000 pretraining "
+        "updates, fine-tuning 30 epochs SGD lr 0.01 (trunk x0.1), dropout 0.5, batch 64, 10 test windows per video "
+        "(VCOP). Batch sizes are global: each of N torchrun processes trains on 1/N of every batch.",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="synthetic", choices=DATASETS, help="dataset (default: synthetic)")
+    data.add_argument("--root", default=None, help="video folder: UCF-101/, hmdb51/ or a class-per-folder tree")
+    data.add_argument("--annotations", default=None,
+                      help="official split folder: ucfTrainTestlist/ or testTrainMulti_7030_splits/")  # fmt: skip
+    data.add_argument("--split", default=1, type=int, choices=(1, 2, 3), help="official split (default: 1)")
+    data.add_argument("--cache-dir", default="runs/cache",
+                      help="where frame caches are built and reused (default: runs/cache)")  # fmt: skip
+    data.add_argument("--frames", default=32, type=int, help="frames per cached clip (default: 32)")
+    data.add_argument("--frame-size", default=128, type=int, help="cached frame side in pixels (default: 128)")
+    data.add_argument("-j", "--workers", default=0, type=int, help="video decoding processes (default: 0 = this one)")
+    data.add_argument("--synthetic-videos", default=600, type=int, help="SyntheticActions clips (default: 600)")
+    data.add_argument("--synthetic-classes", default=60, type=int, help="SyntheticActions classes (default: 60)")
+    ssl = parser.add_argument_group("self-supervised pretraining")
+    ssl.add_argument("--task", default=None, choices=TASKS,
+                     help="ordering task (default: temporal on synthetic, joint on videos)")  # fmt: skip
+    ssl.add_argument("--sampler", default="policy-gradient", type=_sampler_choice,
+                     help=f"permutation sampler: {', '.join(SAMPLERS)} or sb3:PATH (a saved Stable-Baselines3 "
+                     "model) (default: policy-gradient)")  # fmt: skip
+    ssl.add_argument("--sampler-option", default=[], action="append", type=_key_value, metavar="KEY=VALUE",
+                     help="sampler constructor argument (JSON value), repeatable (default: none)")  # fmt: skip
+    ssl.add_argument("--action-mode", default="per_sample", choices=("per_sample", "distribution", "discrete"),
+                     help="how the sampler's action chooses permutations (default: per_sample, the paper's "
+                     "granularity)")  # fmt: skip
+    ssl.add_argument("--backbone", default=None, choices=TRUNKS,
+                     help="trunk (default: tiny on synthetic, caffenet on videos)")  # fmt: skip
+    ssl.add_argument("--ssl-updates", type=int, help=_preset_help("ssl_updates", "pretraining SGD updates"))
+    ssl.add_argument(
+        "--updates-per-step",
+        type=int,
+        default=None,
+        help="SGD updates per sampler decision (default: the preset's, 4 on synthetic, 25 on videos)",
+    )
+    ssl.add_argument("--ssl-batch-size", type=int, default=None,
+                     help="clips per pretraining update (default: the preset's, 32 / 64)")  # fmt: skip
+    ssl.add_argument("--ssl-lr", type=float, default=None,
+                     help="pretraining learning rate (default: the preset's, adam 2e-3 / sgd 0.01)")  # fmt: skip
+    ssl.add_argument("--ssl-option", default=[], action="append", type=_key_value, metavar="KEY=VALUE",
+                     help="any other PermSamplingConfig field (JSON value), repeatable, e.g. reward=uniform_relative "
+                     "(default: none)")  # fmt: skip
+    ft = parser.add_argument_group("fine-tuning and evaluation")
+    ft.add_argument("--ft-epochs", type=int, help=_preset_help("ft_epochs", "fine-tuning epochs"))
+    ft.add_argument("-b", "--ft-batch-size", type=int, help=_preset_help("ft_batch_size", "clips per update"))
+    ft.add_argument("--ft-optimizer", choices=("sgd", "adam"), help=_preset_help("ft_optimizer", "optimizer"))
+    ft.add_argument("--ft-lr", type=float, help=_preset_help("ft_lr", "learning rate of the classifier layer"))
+    ft.add_argument("--trunk-lr-scale", default=0.1, type=float, help="trunk lr / classifier lr (default: 0.1)")
+    ft.add_argument("--dropout", default=0.5, type=float, help="dropout on the clip feature (default: 0.5)")
+    ft.add_argument("--test-clips", type=int, help=_preset_help("test_clips", "windows averaged per test video"))
+    ft.add_argument("--eval-every", type=int, help=_preset_help("eval_every", "test evaluation every N epochs"))
+    compare = parser.add_argument_group("baselines")
+    compare.add_argument("--compare", default=[], type=_compare_list,
+                         help=f"also run these, comma-separated: {RANDOM_INIT} (no pretraining) and/or sampler names, "
+                         "e.g. uniform,random-init (default: none)")  # fmt: skip
+    run = parser.add_argument_group("run")
+    run.add_argument("--quick", action="store_true", help="a short run (<= 90 s on 2 CPU cores); explicit flags win")
+    run.add_argument("--out", default="runs/ssl_ucf101", help="output folder (default: runs/ssl_ucf101)")
+    run.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pth")
+    run.add_argument("--seed", default=0, type=int, help="seed of networks, data order and samplers (default: 0)")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                     help="device (default: auto = cuda if available)")  # fmt: skip
+    run.add_argument("--amp", action="store_true", help="mixed precision, CUDA only (default: off)")
+    run.add_argument("--threads", default=None, type=int, help="torch CPU threads per process (default: torch's)")
+    run.add_argument("--print-freq", default=20, type=int, help="print smoothed meters every N steps (default: 20)")
+    run.add_argument("--checkpoint-every", type=int,
+                     help=_preset_help("checkpoint_every", "pretraining sampler steps between checkpoints; "
+                                       "fine-tuning checkpoints every epoch"))  # fmt: skip
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--stop-after-updates", default=None, type=int, metavar="N",
+                     help="debugging: stop at the first checkpoint after N SGD updates in all (pretraining and "
+                     "fine-tuning), as if interrupted (default: run to the end)")  # fmt: skip
+    return parser
+
+
+def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the settings left unset from the data regime's preset (then ``--quick``), and check combinations."""
+    regime = PRESETS["synthetic" if args.dataset == "synthetic" else "video"]
+    defaults = {**regime, **(PRESETS["quick"] if args.quick else {})}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.dataset != "synthetic" and args.root is None:
+        raise SystemExit(f"error: --dataset {args.dataset} needs --root (the folder of the videos)")
+    if args.dataset in ("ucf101", "hmdb51") and args.annotations is None:
+        raise SystemExit(
+            f"error: --dataset {args.dataset} needs --annotations (the folder of the official split files)"
+        )
+    if args.amp and args.device == "cpu":
+        raise SystemExit("error: --amp needs CUDA; drop it or use --device cuda")
+    for name in ("ssl_updates", "ft_epochs", "test_clips", "eval_every", "checkpoint_every", "print_freq"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+def variant_names(args: argparse.Namespace) -> list[str]:
+    """The ``--sampler`` run first, then the ``--compare`` runs, without repeats."""
+    return list(dict.fromkeys([args.sampler, *args.compare]))
+
+
+# ---------------------------------------------------------------------------------------------------- data
+@dataclass
+class ActionData:
+    """Labelled clips of the downstream task. ``*_clips``: ``[N, T, 3, H, W]`` uint8 (possibly memory-mapped);
+    ``*_labels``: ``[N]`` int64; ``skipped``: undecodable or missing videos left out, per split."""
+
+    train_clips: torch.Tensor
+    train_labels: torch.Tensor
+    test_clips: torch.Tensor
+    test_labels: torch.Tensor
+    classes: list[str]
+    skipped: dict[str, int]
+
+
+def cache_path(args: argparse.Namespace, subset: str) -> Path:
+    """Folder of the frame cache of ``subset`` (``train``, ``test`` or ``all`` for a folder dataset)."""
+    split = f"split{args.split}_" if args.dataset != "folder" else ""
+    return Path(args.cache_dir) / f"{args.dataset}_{split}{subset}_{args.frames}f_{args.frame_size}px"
+
+
+def make_ssl_config(args: argparse.Namespace, world: World) -> PermSamplingConfig:
+    """The pretraining env's config: the data regime's preset plus the command-line settings."""
+    if args.dataset == "synthetic":
+        preset = SYNTHETIC_PRESETS[args.task]
+        overrides: dict[str, Any] = {"synthetic_videos": args.synthetic_videos,
+                                     "synthetic_classes": args.synthetic_classes}  # fmt: skip
+    else:
+        preset = "ucf101"
+        subset = "all" if args.dataset == "folder" else "train"  # a folder has no official split: pretrain on all
+        overrides = {"task": args.task, "dataset": "cache", "cache_path": str(cache_path(args, subset)),
+                     "clip_frames": args.frames, "frame_size": args.frame_size}  # fmt: skip
+    base = make_config(preset)
+    updates_per_step = args.updates_per_step or base.updates_per_step
+    overrides.update(
+        updates_per_step=updates_per_step,
+        steps_per_episode=math.ceil(args.ssl_updates / updates_per_step),
+        action_mode=args.action_mode,
+        device=str(world.device),
+        trunk=args.backbone or base.trunk,
+        batch_size=args.ssl_batch_size or base.batch_size,
+        lr=args.ssl_lr or base.lr,
+    )
+    overrides.update(dict(args.ssl_option))
+    try:
+        return make_config(preset, **overrides)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def make_finetune_config(args: argparse.Namespace, ssl: PermSamplingConfig) -> FinetuneConfig:
+    """Fine-tuning sees the frames the temporal task saw: its n, element size and smallest stride."""
+    return FinetuneConfig(
+        num_frames=ssl.num_frames, image_size=ssl.element_size, min_stride=ssl.min_stride, test_clips=args.test_clips,
+        epochs=args.ft_epochs, batch_size=args.ft_batch_size, optimizer=args.ft_optimizer, lr=args.ft_lr,
+        trunk_lr_scale=args.trunk_lr_scale, dropout=args.dropout,
+    )  # fmt: skip
+
+
+def _video_dataset(args: argparse.Namespace, train: bool | None) -> UCF101 | HMDB51 | VideoFolder:
+    common = {"frames": args.frames, "size": (args.frame_size, args.frame_size)}
+    if args.dataset == "folder":
+        return VideoFolder(args.root, **common)
+    kind = UCF101 if args.dataset == "ucf101" else HMDB51
+    return kind(args.root, args.annotations, split=args.split, train=bool(train), **common)
+
+
+def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCache:
+    """Rank 0 builds (or reuses) the cache, then every rank opens it."""
+    path = cache_path(args, subset)
+    if world.is_main:
+        dataset = _video_dataset(args, None if subset == "all" else subset == "train")
+        print(f"{subset}: {dataset!r}")
+        cache = load_or_build_cache(dataset, path, workers=args.workers, progress=not args.no_progress)
+        counts = cache.index["counts"]
+        print(f"{subset} cache {path}: {counts['cached']} of {counts['listed']} videos, {counts['skipped']} skipped")
+        for video, reason in list(cache.skipped.items())[:5]:
+            print(f"  skipped {video}: {reason.splitlines()[0] if reason else ''}")
+    if world.distributed:
+        dist.barrier()
+    return FrameCache(path)
+
+
+def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -> ActionData:
+    """The labelled train/test clips. SyntheticActions: the env's own split (pretraining clips are the training
+    clips); UCF101/HMDB51: the official split's frame caches; folder: every 5th video of each class is a test video.
+
+    Raises:
+        SystemExit: missing files or folders (the message names the path and the expected layout).
+    """
+    if args.dataset == "synthetic":
+        common = {"num_classes": ssl.synthetic_classes, "num_videos": ssl.synthetic_videos, "frames": ssl.clip_frames,
+                  "size": ssl.frame_size, "seed": ssl.data_seed, "test_fraction": ssl.val_fraction}  # fmt: skip
+        train, test = SyntheticActions(split="train", **common), SyntheticActions(split="test", **common)
+        return ActionData(train.clips, train.labels, test.clips, test.labels, train.class_names, {})
+    try:
+        if args.dataset == "folder":
+            cache = _open_cache(args, "all", world)
+            rank_in_class = torch.zeros_like(cache.labels)
+            for c in cache.labels.unique():
+                members = (cache.labels == c).nonzero().squeeze(1)
+                rank_in_class[members] = torch.arange(len(members))
+            is_test = rank_in_class % 5 == 4
+            train_rows, test_rows = (~is_test).nonzero().squeeze(1), is_test.nonzero().squeeze(1)
+            return ActionData(cache.clips[train_rows], cache.labels[train_rows], cache.clips[test_rows],
+                              cache.labels[test_rows], cache.classes, {"all": len(cache.skipped)})  # fmt: skip
+        train, test = _open_cache(args, "train", world), _open_cache(args, "test", world)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    return ActionData(train.clips, train.labels, test.clips, test.labels, train.classes,
+                      {"train": len(train.skipped), "test": len(test.skipped)})  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+class Interrupted(Exception):
+    """Raised after a checkpoint when ``--stop-after-updates`` is reached."""
+
+
+class Checkpointer:
+    """Keeps the run's progress and writes it, with the state of the stage in progress, as one ``checkpoint.pth``.
+
+    Args:
+        path: the checkpoint file.
+        world: only rank 0 writes.
+        args: saved with every checkpoint.
+        restored: a loaded checkpoint to continue from (``--resume``), or None.
+    """
+
+    def __init__(self, path: Path, world: World, args: argparse.Namespace, restored: dict[str, Any] | None) -> None:
+        self.path, self.world, self.args = path, world, args
+        self.done: dict[str, dict[str, Any]] = restored["done"] if restored else {}
+        self.updates: int = restored["updates"] if restored else 0
+        self.restored = restored
+
+    def resume_point(self, variant: str) -> dict[str, Any] | None:
+        """The saved stage state of ``variant`` if the checkpoint stopped inside it."""
+        if self.restored is None or self.restored.get("variant") != variant:
+            return None
+        return self.restored
+
+    def save(self, variant: str | None, stage: str | None, result: dict[str, Any] | None, state: Any) -> None:
+        """Write everything: finished runs, the current run's partial result and stage state, all RNG states.
+
+        Raises:
+            Interrupted: ``--stop-after-updates`` is reached.
+        """
+        checkpoint = {"args": vars(self.args), "done": self.done, "updates": self.updates, "variant": variant,
+                      "stage": stage, "result": result, "state": state, "rng": rng_states()}  # fmt: skip
+        save_on_main(self.world, checkpoint, self.path)
+        limit = self.args.stop_after_updates
+        if limit is not None and self.updates >= limit and stage is not None:
+            raise Interrupted(
+                f"stopped after {self.updates} SGD updates (--stop-after-updates); continue with --resume"
+            )
+
+    def finish(self, variant: str, result: dict[str, Any]) -> None:
+        self.done[variant] = result
+        self.save(None, None, None, None)
+
+
+def rng_states() -> dict[str, Any]:
+    """torch (CPU and CUDA), NumPy and Python global RNG states. The run's own randomness uses explicit generators;
+    these cover libraries that draw from the global ones (e.g. Stable-Baselines3 policies)."""
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": np.random.get_state(), "python": random.getstate()}  # noqa: NPY002  # fmt: skip
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    np.random.set_state(states["numpy"])  # noqa: NPY002 (the legacy global RNG is what libraries draw from)
+    random.setstate(states["python"])
+
+
+# ---------------------------------------------------------------------------------------------------- pretraining
+def build_sampler(name: str, env: PermSamplingEnv, args: argparse.Namespace) -> Sampler:
+    """The sampler ``name`` (or a saved SB3 model for ``sb3:PATH``, ``--sampler-option algo=...``) acting in ``env``,
+    built with the ``--sampler-option`` arguments."""
+    options = dict(args.sampler_option)
+    try:
+        if name.startswith("sb3:"):
+            return SB3Sampler.load(name[4:], env, seed=args.seed, **options)
+        return SAMPLERS[name](env, seed=args.seed, **options)
+    except (FileNotFoundError, TypeError, ValueError) as err:
+        raise SystemExit(f"error: sampler {name!r}: {err}") from None
+
+
+def pretrain(
+    variant: str,
+    config: PermSamplingConfig,
+    args: argparse.Namespace,
+    world: World,
+    checkpointer: Checkpointer,
+    result: dict[str, Any],
+    tb_dir: Path,
+) -> tuple[PermSamplingEnv, Sampler]:
+    """Run the pretraining episode with sampler ``variant`` (or continue it from the checkpoint).
+
+    Every rank steps its own env in lock-step (same seed, same global batches; rank 0's action is broadcast);
+    ``DistributedDataParallel`` splits each update's batch. Fills ``result`` with ``ssl/...`` metrics, the per-step
+    history and the stage's wall time.
+
+    Returns:
+        The env (its trainer holds the pretrained network) and the sampler.
+    """
+    env = PermSamplingEnv(config)
+    obs, _ = env.reset(seed=args.seed)
+    env.trainer.distribute(world)
+    if args.amp:
+        env.trainer.enable_amp()
+    sampler = build_sampler(variant, env, args)
+    history: list[dict[str, Any]] = result.setdefault("ssl_history", [])
+    elapsed, episode_start, state = result["times"].get("ssl_s", 0.0), True, None
+    resume = checkpointer.resume_point(variant)
+    if resume is not None:
+        env.load_state_dict(resume["state"]["env"])
+        sampler.load_state_dict(resume["state"]["sampler"])
+        obs, state, episode_start = resume["state"]["obs"], resume["state"]["policy_state"], False
+        set_rng_states(resume["rng"])
+    total = config.steps_per_episode
+    done = total if history and history[-1]["diverged"] else len(history)
+    writer = SummaryWriter(tb_dir, purge_step=done or None) if world.is_main else None
+    logger = MetricLogger(world)
+    start = time.perf_counter()
+    steps = logger.log_every(range(done, total), args.print_freq, f"pretrain [{variant}]", total=total, initial=done,
+                             writer=writer, tb_prefix="ssl", progress=not args.no_progress)  # fmt: skip
+    for step in steps:
+        action, state = sampler.predict(obs, state, np.array([episode_start]), deterministic=False)
+        action = broadcast_object(action)  # rank 0 decides, so the ranks never drift apart (e.g. GPU nondeterminism)
+        obs, reward, terminated, truncated, info = env.step(action)
+        learned = sampler.observe(reward, obs, terminated or truncated, info)
+        episode_start = False
+        checkpointer.updates += config.updates_per_step
+        record = {"update": env.trainer.updates_done, "reward": reward, "train_loss": info["train_loss"],
+                  "diverged": info["diverged"], "counts": {t: c.tolist() for t, c in info["selection_counts"].items()}}  # fmt: skip
+        for task in env.tasks:
+            record[f"{task}/val_loss"] = info[f"{task}/val_loss"]
+            record[f"{task}/val_accuracy"] = info[f"{task}/val_accuracy"]
+        history.append(record)
+        meters = {k.split("/")[-1]: v for k, v in learned.items()}  # the sampler's own scalars, if it learns
+        meters.update({"train_loss": info["train_loss"], "reward": reward},
+                      **{f"{t}_val_accuracy": info[f"{t}/val_accuracy"] for t in env.tasks})  # fmt: skip
+        logger.update(**meters)
+        finished = terminated or truncated or step + 1 == total
+        if finished or (step + 1) % args.checkpoint_every == 0:
+            result["times"]["ssl_s"] = elapsed + time.perf_counter() - start
+            state_dict = {"env": env.state_dict(), "sampler": sampler.state_dict(), "obs": obs, "policy_state": state}
+            checkpointer.save(variant, "ssl", result, state_dict)
+        if finished:
+            break
+    result["times"]["ssl_s"] = elapsed + time.perf_counter() - start
+    if writer is not None:
+        writer.close()
+    last = history[-1] if history else {}
+    result["metrics"].update(ssl_metrics(env, history))
+    if last.get("diverged"):
+        print(f"warning: pretraining with {variant} diverged after {last['update']} updates")
+    return env, sampler
+
+
+def ssl_metrics(env: PermSamplingEnv, history: list[dict[str, Any]]) -> dict[str, float]:
+    """Final held-out ordering loss/accuracy per task and their mean, the return and the number of updates."""
+    val = env.trainer.validate()
+    metrics: dict[str, float] = {}
+    for task, stats in val.items():
+        metrics[f"ssl/{task}/val_loss"] = float(stats["loss"].mean())
+        metrics[f"ssl/{task}/val_accuracy"] = float(stats["accuracy"].mean())
+    metrics["ssl/val_loss"] = float(np.mean([metrics[f"ssl/{t}/val_loss"] for t in val]))
+    metrics["ssl/val_accuracy"] = float(np.mean([metrics[f"ssl/{t}/val_accuracy"] for t in val]))
+    metrics["ssl/return"] = float(sum(r["reward"] for r in history))
+    metrics["ssl/updates"] = float(env.trainer.updates_done)
+    metrics["ssl/diverged"] = float(any(r["diverged"] for r in history))
+    return metrics
+
+
+def initial_trunk(config: PermSamplingConfig, args: argparse.Namespace) -> Trunk:
+    """The untrained trunk every pretraining run starts from (same seed): the random-init baseline."""
+    env = PermSamplingEnv(config)
+    env.reset(seed=args.seed)
+    return env.trainer.model.trunk
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+def retrieval(trunk: Trunk, data: ActionData, ft: FinetuneConfig, world: World, chunk: int = 256) -> dict[str, float]:
+    """VCOP retrieval with the (pretrained, not fine-tuned) trunk: test clips query training clips.
+
+    Features are computed ``chunk`` videos at a time (memory-mapped caches are read piecewise), each rank on its
+    share of the videos, then gathered.
+    """
+
+    def features(clips: torch.Tensor) -> torch.Tensor:
+        mine = range(len(clips))[world.shard(len(clips))]
+        parts = [clip_features(trunk, clips[i : min(i + chunk, mine.stop)], ft.num_frames, ft.image_size,
+                               crop_fraction=ft.crop_fraction) for i in range(mine.start, mine.stop, chunk)]  # fmt: skip
+        local = torch.cat(parts) if parts else torch.zeros(0, ft.num_frames * trunk.out_dim)
+        return gather_shards(local.to(world.device), world, len(clips)).cpu()
+
+    gallery, query = standardize(features(data.train_clips), features(data.test_clips))
+    ks = tuple(k for k in RETRIEVAL_KS if k <= len(gallery))
+    topk = retrieval_topk(query, data.test_labels, gallery, data.train_labels, ks=ks)
+    return {f"retrieval/{name}": value for name, value in topk.items()}
+
+
+def evaluate(
+    model: ActionClassifier, data: ActionData, ft: FinetuneConfig, world: World, into: dict[str, Any] | None = None
+) -> float:
+    """Video-level test accuracy (softmax averaged over ``ft.test_clips`` windows per video).
+
+    Args:
+        into: if given, receives the metrics ``finetune/top1``, ``finetune/top5`` and the ``confusion`` matrix
+            (``[C, C]`` nested lists, row = true class).
+
+    Returns:
+        The top-1 accuracy, the headline metric.
+    """
+    probs = predict_videos(model, data.test_clips, ft, world)
+    accuracy = topk_accuracy(probs, data.test_labels, ks=(1, 5))
+    if into is not None:
+        into.update({f"finetune/{k}": v for k, v in accuracy.items()})
+        into["confusion"] = confusion_matrix(probs, data.test_labels).tolist()
+    return accuracy["top1"]
+
+
+# ---------------------------------------------------------------------------------------------------- fine-tuning
+def train_one_epoch(
+    trainer: FinetuneTrainer,
+    data: ActionData,
+    header: str,
+    args: argparse.Namespace,
+    checkpointer: Checkpointer,
+    writer: SummaryWriter | None,
+) -> dict[str, float]:
+    """One pass over the training videos; returns the epoch's mean loss and accuracy (over all processes)."""
+    logger = MetricLogger(trainer.world)
+    steps = trainer.steps_per_epoch
+    batches = logger.log_every(trainer.epoch_batches(), args.print_freq, header, total=steps, writer=writer,
+                               tb_prefix="finetune", step_offset=(trainer.epoch - 1) * steps,
+                               progress=not args.no_progress)  # fmt: skip
+    for index in batches:
+        start = time.perf_counter()
+        stats = trainer.step(data.train_clips[index], data.train_labels[index])
+        checkpointer.updates += 1
+        logger.update(n=len(index), loss=stats["loss"], accuracy=stats["accuracy"], lr=stats["lr"])
+        logger.update(step_seconds=time.perf_counter() - start)
+    logger.synchronize()
+    return {name: logger.meters[name].global_avg for name in ("loss", "accuracy", "step_seconds")}
+
+
+def finetune(
+    variant: str,
+    trunk: Trunk,
+    data: ActionData,
+    ft: FinetuneConfig,
+    args: argparse.Namespace,
+    world: World,
+    checkpointer: Checkpointer,
+    result: dict[str, Any],
+    tb_dir: Path,
+) -> ActionClassifier:
+    """Fine-tune ``trunk`` + a new linear layer (or continue from the checkpoint), evaluating every
+    ``--eval-every`` epochs and at the end; fills ``result`` with ``finetune/...`` metrics and the history."""
+    with torch.random.fork_rng(devices=[]):  # the new layer's initialisation is seeded, the global RNG untouched
+        torch.manual_seed(args.seed)
+        model = ActionClassifier(copy.deepcopy(trunk), ft.num_frames, len(data.classes))
+    trainer = FinetuneTrainer(model, ft, len(data.train_labels), world, seed=args.seed, amp=args.amp)
+    history: list[dict[str, Any]] = result.setdefault("finetune_history", [])
+    times = result["times"]
+    resume = checkpointer.resume_point(variant)
+    if resume is not None and resume["stage"] == "finetune" and resume["state"] is not None:
+        trainer.load_state_dict(resume["state"])
+        set_rng_states(resume["rng"])
+    writer = None
+    if world.is_main:
+        writer = SummaryWriter(tb_dir, purge_step=trainer.epoch * trainer.steps_per_epoch or None)
+    for epoch in range(trainer.epoch + 1, ft.epochs + 1):
+        start = time.perf_counter()
+        stats = train_one_epoch(trainer, data, f"finetune [{variant}] epoch {epoch}/{ft.epochs}", args, checkpointer,
+                                writer)  # fmt: skip
+        times["finetune_s"] = times.get("finetune_s", 0.0) + time.perf_counter() - start
+        record = {"epoch": epoch, "loss": stats["loss"], "accuracy": stats["accuracy"]}
+        if epoch % args.eval_every == 0 or epoch == ft.epochs:
+            start = time.perf_counter()
+            details: dict[str, Any] = {}
+            record["test_top1"] = evaluate(model, data, ft, world, details)
+            times["eval_s"] = times.get("eval_s", 0.0) + time.perf_counter() - start
+            if epoch == ft.epochs:
+                result["confusion"] = details.pop("confusion")
+                result["metrics"].update(details)
+            if writer is not None:
+                writer.add_scalar("finetune/test_top1", record["test_top1"], epoch * trainer.steps_per_epoch)
+        history.append(record)
+        if world.is_main:
+            test = f"  test top-1 {record['test_top1']:.4f}" if "test_top1" in record else ""
+            print(f"finetune [{variant}] epoch {epoch}: loss {stats['loss']:.4f}  accuracy {stats['accuracy']:.4f}"
+                  f"  {stats['step_seconds'] * 1000:.0f} ms/step{test}", flush=True)  # fmt: skip
+        checkpointer.save(variant, "finetune", result, trainer.state_dict())
+    if writer is not None:
+        writer.close()
+    result["metrics"]["finetune/train_loss"] = history[-1]["loss"]
+    result["metrics"]["finetune/train_accuracy"] = history[-1]["accuracy"]
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------- one run
+def run_variant(
+    variant: str,
+    config: PermSamplingConfig,
+    ft: FinetuneConfig,
+    data: ActionData,
+    args: argparse.Namespace,
+    world: World,
+    checkpointer: Checkpointer,
+    folder: Path,
+) -> dict[str, Any]:
+    """Pretrain with ``variant`` (or take the initial trunk for ``random-init``), then retrieval, fine-tuning and
+    evaluation. Writes ``trunk.pth``, ``sampler.pth`` and ``finetuned.pth`` into ``folder`` (rank 0)."""
+    resume = checkpointer.resume_point(variant)
+    result = resume["result"] if resume else {"variant": variant, "metrics": {}, "times": {}}
+    tb = Path(args.out) / "tb" / variant
+    if not resume or resume["stage"] == "ssl":
+        if variant == RANDOM_INIT:
+            trunk = initial_trunk(config, args)
+        else:
+            env, sampler = pretrain(variant, config, args, world, checkpointer, result, tb / "ssl")
+            trunk = env.trainer.model.trunk
+            result["metrics"]["ddp/max_weight_divergence"] = max_divergence(env.trainer.model)
+            if world.is_main:
+                sampler.save(folder / "sampler.pth")
+        if world.is_main:
+            save_trunk(trunk, folder / "trunk.pth", variant=variant, dataset=args.dataset, task=config.task,
+                       ssl_updates=0 if variant == RANDOM_INIT else int(result["metrics"]["ssl/updates"]))  # fmt: skip
+        start = time.perf_counter()
+        result["metrics"].update(retrieval(trunk, data, ft, world))
+        result["times"]["retrieval_s"] = time.perf_counter() - start
+        checkpointer.save(variant, "finetune", result, None)
+    state = torch.load(folder / "trunk.pth", map_location="cpu", weights_only=True) if world.is_main else None
+    trunk = build_trunk(config.trunk)
+    trunk.load_state_dict(broadcast_object(state)["state_dict"])
+    model = finetune(variant, trunk, data, ft, args, world, checkpointer, result, tb / "finetune")
+    if world.is_main:
+        torch.save({"model": model.state_dict(), "classes": data.classes, "num_frames": ft.num_frames,
+                    "trunk_name": trunk.name}, folder / "finetuned.pth")  # fmt: skip
+    result["metrics"]["ddp/max_weight_divergence"] = max(
+        result["metrics"].get("ddp/max_weight_divergence", 0.0), max_divergence(model)
+    )
+    for stage, seconds in result["times"].items():
+        result["metrics"][f"time/{stage}"] = seconds
+    return result
+    for stage, seconds in result["times"].items():
+        result["metrics"][f"time/{stage}"] = seconds
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+def flat_metrics(results: dict[str, dict[str, Any]], main_variant: str, data: ActionData, world: World) -> dict:
+    """metrics.json: the ``--sampler`` run's metrics as they are, every ``--compare`` run's prefixed by its name."""
+    metrics: dict[str, float] = dict(results[main_variant]["metrics"])
+    for variant, result in results.items():
+        if variant != main_variant:
+            metrics.update({f"{variant}/{key}": value for key, value in result["metrics"].items()})
+    metrics.update({"data/train_videos": len(data.train_labels), "data/test_videos": len(data.test_labels),
+                    "data/classes": len(data.classes), "ddp/world_size": world.world_size})  # fmt: skip
+    metrics.update({f"data/skipped_{subset}": count for subset, count in data.skipped.items()})
+    return metrics
+
+
+def write_results(
+    args: argparse.Namespace,
+    config: PermSamplingConfig,
+    ft: FinetuneConfig,
+    results: dict[str, dict[str, Any]],
+    data: ActionData,
+    world: World,
+    out: Path,
+) -> dict[str, float]:
+    """Write metrics.json, results.md and the plots (rank 0); return the metrics."""
+    metrics = flat_metrics(results, args.sampler, data, world)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    ks = [k for k in RETRIEVAL_KS if f"retrieval/top{k}" in metrics]
+    lines = [
+        f"# Ordering self-supervision on {args.dataset}",
+        "",
+        f"Task {config.task} ({config.num_frames} frames{f', {config.grid}x{config.grid} jigsaw' if config.uses_spatial else ''}), "
+        f"trunk {config.trunk}, {args.ssl_updates} pretraining updates of {config.batch_size} clips "
+        f"({config.updates_per_step} per sampler step, {config.optimizer} lr {config.lr}), action mode "
+        f"{config.action_mode}, reward {config.reward}. Fine-tuning {ft.epochs} epochs, batch {ft.batch_size}, "
+        f"{ft.optimizer} lr {ft.lr} (trunk x{ft.trunk_lr_scale}), dropout {ft.dropout}. Test: video-level accuracy, "
+        f"softmax averaged over {ft.test_clips} windows per video; retrieval: test clips query training clips "
+        f"(pretrained trunk, cosine). {len(data.train_labels)} training / {len(data.test_labels)} test videos, "
+        f"{len(data.classes)} classes (chance {100 / len(data.classes):.1f} %), seed {args.seed}, "
+        f"{world.world_size} process(es).",
+        "",
+        "| run | ordering val acc | fine-tuned top-1 | top-5 | "
+        + " | ".join(f"retrieval top-{k}" for k in ks)
+        + " | pretrain s | fine-tune s | eval s |",
+        "|---|" + "---:|" * (len(ks) + 6),
+    ]
+    for variant, result in results.items():
+        m = result["metrics"]
+        ssl = f"{100 * m['ssl/val_accuracy']:.1f}" if "ssl/val_accuracy" in m else "-"
+        lines.append(
+            f"| {variant}{' (main)' if variant == args.sampler else ''} | {ssl} | {100 * m['finetune/top1']:.1f} | "
+            f"{100 * m['finetune/top5']:.1f} | " + " | ".join(f"{100 * m[f'retrieval/top{k}']:.1f}" for k in ks)
+            + f" | {m.get('time/ssl_s', 0):.0f} | {m.get('time/finetune_s', 0):.0f} | {m.get('time/eval_s', 0):.0f} |"
+        )  # fmt: skip
+    lines += ["", "Accuracies in %. Plots: loss_curves.png, permutation_usage.png, confusion_matrix.png; "
+              "TensorBoard: tb/. Pretrained trunk: trunk.pth."]  # fmt: skip
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    plot_results(results, args.sampler, data.classes, out)
+    return metrics
+
+
+def plot_results(results: dict[str, dict[str, Any]], main_variant: str, classes: list[str], out: Path) -> None:
+    """loss_curves.png, permutation_usage.png (share of samples per permutation over pretraining) and
+    confusion_matrix.png (of the ``--sampler`` run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pretrained = {v: r for v, r in results.items() if r.get("ssl_history")}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for variant, result in pretrained.items():
+        history = result["ssl_history"]
+        updates = [r["update"] for r in history]
+        tasks = [k.split("/")[0] for k in history[0] if k.endswith("/val_loss")]
+        axes[0].plot(updates, [r["train_loss"] for r in history], alpha=0.8, label=f"{variant} train")
+        for task in tasks:
+            axes[0].plot(updates, [r[f"{task}/val_loss"] for r in history], "--", label=f"{variant} {task} held-out")
+    axes[0].set(xlabel="pretraining update", ylabel="ordering loss", title="pretraining")
+    for variant, result in results.items():
+        history = result["finetune_history"]
+        axes[1].plot([r["epoch"] for r in history], [r["loss"] for r in history], label=variant)
+        tested = [r for r in history if "test_top1" in r]
+        axes[2].plot([r["epoch"] for r in tested], [100 * r["test_top1"] for r in tested], marker="o", label=variant)
+    axes[1].set(xlabel="epoch", ylabel="training loss", title="fine-tuning")
+    axes[2].set(xlabel="epoch", ylabel="video top-1 (%)", title="test accuracy")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.savefig(out / "loss_curves.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+    rows = [(v, task) for v, r in pretrained.items() for task in r["ssl_history"][0]["counts"]]
+    fig, axes = plt.subplots(max(1, len(rows)), 1, figsize=(10, 2.8 * max(1, len(rows))), squeeze=False)
+    for ax, (variant, task) in zip(axes[:, 0], rows, strict=False):
+        counts = np.array([r["counts"][task] for r in pretrained[variant]["ssl_history"]], dtype=np.float64)
+        bins = np.array_split(np.arange(len(counts)), min(len(counts), 100))
+        share = np.stack([counts[b].sum(0) / max(counts[b].sum(), 1) for b in bins]).T  # [K, bins]
+        image = ax.imshow(share * share.shape[0], aspect="auto", cmap="viridis", origin="lower", vmin=0)
+        ax.set(xlabel="pretraining progress (bins of sampler steps)", ylabel=f"{task} permutation",
+               title=f"{variant}: share of samples per permutation x K (1 = uniform)")  # fmt: skip
+        fig.colorbar(image, ax=ax)
+    fig.savefig(out / "permutation_usage.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+    confusion = np.array(results[main_variant]["confusion"], dtype=np.float64)
+    normalised = confusion / np.clip(confusion.sum(1, keepdims=True), 1, None)
+    side = min(12.0, 3 + 0.12 * len(classes))
+    fig, ax = plt.subplots(figsize=(side, side))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    if len(classes) <= 60:
+        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=5)
+        ax.set_yticks(range(len(classes)), classes, fontsize=5)
+    ax.set(xlabel="predicted class", ylabel="true class", title=f"{main_variant}: test confusion (row-normalised)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.savefig(out / "confusion_matrix.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def main(args: argparse.Namespace) -> dict[str, float] | None:
+    """Run every variant (or continue after an interruption) and, on rank 0, write the outputs.
+
+    Returns:
+        The content of metrics.json on rank 0; None on other ranks and when stopped by ``--stop-after-updates``.
+    """
+    args = apply_preset(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    world = init_distributed(args.device)
+    out = Path(args.out)
+    checkpoint_path = out / "checkpoint.pth"
+    restored = None
+    if args.resume:
+        if not checkpoint_path.is_file():
+            raise SystemExit(f"error: --resume: no checkpoint at {checkpoint_path}")
+        restored = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        changed = {k: (v, vars(args).get(k)) for k, v in restored["args"].items()
+                   if k not in ("resume", "stop_after_updates", "no_progress") and vars(args).get(k) != v}  # fmt: skip
+        if changed and world.is_main:
+            print(f"warning: resuming with other settings than the checkpoint's (saved, now): {changed}")
+    config = make_ssl_config(args, world)
+    data = load_data(args, config, world)
+    ft = make_finetune_config(args, config)
+    variants = variant_names(args)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"data: {len(data.train_labels)} training / {len(data.test_labels)} test videos, "
+              f"{len(data.classes)} classes; runs: {', '.join(variants)}")  # fmt: skip
+        run_config = {"args": vars(args), "ssl_config": config.to_dict(), "finetune_config": asdict(ft),
+                      "variants": variants, "world_size": world.world_size, "command": sys.argv}  # fmt: skip
+        (out / "config.json").write_text(json.dumps(run_config, indent=2, default=str))
+    checkpointer = Checkpointer(checkpoint_path, world, args, restored)
+    start = time.perf_counter()
+    try:
+        for variant in variants:
+            if variant in checkpointer.done:
+                continue
+            folder = out if variant == args.sampler else out / variant
+            if world.is_main:
+                folder.mkdir(parents=True, exist_ok=True)
+            result = run_variant(variant, config, ft, data, args, world, checkpointer, folder)
+            checkpointer.finish(variant, result)
+    except Interrupted as stop:
+        if world.is_main:
+            print(stop)
+        cleanup_distributed()
+        return None
+    metrics = None
+    if world.is_main:
+        results = {v: checkpointer.done[v] for v in variants}
+        metrics = write_results(args, config, ft, results, data, world, out)
+        metrics["time/total_s"] = time.perf_counter() - start
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print((out / "results.md").read_text())
+        print(f"results in {out}/ (results.md, metrics.json, plots, tb/); pretrained trunk: {out / 'trunk.pth'}")
+    cleanup_distributed()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

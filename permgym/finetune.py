@@ -1,0 +1,327 @@
+"""Supervised fine-tuning of a pretrained trunk for action recognition, and video-level evaluation.
+
+The classifier (:class:`ActionClassifier`) applies the trunk to ``num_frames`` frames of a clip, concatenates their
+features in temporal order (the clip feature of :func:`permgym.probe.clip_features`), and classifies with dropout and
+one linear layer. The trunk trains with a lower learning rate than the new layer (``trunk_lr_scale``).
+
+* **Training clips** are drawn like the temporal ordering task's (:class:`permgym.tasks.TemporalTask`, in natural
+  order): ``num_frames`` frames at a random stride ``>= min_stride`` and a random start, one random crop (85 % of the
+  shorter side) and flip shared by the frames, resized to ``image_size``.
+* **Test videos** (:func:`predict_videos`) are scored on ``test_clips`` windows whose centres are evenly spaced over
+  the video (VCOP's protocol, ``np.linspace(span / 2, T - span / 2, test_clips)``), each window's frames at
+  ``eval_stride`` and centre-cropped; the softmax is averaged over the windows, giving the video-level prediction.
+
+:class:`FinetuneTrainer` holds model, optimiser, cosine learning-rate schedule, optional AMP scaler and one
+``torch.Generator`` (data order, augmentation, dropout), so a run is reproducible on the CPU and resumes exactly from
+:meth:`FinetuneTrainer.state_dict`. Under torchrun every rank draws the same global batch and trains on its share
+with ``DistributedDataParallel``, as :class:`permgym.trainer.OrderingTrainer` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from permgym.distributed import World, all_reduce_sum, average_buffers, gather_shards
+from permgym.models import Trunk
+from permgym.permutations import PermutationBank
+from permgym.probe import clip_features
+from permgym.tasks import TemporalTask
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Options of fine-tuning and video-level evaluation.
+
+    Attributes:
+        num_frames: frames per clip n seen by the classifier (the temporal task's n).
+        image_size: side in pixels of each frame fed to the trunk.
+        min_stride: smallest gap between a training clip's frames; strides are drawn up to ``(T - 1) // (n - 1)``.
+        eval_stride: gap between a test window's frames; ``None`` = the middle of the training range.
+        crop_fraction: side of the (random for training, centre for testing) crop relative to the shorter side.
+        test_clips: windows per test video whose softmax is averaged.
+        epochs: passes over the training videos.
+        batch_size: clips per update over all processes (each trains on its share).
+        optimizer: ``"sgd"`` (momentum) or ``"adam"`` (AdamW).
+        lr: learning rate of the new classifier layer; cosine-annealed to 0 over all updates.
+        trunk_lr_scale: the trunk's learning rate is ``lr * trunk_lr_scale``.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty (decoupled for AdamW).
+        dropout: dropout probability on the concatenated clip feature.
+    """
+
+    num_frames: int = 4
+    image_size: int = 32
+    min_stride: int = 2
+    eval_stride: int | None = None
+    crop_fraction: float = 0.85
+    test_clips: int = 5
+    epochs: int = 30
+    batch_size: int = 32
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = 2e-3
+    trunk_lr_scale: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of sgd, adam")
+        for name in ("num_frames", "test_clips", "epochs", "batch_size", "min_stride"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def max_stride(self, clip_frames: int) -> int:
+        """Largest stride that fits ``num_frames`` frames into clips of ``clip_frames`` frames (at least 1)."""
+        return max(1, (clip_frames - 1) // max(1, self.num_frames - 1))
+
+    def test_stride(self, clip_frames: int) -> int:
+        """``eval_stride``, or the middle of the training strides ``[min_stride, max_stride]``."""
+        if self.eval_stride is not None:
+            return self.eval_stride
+        high = self.max_stride(clip_frames)
+        return max(1, (min(self.min_stride, high) + high) // 2)
+
+
+class ActionClassifier(nn.Module):
+    """Trunk per frame, features concatenated in temporal order, dropout, linear.
+
+    Args:
+        trunk: the (pretrained) feature extractor ``[B, 3, h, w] -> [B, D]``.
+        num_frames: frames per clip n.
+        num_classes: action classes C.
+    """
+
+    def __init__(self, trunk: Trunk, num_frames: int, num_classes: int) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.num_frames = num_frames
+        self.head = nn.Linear(num_frames * trunk.out_dim, num_classes)
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[B, n, 3, h, w]`` normalised frames -> ``[B, n * D]`` concatenated trunk features."""
+        return self.trunk(frames.flatten(0, 1)).view(frames.shape[0], -1)
+
+    def forward(self, frames: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, n, 3, h, w]`` frames -> ``[B, C]`` logits.
+
+        Args:
+            frames: normalised frames in temporal order.
+            keep: optional ``[B, n * D]`` dropout multiplier (0 or ``1 / (1 - p)``), drawn by the caller from its
+                own generator so that runs are reproducible without torch's global RNG.
+        """
+        features = self.features(frames)
+        if keep is not None:
+            features = features * keep
+        return self.head(features)
+
+
+def build_optimizer(model: ActionClassifier, config: FinetuneConfig) -> torch.optim.Optimizer:
+    """Two parameter groups: the trunk at ``lr * trunk_lr_scale``, the classifier layer at ``lr``."""
+    groups = [
+        {"params": list(model.trunk.parameters()), "lr": config.lr * config.trunk_lr_scale},
+        {"params": list(model.head.parameters()), "lr": config.lr},
+    ]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+class FinetuneTrainer:
+    """Fine-tunes an :class:`ActionClassifier` on labelled clips, one global batch per :meth:`step`.
+
+    Args:
+        model: the classifier (moved to ``world.device``).
+        config: fine-tuning options.
+        num_videos: training videos (fixes the number of updates per epoch and the schedule's length).
+        world: this process's place in a torchrun group (default: one process on the CPU).
+        seed: seeds data order, augmentation and dropout.
+        amp: float16 autocast and a ``GradScaler`` (CUDA only).
+    """
+
+    def __init__(
+        self,
+        model: ActionClassifier,
+        config: FinetuneConfig,
+        num_videos: int,
+        world: World | None = None,
+        seed: int = 0,
+        amp: bool = False,
+    ) -> None:
+        self.world = world or World()
+        self.config = config
+        self.model = model.to(self.world.device)
+        self.batch_size = min(config.batch_size, num_videos)
+        if self.batch_size < self.world.world_size:
+            raise ValueError(
+                f"batch size {self.batch_size} gives some of the {self.world.world_size} processes no clip"
+            )
+        self.steps_per_epoch = num_videos // self.batch_size  # the last incomplete batch is dropped
+        self.num_videos = num_videos
+        self.optimizer = build_optimizer(model, config)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=config.epochs * self.steps_per_epoch
+        )
+        if amp and self.world.device.type != "cuda":
+            raise ValueError(f"mixed precision needs a CUDA device, fine-tuning runs on {self.world.device}")
+        self.scaler = torch.amp.GradScaler("cuda") if amp else None
+        self.generator = torch.Generator().manual_seed(seed)
+        identity = PermutationBank(torch.arange(config.num_frames)[None])
+        self.task = TemporalTask(identity, min_stride=config.min_stride, crop_fraction=config.crop_fraction,
+                                 output_size=config.image_size)  # fmt: skip
+        self.forward_module: nn.Module = self.model
+        if self.world.distributed:
+            device_ids = [self.world.device.index] if self.world.device.type == "cuda" else None
+            self.forward_module = DistributedDataParallel(self.model, device_ids=device_ids, broadcast_buffers=False)
+        self.epoch = 0
+
+    def epoch_batches(self) -> Iterator[torch.Tensor]:
+        """The video indices of each global batch of the next epoch (a seeded shuffle; advances ``epoch``)."""
+        order = torch.randperm(self.num_videos, generator=self.generator)
+        self.epoch += 1
+        for step in range(self.steps_per_epoch):
+            yield order[step * self.batch_size : (step + 1) * self.batch_size]
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.float16) if self.scaler is not None else contextlib.nullcontext()
+
+    def step(self, clips: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One update on a global batch.
+
+        Args:
+            clips: ``[B, T, 3, H, W]`` uint8 clips of the global batch (every rank passes the same).
+            labels: ``[B]`` int64 classes.
+
+        Returns:
+            ``{"loss", "accuracy", "lr"}`` over the global batch (the trunk's learning rate is ``lr *
+            trunk_lr_scale``).
+        """
+        self.model.train()
+        frames = self.task.elements(clips, self.generator)
+        size = len(labels)
+        keep = None
+        if self.config.dropout > 0:
+            p = self.config.dropout
+            dim = self.model.head.in_features
+            keep = (torch.rand(size, dim, generator=self.generator) >= p).float() / (1 - p)
+        shard = self.world.shard(size)
+        device = self.world.device
+        local_labels = labels[shard].to(device)
+        with self._autocast():
+            logits = self.forward_module(frames[shard].to(device), None if keep is None else keep[shard].to(device))
+        loss_sum = F.cross_entropy(logits.float(), local_labels, reduction="sum")
+        loss = loss_sum / size * self.world.world_size  # DDP averages gradients over ranks
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        lr = self.optimizer.param_groups[1]["lr"]
+        self.scheduler.step()
+        if self.world.distributed:
+            average_buffers(self.model)
+        totals = torch.stack([loss_sum.detach().float(), (logits.argmax(1) == local_labels).sum().float()])
+        totals = all_reduce_sum(totals).cpu() / size
+        if not math.isfinite(float(totals[0])):
+            raise FloatingPointError(f"fine-tuning diverged (loss {float(totals[0])}); lower --ft-lr")
+        return {"loss": float(totals[0]), "accuracy": float(totals[1]), "lr": lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`step` changes, for checkpoints."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.epoch = int(state["epoch"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def eval_windows(clip_frames: int, num_frames: int, stride: int, count: int) -> torch.Tensor:
+    """Frame indices ``[count, num_frames]`` of windows with evenly spaced centres (VCOP's test sampling).
+
+    A window spans ``(num_frames - 1) * stride + 1`` frames; a stride too long for the clip is shortened to fit.
+    """
+    stride = max(1, min(stride, (clip_frames - 1) // max(1, num_frames - 1)))
+    span = (num_frames - 1) * stride
+    starts = torch.linspace(0, clip_frames - 1 - span, count).round().long()
+    return starts[:, None] + stride * torch.arange(num_frames)
+
+
+@torch.no_grad()
+def predict_videos(
+    model: ActionClassifier,
+    clips: torch.Tensor,
+    config: FinetuneConfig,
+    world: World | None = None,
+    chunk: int = 64,
+) -> torch.Tensor:
+    """Video-level class probabilities: the softmax averaged over ``config.test_clips`` windows per video.
+
+    Args:
+        model: the classifier (in any mode; the trunk runs in eval mode).
+        clips: ``[N, T, 3, H, W]`` uint8 (may be memory-mapped: read ``chunk`` videos at a time).
+        config: frames, image size, crop, windows and stride.
+        world: under torchrun each rank scores its share of the videos and the results are gathered.
+        chunk: videos read at once (memory only).
+
+    Returns:
+        ``[N, C]`` float32 probabilities on the CPU, on every rank.
+    """
+    world = world or World()
+    windows = eval_windows(clips.shape[1], config.num_frames, config.test_stride(clips.shape[1]), config.test_clips)
+    mine = range(len(clips))[world.shard(len(clips))]
+    was_training = model.training
+    model.eval()
+    probs = []
+    try:
+        for start in range(mine.start, mine.stop, chunk):
+            videos = clips[start : min(start + chunk, mine.stop)]
+            views = videos[:, windows].flatten(0, 1)  # [V * windows, n, 3, H, W]
+            features = clip_features(model.trunk, views, config.num_frames, config.image_size,
+                                     crop_fraction=config.crop_fraction)  # fmt: skip
+            logits = model.head(features.to(world.device)).float().cpu()
+            probs.append(logits.softmax(-1).view(len(videos), len(windows), -1).mean(1))
+    finally:
+        model.train(was_training)
+    local = torch.cat(probs) if probs else torch.zeros(0, model.head.out_features)
+    return gather_shards(local.to(world.device), world, len(clips)).cpu()
+
+
+def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """``{"top1": ..., "top5": ...}``: share of videos whose label is among the ``k`` most probable classes
+    (``k`` above the number of classes counts every video)."""
+    ranked = probs.argsort(dim=1, descending=True, stable=True)
+    hit = ranked == labels[:, None]
+    return {f"top{k}": float(hit[:, :k].any(1).double().mean()) for k in ks}
+
+
+def confusion_matrix(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[C, C]`` int64 counts: row = true class, column = predicted class."""
+    num_classes = probs.shape[1]
+    index = labels * num_classes + probs.argmax(1)
+    return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes)
