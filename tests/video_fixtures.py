@@ -5,8 +5,9 @@ which survives lossy compression, so ``decoded_index(frame, T)`` tells which fra
 the frame is a moving gradient and square, so codecs see real motion.
 
 Functions:
-    pattern_frames: ``[T, H, W, 3]`` uint8 frames.
-    write_clip: encode frames to a file with PyAV (mpeg4 in .avi like UCF101, libx264 in .mp4, VP9/VP8, ...).
+    pattern_frames: ``[T, 3, H, W]`` uint8 frames.
+    write_clip: ``permgym.data.video.write_video``: encode frames with PyAV (mpeg4 in .avi like UCF101, libx264
+        in .mp4, VP9 in .mkv, VP8 in .webm).
     write_bad_video: an empty, random-bytes or truncated file.
     make_ucf101_tree / make_hmdb51_tree / make_folder_tree: dataset layouts with split files in official format.
 """
@@ -16,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
+from permgym.data.video import write_video
+
 UCF_CLASSES = ("ApplyEyeMakeup", "Archery", "HandStandPushups")
 HMDB_CLASSES = ("brush_hair", "cartwheel", "shoot_ball")
-CODEC_OF_SUFFIX = {".avi": "mpeg4", ".mp4": "libx264", ".mov": "libx264", ".mkv": "libvpx-vp9", ".webm": "libvpx"}
+write_clip = write_video  # encode [T, 3, H, W] uint8 frames; codec by suffix (mpeg4 in .avi like UCF101, ...)
 
 
 def frame_code(t: int | np.ndarray, num_frames: int) -> np.ndarray:
@@ -36,8 +38,8 @@ def decoded_index(frame: torch.Tensor, num_frames: int) -> int:
     return int(np.argmin(np.abs(frame_code(np.arange(num_frames), num_frames) - band)))
 
 
-def pattern_frames(num_frames: int, height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
-    """``[num_frames, height, width, 3]`` uint8 frames: index code on top, moving content below."""
+def pattern_frames(num_frames: int, height: int = 48, width: int = 64, seed: int = 0) -> torch.Tensor:
+    """``[num_frames, 3, height, width]`` uint8 frames: index code on top, moving content below."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
     colour = rng.integers(60, 200, size=3)
@@ -48,27 +50,7 @@ def pattern_frames(num_frames: int, height: int = 48, width: int = 64, seed: int
         body[height // 2 : height // 2 + 10, x0 : x0 + 10] = colour
         body[: height // 4] = frame_code(t, num_frames)
         frames[t] = body
-    return frames
-
-
-def write_clip(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str | None = None, gop: int = 12) -> Path:
-    """Encode ``[T, H, W, 3]`` uint8 ``frames`` to ``path`` with PyAV (high quality, key frame every ``gop``).
-
-    ``codec`` defaults by suffix: mpeg4 for .avi (as in UCF101), libx264 for .mp4/.mov, VP9 for .mkv, VP8 for
-    .webm. Even heights and widths are needed for yuv420p.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec or CODEC_OF_SUFFIX[path.suffix], rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.bit_rate = 4_000_000
-        stream.codec_context.gop_size = gop
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
 
 
 def write_bad_video(path: str | Path, kind: str, seed: int = 0) -> Path:

@@ -1,20 +1,25 @@
-"""Video decoding: random access to frames by index with decord or PyAV, and fps-aware frame sampling.
-
-``write_video`` encodes frames with PyAV (for tests, benchmarks and visualisations).
+"""Video decoding: random access to frames by index with PyAV or decord, and fps-aware frame sampling.
 
 ``VideoReader(path, backend="auto")`` tries the backends in ``AUTO_ORDER`` and falls back to the next one when a
 backend is not installed, cannot open the file or fails while reading it, so one odd file never stops training.
 Frames come back as ``[T, 3, H, W]`` uint8 tensors (RGB, channel-first per frame), optionally resized inside the
-decoder (decord's ffmpeg scale filter, PyAV's swscale, both bicubic), which is cheaper than resizing afterwards.
+decoder (PyAV's swscale, decord's ffmpeg scale filter, both bicubic), which is cheaper than resizing afterwards.
+``write_video`` encodes frames with PyAV (for tests, benchmarks and visualisations).
 
-Backend speed, measured by ``bench/decode.py`` (see BENCHMARKS.md): decord and PyAV are close on short
-UCF101-sized (320x240) clips, and decord is several times faster for sparse random frames from long or
-high-resolution videos, the pattern training uses, because it seeks to the nearest key frame where PyAV decodes
-from the start. So ``"auto"`` tries decord first.
+Why ``"auto"`` tries PyAV first (measurements by ``bench/decode.py``, see BENCHMARKS.md):
+
+* speed: for the pattern training uses, 8 random frames per clip with the file reopened per clip, PyAV (with its
+  timestamp index and key-frame seeking, below) was as fast as decord or faster, at UCF101's 320x240 and at 720p;
+* correctness: decord 0.6 returns wrong frames for random access into .avi files with B-frames (e.g. frame 23
+  when asked for frame 33; full sequential reads are right), where PyAV maps indices by timestamp
+  (``tests/test_video_data.py`` checks this). decord also fails on 16-pixel-wide frames.
+
+decord stays the fallback: it reads some damaged files PyAV rejects.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
@@ -32,7 +37,8 @@ Backend = Literal["auto", "decord", "pyav"]
 Size = int | tuple[int, int] | None
 BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
 CODEC_OF_SUFFIX = {".avi": "mpeg4", ".mp4": "libx264", ".mov": "libx264", ".mkv": "libvpx-vp9", ".webm": "libvpx"}
-AUTO_ORDER: tuple[str, ...] = ("decord", "pyav")  # fastest first for sparse sampling, see the module docstring
+AUTO_ORDER: tuple[str, ...] = ("pyav", "decord")  # see the module docstring
+THREADED_MIN_PIXELS = 640 * 480  # PyAV decodes smaller frames in one thread: threads slow its seeks down there
 
 logger = logging.getLogger(__name__)
 
@@ -139,15 +145,13 @@ class _Source(Protocol):
         ...
 
 
-def _pyav_header(path: str) -> tuple[int, float, int, int]:
-    """``(num_frames, fps, height, width)`` from the container header (packets are counted if it has no count)."""
+def _frame_size(path: str) -> tuple[int, int]:
+    """``(height, width)`` of the first video stream, from the container header (no decoding)."""
     with av.open(path) as container:
         if not container.streams.video:
             raise ValueError("the file has no video stream")
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
-        num_frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-        return num_frames, fps, stream.codec_context.height, stream.codec_context.width
+        context = container.streams.video[0].codec_context
+        return context.height, context.width
 
 
 class _DecordSource:
@@ -158,8 +162,7 @@ class _DecordSource:
 
         out = None
         if isinstance(size, int):  # decord cannot report the frame size before decoding: read it from the header
-            _, _, height, width = _pyav_header(path)
-            out = resolve_size(size, height, width)
+            out = resolve_size(size, *_frame_size(path))
         elif size is not None:
             out = (int(size[0]), int(size[1]))
         height, width = out if out is not None else (-1, -1)
@@ -172,29 +175,75 @@ class _DecordSource:
 
 
 class _PyAVSource:
-    """PyAV: decodes from the start up to the last requested frame, converting only the requested ones."""
+    """PyAV: a packet index maps frame numbers to timestamps; reads seek to key frames and convert only what is asked.
+
+    Opening demuxes the stream once without decoding: frame ``i`` is the packet with the ``i``-th smallest
+    presentation timestamp (so B-frames are in display order), and the key frames are known. A read visits the
+    requested frames in order and seeks to the last key frame before the next one whenever that skips frames; it
+    decodes from the start instead when the stream has missing or repeated timestamps, or when decoded frames do
+    not carry the timestamps of the index.
+    """
 
     def __init__(self, path: str, size: Size) -> None:
         self._path = path
-        self.num_frames, self.fps, height, width = _pyav_header(path)
-        self._out = resolve_size(size, height, width)
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise ValueError("the file has no video stream")
+            stream = container.streams.video[0]
+            self.fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+            height, width = stream.codec_context.height, stream.codec_context.width
+            packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream) if packet.size]
+        self.num_frames = len(packets)
+        stamps = [pts for pts, _ in packets]
+        usable = None not in stamps and len(set(stamps)) == len(stamps)
+        self._pts: list[int] = sorted(stamps) if usable else []
+        self._keys: list[int] = sorted(pts for pts, key in packets if key) if usable else []
+        self._threads = "AUTO" if height * width >= THREADED_MIN_PIXELS else "NONE"
+        out = resolve_size(size, height, width)
+        self._convert = {"format": "rgb24", "interpolation": "BICUBIC"}
+        if out is not None:
+            self._convert |= {"height": out[0], "width": out[1]}
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
-        wanted = set(indices)
-        last = max(wanted)
-        height, width = self._out if self._out is not None else (None, None)
-        got: dict[int, np.ndarray] = {}
+        wanted = sorted(set(indices))
+        got = self._read_seeking(wanted) if self._keys and self._keys[0] <= self._pts[wanted[0]] else None
+        if got is None:
+            got = self._read_sequential(wanted)
+        return np.stack([got[i] for i in indices])
+
+    def _read_seeking(self, wanted: list[int]) -> dict[int, np.ndarray] | None:
+        """Frames ``wanted`` (sorted) by timestamp, seeking ahead; ``None`` if the timestamps do not match."""
+        got = {}
         with av.open(self._path) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for i, frame in enumerate(container.decode(stream)):
-                if i in wanted:
-                    got[i] = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
-                if i >= last:
-                    break
-        if len(got) < len(wanted):
-            raise ValueError(f"the stream ended after {len(got)} of the requested frames (last wanted: {last})")
-        return np.stack([got[i] for i in indices])
+            stream.thread_type = self._threads
+            frames, position = None, None  # decoder iterator and timestamp of the last decoded frame
+            for i in wanted:
+                target = self._pts[i]
+                key = self._keys[bisect.bisect_right(self._keys, target) - 1]
+                if frames is None or position is None or key > position:
+                    container.seek(key, stream=stream, backward=True, any_frame=False)
+                    frames = container.decode(stream)
+                frame = next((f for f in frames if f.pts is None or f.pts >= target), None)
+                if frame is None or frame.pts != target:
+                    return None
+                position = target
+                got[i] = frame.to_ndarray(**self._convert)
+        return got
+
+    def _read_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        """Frames ``wanted`` (sorted) by counting decoded frames from the start."""
+        remaining, got, decoded = set(wanted), {}, 0
+        with av.open(self._path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = self._threads
+            for decoded, frame in enumerate(container.decode(stream), start=1):
+                if decoded - 1 in remaining:
+                    got[decoded - 1] = frame.to_ndarray(**self._convert)
+                    remaining.discard(decoded - 1)
+                if not remaining:
+                    return got
+        raise ValueError(f"the stream ended after {decoded} frames, before frames {sorted(remaining)}")
 
 
 _SOURCES: dict[str, type[_DecordSource] | type[_PyAVSource]] = {"decord": _DecordSource, "pyav": _PyAVSource}
@@ -308,6 +357,7 @@ def write_video(
     codec: str | None = None,
     gop: int = 12,
     bit_rate: int = 4_000_000,
+    b_frames: int | None = None,
 ) -> Path:
     """Encode frames to a video file with PyAV (yuv420p).
 
@@ -319,6 +369,7 @@ def write_video(
             VP9 for .mkv, VP8 for .webm.
         gop: key-frame interval in frames.
         bit_rate: target bit rate in bits per second.
+        b_frames: maximum consecutive B-frames; ``None`` keeps the encoder's default (0 for mpeg4, 3 for libx264).
 
     Returns:
         ``path`` as a ``Path``.
@@ -333,6 +384,8 @@ def write_video(
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = bit_rate
         stream.codec_context.gop_size = gop
+        if b_frames is not None:
+            stream.codec_context.max_b_frames = b_frames
         for frame in frames.permute(0, 2, 3, 1).numpy():
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
