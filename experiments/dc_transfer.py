@@ -50,6 +50,7 @@ from metric.miners import DistanceWeightedMiner
 from metric.model import BACKBONES, EmbeddingNet, build_backbone
 from metric.samplers import BatchedDataset, ClusterBatchSampler
 from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract, init_distributed
+from permgym.models import load_trunk
 
 DATASETS = ("synthetic", "cub200", "cars196", "sop", "inshop", "vehicleid", "folder")
 
@@ -58,11 +59,23 @@ DATASETS = ("synthetic", "cub200", "cars196", "sop", "inshop", "vehicleid", "fol
 # The embedded data use the last frame of every clip: there the motion shows in the object's position and scale,
 # while the middle frame (SyntheticRetrieval's default) shows little more than the shape (K=1 test R@1 ~5 % vs ~22 %).
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"epochs": 20, "iters_per_epoch": 20, "full_embedding_epoch": 10, "finetune_epoch": 16,
-                "projection": "tsne", "synthetic": {"frame": 7, "videos_per_class": 40}},
-    "quick": {"epochs": 4, "iters_per_epoch": 10, "full_embedding_epoch": 2, "finetune_epoch": 3,
-              "projection": "pca", "synthetic": {"frame": 7, "videos_per_class": 20}},
-}  # fmt: skip
+    "default": {
+        "epochs": 20,
+        "iters_per_epoch": 20,
+        "full_embedding_epoch": 10,
+        "finetune_epoch": 16,
+        "projection": "tsne",
+        "synthetic": {"frame": 7, "videos_per_class": 40},
+    },
+    "quick": {
+        "epochs": 4,
+        "iters_per_epoch": 10,
+        "full_embedding_epoch": 2,
+        "finetune_epoch": 3,
+        "projection": "pca",
+        "synthetic": {"frame": 7, "videos_per_class": 20},
+    },
+}
 
 
 def _preset_help(name: str, text: str) -> str:
@@ -96,51 +109,95 @@ def _data_option(value: str) -> tuple[str, Any]:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Divide-and-conquer metric learning on a pretrained trunk", add_help=add_help,
+        description="Divide-and-conquer metric learning on a pretrained trunk",
+        add_help=add_help,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Defaults are sized for the embedded data on a CPU. The paper's setting: --backbone resnet50 --init "
         "imagenet --embedding-dim 128 --batch-size 80 --samples-per-class 4 --lr 1e-5 --embedding-lr 1e-5 "
         "--frozen-bn, about 200 epochs with re-clustering every 2, K = 4 (CUB, CARS) or 8 (SOP, In-shop, VID).",
-    )  # fmt: skip
+    )
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="synthetic", choices=DATASETS, help="dataset (default: synthetic)")
     data.add_argument("--root", default=None, help="dataset folder (default: none; the embedded data needs none)")
-    data.add_argument("--image-size", default=None, type=int,
-                      help="image side in pixels (default: 64 for the embedded data, else 224)")  # fmt: skip
-    data.add_argument("--resize", default=None, type=int,
-                      help="evaluation resize before the centre crop (default: image size * 8/7, 256 for 224)")
-    data.add_argument("--augment", default=None, choices=("none", "crop"),
-                      help="training augmentation: none, or random resized crop (+ flip for image datasets) "
-                      "(default: none for the embedded data, else crop)")  # fmt: skip
-    data.add_argument("--data-option", default=[], action="append", type=_data_option, metavar="KEY=VALUE",
-                      help="extra dataset argument, repeatable, e.g. train_fraction=0.5 for folder (default: none; "
-                      f"the embedded data: {PRESETS['default']['synthetic']}, with --quick "
-                      f"{PRESETS['quick']['synthetic']})")  # fmt: skip
+    data.add_argument(
+        "--image-size",
+        default=None,
+        type=int,
+        help="image side in pixels (default: 64 for the embedded data, else 224)",
+    )
+    data.add_argument(
+        "--resize",
+        default=None,
+        type=int,
+        help="evaluation resize before the centre crop (default: image size * 8/7, 256 for 224)",
+    )
+    data.add_argument(
+        "--augment",
+        default=None,
+        choices=("none", "crop"),
+        help="training augmentation: none, or random resized crop (+ flip for image datasets) "
+        "(default: none for the embedded data, else crop)",
+    )
+    data.add_argument(
+        "--data-option",
+        default=[],
+        action="append",
+        type=_data_option,
+        metavar="KEY=VALUE",
+        help="extra dataset argument, repeatable, e.g. train_fraction=0.5 for folder (default: none; "
+        f"the embedded data: {PRESETS['default']['synthetic']}, with --quick "
+        f"{PRESETS['quick']['synthetic']})",
+    )
     model = parser.add_argument_group("model")
-    model.add_argument("--backbone", default=None, choices=BACKBONES,
-                       help="backbone (default: the ssl checkpoint's trunk, else tiny)")  # fmt: skip
-    model.add_argument("--init", default="auto", type=_init_choice,
-                       help="backbone weights: random, imagenet (torchvision cache), ssl:CKPT, or auto = the newest "
-                       "runs/ssl_ucf101*/trunk.pth if present, else random (default: auto)")  # fmt: skip
+    model.add_argument(
+        "--backbone", default=None, choices=BACKBONES, help="backbone (default: the ssl checkpoint's trunk, else tiny)"
+    )
+    model.add_argument(
+        "--init",
+        default="auto",
+        type=_init_choice,
+        help="backbone weights: random, imagenet (torchvision cache), ssl:CKPT, or auto = the newest "
+        "runs/ssl_ucf101*/trunk.pth if present, else random (default: auto)",
+    )
     model.add_argument("-d", "--embedding-dim", default=128, type=int, help="embedding size d (default: 128)")
-    model.add_argument("-K", "--num-learners", default=4, type=int, help="learners/clusters K; 1 = baseline (default: 4)")
-    model.add_argument("--compare-k", default=[], type=_int_list,
-                       help="also train these K, e.g. 1,4, and compare them (default: only --num-learners)")
+    model.add_argument(
+        "-K", "--num-learners", default=4, type=int, help="learners/clusters K; 1 = baseline (default: 4)"
+    )
+    model.add_argument(
+        "--compare-k",
+        default=[],
+        type=_int_list,
+        help="also train these K, e.g. 1,4, and compare them (default: only --num-learners)",
+    )
     model.add_argument("--frozen-bn", action="store_true", help="keep backbone BatchNorm statistics fixed")
     sched = parser.add_argument_group("schedule (epochs are 0-based)")
     sched.add_argument("--epochs", type=int, help=_preset_help("epochs", "training epochs"))
     sched.add_argument("--iters-per-epoch", type=int, help=_preset_help("iters_per_epoch", "batches per epoch"))
     sched.add_argument("--recluster-every", default=2, type=int, help="re-cluster every T epochs (default: 2)")
-    sched.add_argument("--full-embedding-epoch", type=int,
-                       help=_preset_help("full_embedding_epoch", "loss on the full embedding from this epoch; -1 = never"))
-    sched.add_argument("--finetune-epoch", type=int,
-                       help=_preset_help("finetune_epoch", "fine-tune with K = 1 from this epoch; -1 = never"))
-    sched.add_argument("--cluster-on", default="backbone", choices=("backbone", "embedding"),
-                       help="what k-means clusters (default: backbone, as the reference code)")
+    sched.add_argument(
+        "--full-embedding-epoch",
+        type=int,
+        help=_preset_help("full_embedding_epoch", "loss on the full embedding from this epoch; -1 = never"),
+    )
+    sched.add_argument(
+        "--finetune-epoch",
+        type=int,
+        help=_preset_help("finetune_epoch", "fine-tune with K = 1 from this epoch; -1 = never"),
+    )
+    sched.add_argument(
+        "--cluster-on",
+        default="backbone",
+        choices=("backbone", "embedding"),
+        help="what k-means clusters (default: backbone, as the reference code)",
+    )
     sched.add_argument("--kmeans-iters", default=20, type=int, help="k-means iterations (default: 20)")
-    sched.add_argument("--cluster-features", default="pass", choices=("pass", "cache"),
-                       help="features for k-means: an eval pass over the training set, or those the training steps "
-                       "computed since the last re-clustering (needs --frozen-bn) (default: pass)")  # fmt: skip
+    sched.add_argument(
+        "--cluster-features",
+        default="pass",
+        choices=("pass", "cache"),
+        help="features for k-means: an eval pass over the training set, or those the training steps "
+        "computed since the last re-clustering (needs --frozen-bn) (default: pass)",
+    )
     loss = parser.add_argument_group("loss")
     loss.add_argument("--loss", default="margin", choices=LOSSES, help="loss (default: margin)")
     loss.add_argument("--margin", default=0.2, type=float, help="margin alpha (default: 0.2)")
@@ -148,27 +205,46 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     loss.add_argument("--learn-beta", action="store_true", help="train beta (one per learner)")
     loss.add_argument("--beta-lr", default=5e-4, type=float, help="learning rate of beta (default: 5e-4)")
     loss.add_argument("--dws-cutoff", default=0.5, type=float, help="distance-weighted sampling cutoff (default: 0.5)")
-    loss.add_argument("--nonzero-loss-cutoff", default=1.4, type=float,
-                      help="never draw negatives this far (default: 1.4 = beta + alpha)")  # fmt: skip
+    loss.add_argument(
+        "--nonzero-loss-cutoff",
+        default=1.4,
+        type=float,
+        help="never draw negatives this far (default: 1.4 = beta + alpha)",
+    )
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("-b", "--batch-size", default=80, type=int, help="images per batch per process (default: 80)")
-    optim.add_argument("-m", "--samples-per-class", default=4, type=int, help="images per class in a batch (default: 4)")
+    optim.add_argument(
+        "-m", "--samples-per-class", default=4, type=int, help="images per class in a batch (default: 4)"
+    )
     optim.add_argument("--lr", default=1e-3, type=float, help="Adam learning rate of the backbone (default: 1e-3)")
     optim.add_argument("--embedding-lr", default=1e-3, type=float, help="of the embedding layer (default: 1e-3)")
-    optim.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4, type=float,
-                       help="weight decay (default: 1e-4)")  # fmt: skip
+    optim.add_argument(
+        "--wd", "--weight-decay", dest="weight_decay", default=1e-4, type=float, help="weight decay (default: 1e-4)"
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--quick", action="store_true", help="a short run (< 90 s on 2 CPU cores); explicit flags win")
     run.add_argument("--out", default="runs/dc_transfer", help="output folder (default: runs/dc_transfer)")
     run.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     run.add_argument("--seed", default=0, type=int, help="seed (default: 0)")
-    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                     help="device (default: cuda if available, else cpu)")  # fmt: skip
+    run.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="device (default: cuda if available, else cpu)",
+    )
     run.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    run.add_argument("--threads", default=None, type=int,
-                     help="CPU threads of torch and faiss per process (default: torch's default)")  # fmt: skip
-    run.add_argument("-j", "--workers", default=None, type=int,
-                     help="DataLoader workers (default: 0 for the in-memory embedded data, else 4)")  # fmt: skip
+    run.add_argument(
+        "--threads",
+        default=None,
+        type=int,
+        help="CPU threads of torch and faiss per process (default: torch's default)",
+    )
+    run.add_argument(
+        "-j",
+        "--workers",
+        default=None,
+        type=int,
+        help="DataLoader workers (default: 0 for the in-memory embedded data, else 4)",
+    )
     run.add_argument("--eval-every", default=2, type=int, help="evaluate every N epochs and at the end (default: 2)")
     run.add_argument("--print-freq", default=10, type=int, help="progress-bar refresh in steps (default: 10)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -199,22 +275,31 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def resolve_init(init: str, backbone: str | None, runs: Path = Path("runs")) -> tuple[str, str]:
-    """Resolve ``--init auto`` to the newest ``runs/ssl_ucf101*/trunk.pth`` (if it fits ``backbone``) or random.
+def resolve_init(init: str, backbone: str | None, runs: Path = Path("runs")) -> tuple[str, str, str]:
+    """Resolve ``--init auto`` (the newest ``runs/ssl_ucf101*/trunk.pth`` if it fits ``backbone``, else random) and
+    the backbone name (an ssl checkpoint's trunk, else ``tiny``, unless ``backbone`` is given).
 
     Returns:
-        ``(init, message)``: the init to use and a log line saying which one and why.
+        ``(init, backbone, message)``: the init and backbone to use and a log line saying which and why.
     """
-    if init != "auto":
-        return init, f"init: {init}"
-    checkpoints = sorted(runs.glob("ssl_ucf101*/trunk.pth"), key=lambda p: p.stat().st_mtime)
-    if not checkpoints:
-        return "random", f"init: random (no {runs}/ssl_ucf101*/trunk.pth; run experiments/ssl_ucf101.py to make one)"
-    latest = checkpoints[-1]
-    name = torch.load(latest, map_location="cpu", weights_only=True)["trunk_name"]
-    if backbone is not None and name != backbone:
-        return "random", f"init: random (the last ssl_ucf101 trunk {latest} is {name!r}, not --backbone {backbone})"
-    return f"ssl:{latest}", f"init: ssl checkpoint {latest} (the last ssl_ucf101 run, trunk {name!r})"
+    if init == "auto":
+        checkpoints = sorted(runs.glob("ssl_ucf101*/trunk.pth"), key=lambda p: p.stat().st_mtime)
+        if not checkpoints:
+            message = f"init: random (no {runs}/ssl_ucf101*/trunk.pth; run experiments/ssl_ucf101.py to make one)"
+            return "random", backbone or "tiny", message
+        latest = checkpoints[-1]
+        name = load_trunk(latest).name
+        if backbone is not None and name != backbone:
+            return (
+                "random",
+                backbone,
+                f"init: random (the last ssl_ucf101 trunk {latest} is {name!r}, not {backbone!r})",
+            )
+        return f"ssl:{latest}", name, f"init: ssl checkpoint {latest} (the last ssl_ucf101 run, trunk {name!r})"
+    if init.startswith("ssl:"):
+        name = load_trunk(init[4:]).name
+        return init, backbone or name, f"init: {init} (trunk {name!r})"
+    return init, backbone or "tiny", f"init: {init}"
 
 
 @dataclass
@@ -268,8 +353,12 @@ def train_one_epoch(
     if dist.is_initialized():
         dist.all_reduce(totals)
         totals /= dist.get_world_size()
-    return {"loss": float(totals[0]), "triplets": float(totals[1]), "steps_per_learner": steps.tolist(),
-            "seconds": time.perf_counter() - start}  # fmt: skip
+    return {
+        "loss": float(totals[0]),
+        "triplets": float(totals[1]),
+        "steps_per_learner": steps.tolist(),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def evaluate(
@@ -293,10 +382,15 @@ def evaluate(
 
 def make_schedule(args: argparse.Namespace, num_learners: int) -> Schedule:
     return Schedule(
-        epochs=args.epochs, num_learners=num_learners, recluster_every=args.recluster_every,
-        full_embedding_epoch=args.full_embedding_epoch, finetune_epoch=args.finetune_epoch,
-        cluster_on=args.cluster_on, kmeans_iters=args.kmeans_iters, cluster_features=args.cluster_features,
-    )  # fmt: skip
+        epochs=args.epochs,
+        num_learners=num_learners,
+        recluster_every=args.recluster_every,
+        full_embedding_epoch=args.full_embedding_epoch,
+        finetune_epoch=args.finetune_epoch,
+        cluster_on=args.cluster_on,
+        kmeans_iters=args.kmeans_iters,
+        cluster_features=args.cluster_features,
+    )
 
 
 def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data, out: Path) -> dict[str, Any]:
@@ -307,23 +401,52 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
     model = EmbeddingNet(build_backbone(args.backbone, init), args.embedding_dim, num_learners, args.frozen_bn)
     model.to(device)
     criteria = nn.ModuleList(
-        build_loss(args.loss, margin=args.margin, beta=args.beta, learn_beta=args.learn_beta) for _ in range(num_learners)
+        build_loss(args.loss, margin=args.margin, beta=args.beta, learn_beta=args.learn_beta)
+        for _ in range(num_learners)
     ).to(device)
-    miner = DistanceWeightedMiner(args.dws_cutoff, args.nonzero_loss_cutoff,
-                                  generator=torch.Generator(device).manual_seed(args.seed + rank))  # fmt: skip
-    optimizer = build_optimizer(model, criteria, lr=args.lr, embedding_lr=args.embedding_lr, beta_lr=args.beta_lr,
-                                weight_decay=args.weight_decay)  # fmt: skip
+    miner = DistanceWeightedMiner(
+        args.dws_cutoff, args.nonzero_loss_cutoff, generator=torch.Generator(device).manual_seed(args.seed + rank)
+    )
+    optimizer = build_optimizer(
+        model,
+        criteria,
+        lr=args.lr,
+        embedding_lr=args.embedding_lr,
+        beta_lr=args.beta_lr,
+        weight_decay=args.weight_decay,
+    )
     sampler = ClusterBatchSampler(
-        np.asarray(data.train.labels), batch_size=args.batch_size, samples_per_class=args.samples_per_class,
-        iterations_per_epoch=args.iters_per_epoch, seed=args.seed, num_replicas=world, rank=rank,
-    )  # fmt: skip
+        np.asarray(data.train.labels),
+        batch_size=args.batch_size,
+        samples_per_class=args.samples_per_class,
+        iterations_per_epoch=args.iters_per_epoch,
+        seed=args.seed,
+        num_replicas=world,
+        rank=rank,
+    )
     schedule = make_schedule(args, num_learners)
     trainer = DivideAndConquerTrainer(
-        model, criteria, miner, optimizer, schedule, sampler, data.cluster, device=device, amp=args.amp,
-        seed=args.seed, extract_batch_size=args.batch_size, workers=args.workers,
-    )  # fmt: skip
-    loader = DataLoader(BatchedDataset(data.train), sampler=sampler, batch_size=None, num_workers=args.workers,
-                        persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")  # fmt: skip
+        model,
+        criteria,
+        miner,
+        optimizer,
+        schedule,
+        sampler,
+        data.cluster,
+        device=device,
+        amp=args.amp,
+        seed=args.seed,
+        extract_batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    loader = DataLoader(
+        BatchedDataset(data.train),
+        sampler=sampler,
+        batch_size=None,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+        pin_memory=device.type == "cuda",
+    )
     checkpoint, log, start_epoch = out / f"K{num_learners}" / "checkpoint.pth", [], 0
     if args.resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
@@ -333,8 +456,13 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
         print(f"K={num_learners}: resumed from {checkpoint} at epoch {start_epoch}")
     writer = SummaryWriter(out / "tb" / f"K{num_learners}") if rank == 0 else None
     if writer is not None and start_epoch == 0:
-        writer.add_text("config", "| key | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in
-                        {**vars(args), "num_learners": num_learners, "init": init}.items()))  # fmt: skip
+        writer.add_text(
+            "config",
+            "| key | value |\n|---|---|\n"
+            + "\n".join(
+                f"| {k} | {v} |" for k, v in {**vars(args), "num_learners": num_learners, "init": init}.items()
+            ),
+        )
     final = None
     for epoch in range(start_epoch, schedule.epochs):
         clustering = trainer.begin_epoch(epoch)
@@ -343,24 +471,47 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
         evaluation = evaluate(model, data, args) if last or (epoch + 1) % args.eval_every == 0 else None
         metrics = evaluation[0] if evaluation else {}
         final = evaluation if last else None
-        record = {"epoch": epoch, "phase": schedule.phase(epoch), **stats, "metrics": metrics,
-                  "recluster_seconds": clustering["seconds"] if clustering else 0.0}  # fmt: skip
+        record = {
+            "epoch": epoch,
+            "phase": schedule.phase(epoch),
+            **stats,
+            "metrics": metrics,
+            "recluster_seconds": clustering["seconds"] if clustering else 0.0,
+        }
         log.append(record)
         if rank != 0:
             continue
-        print(f"K={num_learners} epoch {epoch + 1}/{schedule.epochs} [{record['phase']}] loss {stats['loss']:.4f} "
-              f"triplets {stats['triplets']:.0f} " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-              + f" | {stats['seconds']:.1f}s train, {record['recluster_seconds']:.1f}s re-clustering", flush=True)
+        print(
+            f"K={num_learners} epoch {epoch + 1}/{schedule.epochs} [{record['phase']}] loss {stats['loss']:.4f} "
+            f"triplets {stats['triplets']:.0f} "
+            + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            + f" | {stats['seconds']:.1f}s train, {record['recluster_seconds']:.1f}s re-clustering",
+            flush=True,
+        )
         _log_epoch(writer, record, clustering)
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state(), "log": log, "epoch": epoch,
-                    "args": vars(args)}, checkpoint)  # fmt: skip
+        torch.save(
+            {
+                "trainer": trainer.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "log": log,
+                "epoch": epoch,
+                "args": vars(args),
+            },
+            checkpoint,
+        )
     if final is None:  # resumed a finished run: evaluate its checkpoint
         final = evaluate(model, data, args)
     if writer is not None:
         writer.close()
-    return {"num_learners": num_learners, "metrics": final[0], "log": log, "history": trainer.history,
-            "embeddings": final[1], "labels": final[2]}  # fmt: skip
+    return {
+        "num_learners": num_learners,
+        "metrics": final[0],
+        "log": log,
+        "history": trainer.history,
+        "embeddings": final[1],
+        "labels": final[2],
+    }
 
 
 def _log_epoch(writer: SummaryWriter | None, record: dict[str, Any], clustering: dict[str, Any] | None) -> None:
@@ -385,9 +536,11 @@ def write_results(args: argparse.Namespace, runs: list[dict[str, Any]], init: st
         train = sum(r["seconds"] for r in run["log"])
         recluster = sum(r["recluster_seconds"] for r in run["log"])
         summary[f"K={run['num_learners']}"] = {
-            **run["metrics"], "train_seconds": train, "recluster_seconds": recluster,
+            **run["metrics"],
+            "train_seconds": train,
+            "recluster_seconds": recluster,
             "recluster_share": recluster / max(train + recluster, 1e-9),
-        }  # fmt: skip
+        }
     primary = summary[f"K={args.num_learners}"]
     metrics = {**primary, "num_learners": args.num_learners, "runs": summary}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -395,7 +548,7 @@ def write_results(args: argparse.Namespace, runs: list[dict[str, Any]], init: st
     lines = [
         f"# Divide and conquer on {args.dataset}",
         "",
-        f"Backbone {args.backbone or 'from init'}, init `{init}`, d = {args.embedding_dim}, {args.epochs} epochs x "
+        f"Backbone {args.backbone}, init `{init}`, d = {args.embedding_dim}, {args.epochs} epochs x "
         f"{args.iters_per_epoch} batches of {args.batch_size} ({args.samples_per_class} per class), loss {args.loss}, "
         f"clusters on {args.cluster_on} features, re-clustered every {args.recluster_every} epochs, full embedding "
         f"from epoch {args.full_embedding_epoch}, K = 1 fine-tuning from epoch {args.finetune_epoch}. Metrics of the "
@@ -405,8 +558,11 @@ def write_results(args: argparse.Namespace, runs: list[dict[str, Any]], init: st
         "|---|" + "---|" * (len(names) + 2),
     ]
     for name, row in summary.items():
-        lines.append(f"| {name[2:]} | " + " | ".join(f"{100 * row[n]:.2f}" for n in names)
-                     + f" | {row['train_seconds']:.0f} | {100 * row['recluster_share']:.1f} % |")  # fmt: skip
+        lines.append(
+            f"| {name[2:]} | "
+            + " | ".join(f"{100 * row[n]:.2f}" for n in names)
+            + f" | {row['train_seconds']:.0f} | {100 * row['recluster_share']:.1f} % |"
+        )
     lines += ["", "Metrics in %. Plots: recall.png, embedding.png, clusters.png, curves.png; TensorBoard: tb/."]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     plot_results(runs, data_ks=[int(n[2:]) for n in names if n.startswith("R@")], out=out, projection=args.projection)
@@ -424,7 +580,9 @@ def plot_results(runs: list[dict[str, Any]], data_ks: list[int], out: Path, proj
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for run in runs:
-        ax.plot(data_ks, [100 * run["metrics"][f"R@{k}"] for k in data_ks], marker="o", label=f"K={run['num_learners']}")
+        ax.plot(
+            data_ks, [100 * run["metrics"][f"R@{k}"] for k in data_ks], marker="o", label=f"K={run['num_learners']}"
+        )
     ax.set(xscale="log", xlabel="K (neighbours)", ylabel="Recall@K (%)", title="Recall@K on the test classes")
     ax.set_xticks(data_ks, [str(k) for k in data_ks])
     ax.legend()
@@ -454,9 +612,16 @@ def plot_results(runs: list[dict[str, Any]], data_ks: list[int], out: Path, proj
             sizes = np.array([h["sizes"][k] for h in entries])
             ax.bar([str(h["epoch"]) for h in entries], sizes, bottom=bottom, label=f"cluster {k}")
             bottom += sizes
-        ax.bar([str(h["epoch"]) for h in entries], [h["unassigned"] for h in entries], bottom=bottom, color="lightgrey",
-               label="unassigned")  # fmt: skip
-        ax.set(xlabel="re-clustering at epoch", ylabel="training images", title=f"K={run['num_learners']} cluster sizes")
+        ax.bar(
+            [str(h["epoch"]) for h in entries],
+            [h["unassigned"] for h in entries],
+            bottom=bottom,
+            color="lightgrey",
+            label="unassigned",
+        )
+        ax.set(
+            xlabel="re-clustering at epoch", ylabel="training images", title=f"K={run['num_learners']} cluster sizes"
+        )
         ax.legend(fontsize=7)
     fig.savefig(out / "clusters.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -466,8 +631,12 @@ def plot_results(runs: list[dict[str, Any]], data_ks: list[int], out: Path, proj
         log = run["log"]
         loss_ax.plot([r["epoch"] for r in log], [r["loss"] for r in log], label=f"K={run['num_learners']}")
         evals = [r for r in log if r["metrics"]]
-        r1_ax.plot([r["epoch"] for r in evals], [100 * r["metrics"]["R@1"] for r in evals], marker=".",
-                   label=f"K={run['num_learners']}")  # fmt: skip
+        r1_ax.plot(
+            [r["epoch"] for r in evals],
+            [100 * r["metrics"]["R@1"] for r in evals],
+            marker=".",
+            label=f"K={run['num_learners']}",
+        )
     loss_ax.set(xlabel="epoch", ylabel="training loss")
     r1_ax.set(xlabel="epoch", ylabel="test R@1 (%)")
     loss_ax.legend()
@@ -485,7 +654,7 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
     if world > 1 and args.device == "cuda":
         args.device = f"cuda:{torch.cuda.current_device()}"
     out = Path(args.out)
-    init, message = resolve_init(args.init, args.backbone)
+    init, args.backbone, message = resolve_init(args.init, args.backbone)
     ks = list(dict.fromkeys([*args.compare_k, args.num_learners]))
     data = load_data(args)
     if rank == 0:
@@ -493,8 +662,14 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
         gallery = f", gallery {data.task.gallery!r}" if data.task.gallery is not None else ""
         print(f"data: train {data.train!r}, query {data.task.query!r}{gallery} ({data.task.protocol} protocol)")
         out.mkdir(parents=True, exist_ok=True)
-        config = {**vars(args), "init_resolved": init, "runs_k": ks, "world_size": world, "command": sys.argv,
-                  "schedules": {f"K={k}": asdict(make_schedule(args, k)) for k in ks}}  # fmt: skip
+        config = {
+            **vars(args),
+            "init_resolved": init,
+            "runs_k": ks,
+            "world_size": world,
+            "command": sys.argv,
+            "schedules": {f"K={k}": asdict(make_schedule(args, k)) for k in ks},
+        }
         (out / "config.json").write_text(json.dumps(config, indent=2))
     runs = [train_run(args, k, init, data, out) for k in ks]
     metrics = write_results(args, runs, init, out) if rank == 0 else None

@@ -39,7 +39,7 @@ def _load_imagenet(net: nn.Module, name: str) -> None:
     if not path.is_file():
         raise FileNotFoundError(
             f"ImageNet weights for {name} are not in the local torch cache ({path}) and there is no network here. "
-            f"On a machine with internet run `python -c \"import torchvision; torchvision.models.{name}"
+            f'On a machine with internet run `python -c "import torchvision; torchvision.models.{name}'
             f"(weights='IMAGENET1K_V1')\"` and copy {path.name} to {path.parent}/, or use --init random."
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -107,9 +107,8 @@ class EmbeddingNet(nn.Module):
             raise ValueError(
                 f"embedding_dim ({embedding_dim}) must be a positive multiple of num_learners ({num_learners})"
             )
-        self.backbone, self.embedding_dim, self.num_learners, self.frozen_bn = (
-            backbone, embedding_dim, num_learners, frozen_bn
-        )  # fmt: skip
+        self.backbone, self.embedding_dim = backbone, embedding_dim
+        self.num_learners, self.frozen_bn = num_learners, frozen_bn
         self.learners = nn.ModuleList(
             nn.Linear(backbone.out_dim, embedding_dim // num_learners) for _ in range(num_learners)
         )
@@ -133,7 +132,10 @@ class EmbeddingNet(nn.Module):
 
     def embedding_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The full embedding layer: weight ``[d, F]`` (rows of learner ``k`` at ``k*d/K:(k+1)*d/K``), bias ``[d]``."""
-        return (torch.cat([layer.weight for layer in self.learners]), torch.cat([layer.bias for layer in self.learners]))
+        return (
+            torch.cat([layer.weight for layer in self.learners]),
+            torch.cat([layer.bias for layer in self.learners]),
+        )
 
     def embed(self, features: torch.Tensor, learner: int | None = None) -> torch.Tensor:
         """Backbone features ``[B, F]`` -> ``[B, d]`` full embedding, or ``[B, d/K]`` slice of ``learner``.
@@ -149,7 +151,9 @@ class EmbeddingNet(nn.Module):
 
     def has_batch_statistics(self) -> bool:
         """Whether the backbone normalises with batch statistics in train mode (BatchNorm that is not frozen)."""
-        return not self.frozen_bn and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.backbone.modules())
+        return not self.frozen_bn and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.backbone.modules()
+        )
 
     def forward(
         self, images: torch.Tensor, learner: int | None = None, return_features: bool = False

@@ -46,7 +46,9 @@ class _ClassPool:
         """``[num_classes * per_class]`` indices, grouped by class; without replacement wherever possible."""
         classes = rng.choice(self.num_classes, size=num_classes, replace=self.num_classes < num_classes)
         picks = [
-            self.members[self.starts[c] + rng.choice(self.counts[c], size=per_class, replace=self.counts[c] < per_class)]
+            self.members[
+                self.starts[c] + rng.choice(self.counts[c], size=per_class, replace=self.counts[c] < per_class)
+            ]
             for c in classes
         ]
         return np.concatenate(picks)
@@ -75,9 +77,8 @@ class _BalancedBatchSampler:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.batch_size, self.samples_per_class, self.iterations_per_epoch = (
-            batch_size, samples_per_class, iterations_per_epoch
-        )  # fmt: skip
+        self.batch_size, self.samples_per_class = batch_size, samples_per_class
+        self.iterations_per_epoch = iterations_per_epoch
         self.seed, self.num_replicas, self.rank, self.epoch = seed, num_replicas, rank, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -172,8 +173,9 @@ class ClusterBatchSampler(_BalancedBatchSampler, Sampler[tuple[list[int], int]])
             raise ValueError(f"clusters has shape {clusters.shape}, labels {self.labels.shape}")
         self.num_clusters = int(clusters.max()) + 1 if num_clusters is None else num_clusters
         self.clusters = clusters
-        self.pools = [_ClassPool(np.flatnonzero(clusters == k), self.labels[clusters == k]) for k in
-                      range(self.num_clusters)]  # fmt: skip
+        self.pools = [
+            _ClassPool(np.flatnonzero(clusters == k), self.labels[clusters == k]) for k in range(self.num_clusters)
+        ]
         sizes = np.array([p.num_samples if p.num_classes >= 2 else 0 for p in self.pools], dtype=np.float64)
         if sizes.sum() == 0:
             raise ValueError(

@@ -275,7 +275,9 @@ class DivideAndConquerTrainer:
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self._cache: torch.Tensor | None = None  # [N, D] features recorded by training steps (cluster_features="cache")
-        self._fresh = torch.zeros(len(self.labels), dtype=torch.bool, device=self.device)  # recorded since re-clustering
+        self._fresh = torch.zeros(
+            len(self.labels), dtype=torch.bool, device=self.device
+        )  # recorded since re-clustering
 
     def begin_epoch(self, epoch: int) -> dict[str, Any] | None:
         """Prepare ``epoch``: re-cluster if the schedule says so (or K changed), set the sampler's epoch.
@@ -307,9 +309,14 @@ class DivideAndConquerTrainer:
 
     def _extract(self, dataset: Dataset) -> torch.Tensor:
         return extract(
-            self.model, dataset, self.schedule.cluster_on,
-            batch_size=self.extract_batch_size, workers=self.workers, device=self.device, amp=self.amp,
-        )[0]  # fmt: skip
+            self.model,
+            dataset,
+            self.schedule.cluster_on,
+            batch_size=self.extract_batch_size,
+            workers=self.workers,
+            device=self.device,
+            amp=self.amp,
+        )[0]
 
     def _clustering_features(self) -> torch.Tensor:
         """``[N, D]`` features to cluster: a full pass, or the training steps' records completed by a partial pass."""
@@ -333,7 +340,12 @@ class DivideAndConquerTrainer:
         previous = self.clusters if self.num_clusters == k else None
         if rank == 0:
             clusters = assign_clusters(
-                features.numpy(), self.labels, k, previous, niter=self.schedule.kmeans_iters, seed=self.seed + self.epoch
+                features.numpy(),
+                self.labels,
+                k,
+                previous,
+                niter=self.schedule.kmeans_iters,
+                seed=self.seed + self.epoch,
             )
         if world == 1:
             return clusters

@@ -14,8 +14,24 @@ from permgym.models import build_trunk, save_trunk
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "dc_transfer.py"
-TINY = ["--quick", "--epochs", "2", "--iters-per-epoch", "3", "--batch-size", "16", "--embedding-dim", "16",
-        "--no-progress", "--threads", "1", "--projection", "pca", "--data-option", "videos_per_class=6"]  # fmt: skip
+TINY = [
+    "--quick",
+    "--epochs",
+    "2",
+    "--iters-per-epoch",
+    "3",
+    "--batch-size",
+    "16",
+    "--embedding-dim",
+    "16",
+    "--no-progress",
+    "--threads",
+    "1",
+    "--projection",
+    "pca",
+    "--data-option",
+    "videos_per_class=6",
+]
 
 
 def _load_script():
@@ -37,8 +53,11 @@ def test_cli_smoke_with_baseline_comparison(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), *TINY, "--compare-k", "1", "--num-learners", "2", "--out", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "init: random (no runs/ssl_ucf101*/trunk.pth" in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -85,10 +104,27 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT), *TINY,
-         "--num-learners", "2", "--batch-size", "8", "--out", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(SCRIPT),
+            *TINY,
+            "--num-learners",
+            "2",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results in") == 1  # only rank 0 writes
     state = torch.load(out / "K2" / "checkpoint.pth", weights_only=False)
@@ -121,13 +157,15 @@ def test_presets_fill_only_unset_values() -> None:
 
 
 def test_auto_init_uses_the_newest_ssl_checkpoint(tmp_path: Path) -> None:
-    assert dc_transfer.resolve_init("auto", None, tmp_path)[0] == "random"
+    assert dc_transfer.resolve_init("auto", None, tmp_path)[:2] == ("random", "tiny")
     for i, name in enumerate(("ssl_ucf101", "ssl_ucf101_long")):
         (tmp_path / name).mkdir()
         save_trunk(build_trunk("tiny"), tmp_path / name / "trunk.pth")
         os.utime(tmp_path / name / "trunk.pth", (1000 + i, 1000 + i))
-    init, message = dc_transfer.resolve_init("auto", None, tmp_path)
-    assert init == f"ssl:{tmp_path / 'ssl_ucf101_long' / 'trunk.pth'}" and "the last ssl_ucf101 run" in message
-    init, message = dc_transfer.resolve_init("auto", "resnet18", tmp_path)
-    assert init == "random" and "is 'tiny', not --backbone resnet18" in message
-    assert dc_transfer.resolve_init("imagenet", "resnet50", tmp_path) == ("imagenet", "init: imagenet")
+    init, backbone, message = dc_transfer.resolve_init("auto", None, tmp_path)
+    assert init == f"ssl:{tmp_path / 'ssl_ucf101_long' / 'trunk.pth'}" and backbone == "tiny"
+    assert "the last ssl_ucf101 run" in message
+    init, backbone, message = dc_transfer.resolve_init("auto", "resnet18", tmp_path)
+    assert (init, backbone) == ("random", "resnet18") and "is 'tiny', not 'resnet18'" in message
+    assert dc_transfer.resolve_init(f"ssl:{tmp_path / 'ssl_ucf101' / 'trunk.pth'}", None, tmp_path)[1] == "tiny"
+    assert dc_transfer.resolve_init("imagenet", "resnet50", tmp_path) == ("imagenet", "resnet50", "init: imagenet")

@@ -52,9 +52,7 @@ def test_matching_is_optimal_against_brute_force() -> None:
     for _ in range(20):
         prev, curr = rng.integers(-1, 4, size=60), rng.integers(0, 4, size=60)
         matched = match_clusters(prev, curr, 4)
-        best = max(
-            (np.where(curr >= 0, np.array(p)[curr], -1) == prev).sum() for p in itertools.permutations(range(4))
-        )
+        best = max((np.where(curr >= 0, np.array(p)[curr], -1) == prev).sum() for p in itertools.permutations(range(4)))
         assert (matched == prev).sum() == best
 
 

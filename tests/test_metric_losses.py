@@ -25,10 +25,16 @@ def _dist(x: torch.Tensor, i: int, j: int) -> float:
 
 
 def _triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    a, p, n = zip(*[
-        (i, j, k) for i in range(len(labels)) for j in range(len(labels)) for k in range(len(labels))
-        if i != j and labels[i] == labels[j] and labels[i] != labels[k] and (i + j + k) % 5 == 0
-    ], strict=True)  # fmt: skip
+    a, p, n = zip(
+        *[
+            (i, j, k)
+            for i in range(len(labels))
+            for j in range(len(labels))
+            for k in range(len(labels))
+            if i != j and labels[i] == labels[j] and labels[i] != labels[k] and (i + j + k) % 5 == 0
+        ],
+        strict=True,
+    )
     return torch.tensor(a), torch.tensor(p), torch.tensor(n)
 
 

@@ -45,9 +45,9 @@ def test_only_the_learners_rows_get_gradients(path: str) -> None:
     x = torch.randn(8, 3, 16, 16)
     emb = net(x, learner=1) if path == "learner" else net(x)[:, 8:16]
     emb.pow(3).sum().backward()
-    grads = torch.cat([
-        torch.zeros_like(layer.weight) if layer.weight.grad is None else layer.weight.grad for layer in net.learners
-    ])  # the full [d, F] embedding layer
+    grads = torch.cat(
+        [torch.zeros_like(layer.weight) if layer.weight.grad is None else layer.weight.grad for layer in net.learners]
+    )  # the full [d, F] embedding layer
     assert grads[8:16].abs().sum() > 0
     assert grads[:8].abs().sum() == 0 and grads[16:].abs().sum() == 0
     assert all(p.grad is not None for p in net.backbone.parameters())

@@ -32,19 +32,27 @@ def _trainer(
     torch.manual_seed(seed)
     model = EmbeddingNet(build_backbone("tiny"), 12, schedule.num_learners, frozen_bn=frozen_bn)
     criteria = nn.ModuleList(build_loss("margin") for _ in range(schedule.num_learners))
-    sampler = ClusterBatchSampler(data.tensors[1], batch_size=8, samples_per_class=2, iterations_per_epoch=iterations,
-                                  seed=seed)  # fmt: skip
+    sampler = ClusterBatchSampler(
+        data.tensors[1], batch_size=8, samples_per_class=2, iterations_per_epoch=iterations, seed=seed
+    )
     return DivideAndConquerTrainer(
-        model, criteria, DistanceWeightedMiner(generator=torch.Generator().manual_seed(seed)),
-        build_optimizer(model, criteria, lr=lr, embedding_lr=lr), schedule, sampler, data, seed=seed,
-    )  # fmt: skip
+        model,
+        criteria,
+        DistanceWeightedMiner(generator=torch.Generator().manual_seed(seed)),
+        build_optimizer(model, criteria, lr=lr, embedding_lr=lr),
+        schedule,
+        sampler,
+        data,
+        seed=seed,
+    )
 
 
 def _run_epoch(trainer: DivideAndConquerTrainer, epoch: int) -> list[int]:
     trainer.begin_epoch(epoch)
     learners = []
-    for images, labels, indices, learner in DataLoader(BatchedDataset(trainer.cluster_dataset),
-                                                       sampler=trainer.sampler, batch_size=None):  # fmt: skip
+    for images, labels, indices, learner in DataLoader(
+        BatchedDataset(trainer.cluster_dataset), sampler=trainer.sampler, batch_size=None
+    ):
         trainer.train_step(images, labels, learner, indices)
         learners.append(learner)
     return learners
@@ -107,7 +115,7 @@ def test_reclustering_keeps_learner_identity() -> None:
     trainer = _trainer(schedule)
     trainer.begin_epoch(0)
     first = trainer.clusters.copy()
-    groups = (trainer.labels // CLASSES_PER_GROUP)
+    groups = trainer.labels // CLASSES_PER_GROUP
     assert all(len(set(first[groups == g])) == 1 for g in range(GROUPS))  # the colour groups are the clusters
     assert trainer.begin_epoch(1) is None
     assert trainer.begin_epoch(2) is not None  # k-means seed differs (seed + epoch); matching keeps the ids
@@ -123,7 +131,11 @@ def test_cluster_on_embedding_and_extract() -> None:
     assert sorted(set(trainer.clusters) - {-1}) == [0, 1, 2]
     emb, labels = extract(trainer.model, trainer.cluster_dataset, "embedding", batch_size=7)
     feats, _ = extract(trainer.model, trainer.cluster_dataset, "backbone")
-    assert emb.shape == (60, 12) and feats.shape == (60, trainer.model.backbone.out_dim) and torch.equal(labels, trainer.cluster_dataset[:][1])
+    assert (
+        emb.shape == (60, 12)
+        and feats.shape == (60, trainer.model.backbone.out_dim)
+        and torch.equal(labels, trainer.cluster_dataset[:][1])
+    )
     assert trainer.model.training
 
 
@@ -185,7 +197,8 @@ def test_amp_on_cuda() -> None:
     model, criteria, miner, _, schedule, sampler, data = _trainer_parts()
     model, criteria = model.cuda(), criteria.cuda()
     miner.generator = torch.Generator("cuda").manual_seed(0)
-    trainer = DivideAndConquerTrainer(model, criteria, miner, build_optimizer(model, criteria), schedule, sampler,
-                                      data, device="cuda", amp=True)  # fmt: skip
+    trainer = DivideAndConquerTrainer(
+        model, criteria, miner, build_optimizer(model, criteria), schedule, sampler, data, device="cuda", amp=True
+    )
     assert len(_run_epoch(trainer, 0)) == 3
     assert all(torch.isfinite(p).all() for p in model.parameters())
