@@ -8,9 +8,9 @@ Bad input is handled in two places:
 * **Empty, truncated or undecodable** videos are found when a clip is read. ``dataset[i]`` then records the file in
   ``dataset.skipped`` (with the decoders' error messages), warns, and returns the next good clip, trying
   ``i + 1, i + 2, ...`` (wrapping around) with that clip's own label. The substitution is deterministic, keeps the
-  epoch length and never raises mid-epoch; a file found bad is not decoded again by the same process. With
-  DataLoader workers each worker keeps its own ``skipped`` record; decode the dataset once with
-  ``permgym.data.cache.build_frame_cache`` to get one complete count, stored with the cache.
+  epoch length and never raises mid-epoch (unless every video fails); a file found bad is not decoded again by
+  the same process. With DataLoader workers each worker keeps its own ``skipped`` record; decode the dataset once
+  with ``permgym.data.cache.build_frame_cache`` to get one complete count, stored with the cache.
   ``dataset.load_clip(i)`` is the strict variant: it raises ``VideoDecodeError`` instead of substituting.
 """
 
