@@ -21,6 +21,7 @@ from permgym.data.video_dataset import VideoClipDataset
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="python -m permgym.data.prepare",
         description="Decode a video dataset once into a uint8 memory-mapped frame cache (clips.u8 + index.json).",
         add_help=add_help,
     )
