@@ -6,8 +6,9 @@ Generates camera-like clips (a panning smooth texture, a moving object, sensor n
 ``permgym.data.video.VideoReader`` (open + decode + conversion to ``[T, 3, H, W]`` uint8) for
 
 * full decode: every frame of the clip;
-* sparse: 8 random frames per clip (40 clips per run at 320x240, 6 at 1280x720) (one per segment, ``sample_indices(..., generator=...)``, as training with
-  ``temporal_jitter=True`` draws them), reopening the file for every clip as a dataset does;
+* sparse: 8 random frames per clip, one per segment (``sample_indices(..., generator=...)``, as training with
+  ``temporal_jitter=True`` draws them), reopening the file for every clip as a dataset does; 40 clips per run at
+  320x240, 6 at 1280x720;
 * frame cache: 16-frame 128x128 clips read from a ``FrameCache`` (warm page cache) vs decoded from the videos.
 
 Each number is the median of ``--repeats`` runs; ratios are against the baseline measured in the same process.
@@ -174,8 +175,9 @@ def main(args: argparse.Namespace) -> None:
             HEADING,
             "",
             f"Command: `{command.strip()}`. Machine: {machine_info}.",
-            f"Median of {args.repeats} runs after a warm-up, the compared readers taking turns; frames/s through `VideoReader` (open, decode, convert "
-            "to `[T, 3, H, W]` uint8), each backend with its default threading. Sparse = 8 random frames per clip "
+            f"Median of {args.repeats} runs after a warm-up, the compared readers taking turns; frames/s through "
+            "`VideoReader` (open, decode, convert to `[T, 3, H, W]` uint8); decord with its default threads, PyAV "
+            "with one thread below 640x480 and automatic threading above. Sparse = 8 random frames per clip "
             "(one per segment), file reopened per clip as in a dataset. The machine is shared with other jobs (see "
             "the load average), so absolute numbers are noisy; ratios are steadier since the readers take turns.",
             "",
@@ -183,7 +185,7 @@ def main(args: argparse.Namespace) -> None:
             "|---|---|---:|---:|---:|",
             *backend_rows,
             "",
-            f"Faster for sparse sampling at UCF101's size in this run: {faster}. `backend=\"auto\"` tries "
+            f"Faster for sparse sampling at UCF101's size in this run: {faster}. `backend='auto'` tries "
             f"{' then '.join(AUTO_ORDER)} (`permgym.data.video.AUTO_ORDER`); besides speed, decord 0.6 returns wrong "
             "frames for random access into .avi files with B-frames (see the `permgym.data.video` docstring).",
             "",
@@ -200,7 +202,9 @@ def main(args: argparse.Namespace) -> None:
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="decord vs PyAV throughput, frame cache vs decoding", add_help=add_help)
+    parser = argparse.ArgumentParser(
+        description="decord vs PyAV throughput, frame cache vs decoding", add_help=add_help
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per number, median reported (default: 5)")
     parser.add_argument("--cache-videos", type=int, default=16, help="videos in the frame-cache test (default: 16)")
     parser.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update (default: BENCHMARKS.md)")

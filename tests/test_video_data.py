@@ -105,7 +105,9 @@ def test_backends_return_the_same_frames(folder: Path, suffix: str) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".avi", ".mp4"])
-def test_pyav_seeks_to_the_right_frames_with_b_frames(tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pyav_seeks_to_the_right_frames_with_b_frames(
+    tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # decord 0.6 returns wrong frames for random access into such .avi files; PyAV maps indices by timestamp
     path = write_clip(tmp_path / f"clip{suffix}", pattern_frames(FRAMES), gop=6, b_frames=2)
 

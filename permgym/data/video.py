@@ -51,6 +51,7 @@ def check_backend(backend: str) -> None:
 
 def check_size(size: Size) -> None:
     """Raise ``ValueError`` unless ``size`` is ``None``, a positive int or a pair of positive ints."""
+
     def positive_int(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -58,9 +59,7 @@ def check_size(size: Size) -> None:
     if isinstance(size, tuple | list):
         ok = len(size) == 2 and all(positive_int(s) for s in size)
     if not ok:
-        raise ValueError(
-            f"size must be None (native), an int (short side in pixels) or (height, width), got {size!r}"
-        )
+        raise ValueError(f"size must be None (native), an int (short side in pixels) or (height, width), got {size!r}")
 
 
 def resolve_size(size: Size, height: int, width: int) -> tuple[int, int] | None:
