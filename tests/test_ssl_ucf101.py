@@ -1,0 +1,173 @@
+"""experiments/ssl_ucf101.py end to end on tiny budgets: the CLI on embedded data and on a real encoded-video UCF101
+tree, kill-and-resume equivalence, two torchrun processes, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from permgym.models import load_trunk
+from tests.video_fixtures import make_ucf101_tree, write_bad_video
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "ssl_ucf101.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import ssl_ucf101  # noqa: E402
+
+#: A budget small enough for tests (on top of --quick): 12 classes, 4 sampler steps of 2 updates, 1-2 epochs.
+TINY = ["--quick", "--synthetic-videos", "120", "--synthetic-classes", "12", "--ssl-updates", "8",
+        "--updates-per-step", "2", "--ssl-batch-size", "8", "--ft-epochs", "2", "--ft-batch-size", "16",
+        "--test-clips", "2", "--eval-every", "1", "--threads", "1", "--no-progress"]  # fmt: skip
+OUTPUTS = ("config.json", "metrics.json", "results.md", "loss_curves.png", "permutation_usage.png",
+           "confusion_matrix.png", "checkpoint.pth", "trunk.pth", "sampler.pth", "finetuned.pth")  # fmt: skip
+
+
+def _run(
+    *argv: str, env: dict[str, str] | None = None, launcher: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    command = [*(launcher or [sys.executable]), str(SCRIPT), *argv]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=240, env=environment, cwd=ROOT)
+
+
+def _metrics(out: Path) -> dict[str, float]:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _comparable(metrics: dict[str, float]) -> dict[str, float]:
+    """Everything but wall-clock times."""
+    return {k: v for k, v in metrics.items() if "time/" not in k}
+
+
+def test_quick_run_on_embedded_data_with_baselines(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _run(*TINY, "--compare", "uniform,random-init", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Not using distributed mode" in proc.stdout
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    assert (out / "uniform" / "trunk.pth").is_file() and (out / "random-init" / "trunk.pth").is_file()
+    assert any((out / "tb" / "policy-gradient" / "ssl").iterdir())
+    metrics = _metrics(out)
+    for key in ("ssl/val_loss", "ssl/val_accuracy", "ssl/temporal/val_accuracy", "finetune/top1", "finetune/top5",
+                "retrieval/top1", "retrieval/top50", "time/ssl_s", "uniform/finetune/top1",
+                "random-init/retrieval/top1", "data/train_videos"):  # fmt: skip
+        assert key in metrics, key
+    assert "random-init/ssl/val_loss" not in metrics
+    assert metrics["ssl/updates"] == 8 and metrics["data/classes"] == 12
+    assert all(0.0 <= metrics[k] <= 1.0 for k in metrics if k.endswith(("top1", "top5")))
+    config = json.loads((out / "config.json").read_text())
+    assert config["ssl_config"]["steps_per_episode"] == 4 and config["variants"] == ["policy-gradient", "uniform",
+                                                                                     "random-init"]  # fmt: skip
+    results = (out / "results.md").read_text()
+    assert "| policy-gradient (main) |" in results and "| random-init |" in results
+    trunk = load_trunk(out / "trunk.pth")  # what experiments/dc_transfer.py reads
+    assert trunk.name == "tiny"
+    assert torch.load(out / "trunk.pth", weights_only=True)["variant"] == "policy-gradient"
+
+
+@pytest.fixture
+def keep_threads():
+    """main() runs in this process here and sets torch's thread count (--threads): put it back afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_interrupted_runs_resume_to_the_same_metrics(tmp_path: Path, keep_threads: None) -> None:
+    parser = ssl_ucf101.get_args_parser()
+    common = [*TINY, "--sampler", "policy-gradient", "--compare", "random-init", "--checkpoint-every", "1"]
+    straight = ssl_ucf101.main(parser.parse_args([*common, "--out", str(tmp_path / "straight")]))
+    out = str(tmp_path / "resumed")
+    # 8 pretraining + 2 x 6 fine-tuning updates per run: stop inside pretraining (after 2 of 4 sampler steps), inside
+    # fine-tuning (after epoch 1), then inside the random-init run (after its epoch 1), then finish
+    assert ssl_ucf101.main(parser.parse_args([*common, "--out", out, "--stop-after-updates", "4"])) is None
+    state = torch.load(Path(out) / "checkpoint.pth", weights_only=False)
+    assert (state["variant"], state["stage"], state["updates"]) == ("policy-gradient", "ssl", 4)
+    assert ssl_ucf101.main(parser.parse_args([*common, "--out", out, "--resume", "--stop-after-updates", "10"])) is None
+    state = torch.load(Path(out) / "checkpoint.pth", weights_only=False)
+    assert (state["variant"], state["stage"]) == ("policy-gradient", "finetune")
+    assert ssl_ucf101.main(parser.parse_args([*common, "--out", out, "--resume", "--stop-after-updates", "26"])) is None
+    state = torch.load(Path(out) / "checkpoint.pth", weights_only=False)
+    assert (state["variant"], state["stage"], state["updates"]) == ("random-init", "finetune", 26)
+    assert list(state["done"]) == ["policy-gradient"]
+    resumed = ssl_ucf101.main(parser.parse_args([*common, "--out", out, "--resume"]))
+    assert _comparable(resumed) == _comparable(straight)
+    assert _comparable(_metrics(Path(out))) == _comparable(straight)
+
+
+def test_tiny_ucf101_tree_of_real_videos(tmp_path: Path, keep_threads: None, capsys: pytest.CaptureFixture) -> None:
+    root, annotations = make_ucf101_tree(tmp_path, frames=20)
+    write_bad_video(root / "Archery" / "v_Archery_g08_c02.avi", "truncated")
+    with open(annotations / "trainlist01.txt", "ab") as f:
+        f.write(b"Archery/v_Archery_g08_c02.avi 2\r\n")
+    out = tmp_path / "out"
+    argv = ["--dataset", "ucf101", "--root", str(root), "--annotations", str(annotations), "--frames", "12",
+            "--frame-size", "32", "--cache-dir", str(tmp_path / "cache"), "--task", "temporal", "--backbone", "tiny",
+            "--ssl-option", "element_size=32", "--ssl-updates", "4", "--updates-per-step", "2",
+            "--ssl-batch-size", "4", "--ft-epochs", "1", "--ft-batch-size", "4", "--test-clips", "2", "--threads", "1",
+            "--no-progress", "--out", str(out)]  # fmt: skip
+    metrics = ssl_ucf101.main(ssl_ucf101.get_args_parser().parse_args(argv))
+    printed = capsys.readouterr().out
+    assert "6 of 7 videos, 1 skipped" in printed and "v_Archery_g08_c02.avi" in printed
+    assert metrics["data/skipped_train"] == 1 and metrics["data/train_videos"] == 6
+    assert metrics["data/test_videos"] == 3 and metrics["data/classes"] == 3
+    assert "finetune/top1" in metrics and "retrieval/top5" in metrics and "retrieval/top10" not in metrics
+    # the caches are reused: a second run decodes nothing and gets the same results
+    index = tmp_path / "cache" / "ucf101_split1_train_12f_32px" / "index.json"
+    built = index.stat().st_mtime_ns
+    shutil.rmtree(out)
+    again = ssl_ucf101.main(ssl_ucf101.get_args_parser().parse_args(argv))
+    assert index.stat().st_mtime_ns == built
+    assert _comparable(again) == _comparable(metrics)
+
+
+def test_two_torchrun_processes(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    proc = _run(*TINY, "--ft-epochs", "1", "--out", str(out), launcher=torchrun)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed mode: 2 processes, backend gloo" in proc.stdout
+    assert proc.stdout.count("results in") == 1  # only rank 0 reports and writes
+    metrics = _metrics(out)
+    assert metrics["ddp/world_size"] == 2
+    assert metrics["ddp/max_weight_divergence"] == 0.0  # the ranks hold identical weights
+    assert (out / "trunk.pth").is_file() and not list(out.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sampler", "best"], "invalid sampler 'best' (choose from policy-gradient, uniform"),
+        (["--compare", "uniform,foo"], "invalid --compare entry 'foo' (choose from random-init"),
+        (["--dataset", "kinetics"], "invalid choice: 'kinetics'"),
+        (["--task", "audio"], "invalid choice: 'audio'"),
+        (["--dataset", "ucf101"], "--dataset ucf101 needs --root"),
+        (["--dataset", "ucf101", "--root", "nowhere/UCF-101", "--annotations", "nowhere/list"],
+         "UCF101 video root not found: 'nowhere/UCF-101'. Expected root/<Class>/v_<Class>_gGG_cCC.avi"),
+        (["--ssl-option", "colour=red"], "unknown config option(s) colour"),
+    ],
+)  # fmt: skip
+def test_bad_input_names_the_problem(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        ssl_ucf101.main(ssl_ucf101.get_args_parser().parse_args([*argv, "--out", str(tmp_path / "out")]))
+    text = capsys.readouterr().err + str(exit_info.value.code)
+    assert exit_info.value.code != 0
+    assert message in text, text[-2000:]
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_states_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # no line breaks inside the help texts
+    text = ssl_ucf101.get_args_parser().format_help()
+    assert "(default: policy-gradient)" in text and "(default: runs/ssl_ucf101)" in text
+    assert "(default: 1200 on synthetic, 20000 on videos; with --quick: 200)" in text
