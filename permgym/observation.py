@@ -18,6 +18,7 @@ Layout (for each task in ``("temporal", "spatial")`` that the config uses, bank 
 | global | 1 | update/weight norm ratio of the last update | ``tanh((log10(x) + 3) / 2)``: 0 at 1e-3 |
 
 So ``D = sum over tasks of (6 K + 3) + 3``; with the default temporal bank (K = 24) D = 150.
+:func:`observation_slices` names every block's position, for agents that read the observation by feature.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 PER_PERMUTATION_FEATURES = ("val_loss", "val_accuracy", "entropy", "max_confusion", "frequency", "last_action")
-PER_TASK_SCALARS = ("train_loss_ema", "val_loss", "val_accuracy")
+PER_TASK_SCALARS = ("train_loss_ema", "mean_val_loss", "mean_val_accuracy")
 GLOBAL_SCALARS = ("progress", "grad_norm", "update_ratio")
 
 
@@ -37,6 +38,29 @@ def observation_size(bank_sizes: dict[str, int]) -> int:
     """D for banks of the given sizes."""
     per_task = sum(len(PER_PERMUTATION_FEATURES) * k + len(PER_TASK_SCALARS) for k in bank_sizes.values())
     return per_task + len(GLOBAL_SCALARS)
+
+
+def observation_slices(bank_sizes: dict[str, int]) -> dict[str, dict[str, slice]]:
+    """Where each feature of the table above lies in the flat observation.
+
+    Args:
+        bank_sizes: K per task, in observation order (as given to :class:`ObservationTracker`).
+
+    Returns:
+        ``{task: {feature: slice}}`` for each task (the names of :data:`PER_PERMUTATION_FEATURES`, K entries each,
+        and :data:`PER_TASK_SCALARS`, one entry each), plus ``{"global": {name: slice}}`` for
+        :data:`GLOBAL_SCALARS`; e.g. ``obs[slices["temporal"]["val_loss"]]`` is the per-permutation held-out loss.
+    """
+    layout: dict[str, dict[str, slice]] = {}
+    start = 0
+    for task, k in bank_sizes.items():
+        widths = [(name, k) for name in PER_PERMUTATION_FEATURES] + [(name, 1) for name in PER_TASK_SCALARS]
+        layout[task] = {}
+        for name, width in widths:
+            layout[task][name] = slice(start, start + width)
+            start += width
+    layout["global"] = {name: slice(start + i, start + i + 1) for i, name in enumerate(GLOBAL_SCALARS)}
+    return layout
 
 
 def _unit(x: np.ndarray | float) -> np.ndarray:

@@ -1,0 +1,445 @@
+"""Does a learned sampling policy beat drawing permutations uniformly? Compare samplers on held-out seeds.
+
+    python -m agents.evaluate                      # the full comparison (see BENCHMARKS.md for its wall time)
+    python -m agents.evaluate --quick --out runs/agents_eval_quick
+
+Protocol:
+
+1. **Training** on ``--train-seeds`` only. The policy-gradient sampler is warm-started: it learns online through
+   ``--pg-warmup-epochs`` passes over the training-seed episodes. PPO is trained by SB3 (``agents.train``) for
+   ``--ppo-episodes`` training-seed episodes.
+2. **Evaluation** on the disjoint ``--eval-seeds``: every sampler runs one full episode (one CNN training run,
+   ``steps_per_episode x updates_per_step`` SGD updates: an equal budget for all) per seed; the warm-started
+   policy keeps learning online during each run, PPO acts with its frozen policy. ``untrained`` is the CNN at
+   reset (no updates), the floor every sampler should clear.
+3. **Judged by what the CNN learned**: the episode return, the held-out ordering loss / accuracy on validation clips
+   outside the env's validation batch (which the samplers observe and the reward is computed on), and downstream
+   SyntheticActions recognition with the frozen trunk (:mod:`permgym.probe`: linear-probe top-1 and
+   nearest-neighbour retrieval top-1/5, test clips against train clips).
+
+Outputs in ``--out``: ``config.json``, ``metrics.json`` (per-seed values and summaries), ``results.md`` (mean ± 95 %
+t-interval over seeds, and paired differences to uniform), ``learning_curves.png`` (held-out loss vs SGD updates),
+``usage_heatmap.png`` (share of samples per bank permutation x env step, mean over evaluation seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import shlex
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from scipy import stats
+from tqdm import tqdm
+
+import permgym  # noqa: F401  (registers the env ids)
+from agents.base import Sampler
+from agents.heuristics import CurriculumSampler, LossProportionalSampler, RoundRobinSampler, UniformSampler
+from agents.policy_gradient import PolicyGradientConfig, PolicyGradientSampler
+from agents.rollout import run_episode
+from agents.sb3 import SB3Sampler
+from agents.train import env_config, parse_overrides, train
+from agents.train import get_args_parser as get_train_parser
+from permgym.clip_pools import load_clip_pools
+from permgym.models import per_permutation_statistics
+from permgym.probe import evaluate_trunk, load_probe_data
+from permgym.trainer import chance_loss
+
+#: Samplers the comparison knows, in table order. ``untrained`` is the CNN before any update.
+SAMPLERS = ("untrained", "uniform", "round_robin", "curriculum", "loss_proportional", "pg", "ppo", "ppo_deterministic")
+DEFAULT_SAMPLERS = ("uniform", "round_robin", "curriculum", "loss_proportional", "pg", "ppo")
+
+#: Env overrides of the comparison: per-sample actions (the paper's granularity; every sampler expresses its
+#: distribution exactly), 40 steps x 5 updates of batch 16 = 200 SGD updates per run (held-out ordering accuracy
+#: ~0.2-0.25 against a chance level of 1/24 with uniform sampling, and batch 16 beat batch 8 with twice the updates
+#: at equal cost on training seeds), one torch thread per process (parallel workers share the cores).
+COMPARISON_ENV = {"action_mode": "per_sample", "steps_per_episode": 40, "updates_per_step": 5, "batch_size": 16,
+                  "torch_threads": 1}  # fmt: skip
+#: What ``--quick`` changes: a tiny run for tests and smoke checks.
+QUICK_ENV = {"steps_per_episode": 3, "updates_per_step": 2, "batch_size": 8, "val_batch_size": 8,
+             "synthetic_videos": 300}  # fmt: skip
+
+#: Metrics of the summary table: key, column title, whether higher is better.
+METRICS = (
+    ("return", "return", True),
+    ("heldout_loss", "held-out ordering loss / log K", False),
+    ("heldout_accuracy", "held-out ordering acc %", True),
+    ("probe_top1", "linear probe top-1 %", True),
+    ("retrieval_top1", "retrieval top-1 %", True),
+    ("retrieval_top5", "retrieval top-5 %", True),
+)
+#: Metrics shown in percent.
+PERCENT = ("heldout_accuracy", "probe_top1", "retrieval_top1", "retrieval_top5")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One evaluation run: ``sampler`` on instance ``seed``, then the downstream probe of its trunk."""
+
+    sampler: str
+    seed: int
+    env_id: str
+    env_kwargs: tuple[tuple[str, Any], ...]
+    artefacts: tuple[tuple[str, str], ...]
+    probe_videos: int
+    probe_epochs: int
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+@lru_cache(maxsize=2)
+def _env(env_id: str, env_kwargs: tuple[tuple[str, Any], ...]) -> gym.Env:
+    """One env per worker process and configuration (building it loads the clips once)."""
+    return gym.make(env_id, **dict(env_kwargs))
+
+
+def build_sampler(name: str, env: gym.Env, seed: int, artefacts: dict[str, str]) -> Sampler:
+    """The sampler ``name`` for a run on instance ``seed`` (learned ones loaded from their training artefacts)."""
+    simple = {"uniform": UniformSampler, "round_robin": RoundRobinSampler, "curriculum": CurriculumSampler,
+              "loss_proportional": LossProportionalSampler}  # fmt: skip
+    if name in simple:
+        return simple[name](env, seed=seed)
+    if name == "pg":
+        return PolicyGradientSampler.load(artefacts["pg"], env, seed=seed)
+    if name in ("ppo", "ppo_deterministic"):
+        return SB3Sampler.load(artefacts["ppo"], env, algo="ppo", seed=seed, deterministic=name == "ppo_deterministic")
+    raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+
+
+@torch.no_grad()
+def heldout_ordering_metrics(env: gym.Env) -> dict[str, float]:
+    """Ordering loss (/ log K) and accuracy of the env's current CNN over every bank permutation of the validation
+    clips *outside* the env's validation batch (the batch samplers observe and rewards are computed on), with a
+    fixed augmentation seed; averaged over tasks."""
+    base = env.unwrapped
+    trainer = base.trainer
+    _, val_clips = load_clip_pools(base.config)
+    clips = val_clips[base.config.val_batch_size :]
+    if len(clips) == 0:
+        raise ValueError("no validation clips outside the validation batch: use more synthetic_videos")
+    generator = torch.Generator().manual_seed(0)
+    was_training = trainer.model.training
+    trainer.model.eval()
+    losses, accuracies = [], []
+    for name, task in trainer.tasks.items():
+        elements = task.elements(clips, generator).to(trainer.device)
+        logits = trainer.model.score_all_permutations(elements, task.bank.perms.to(trainer.device), name).float()
+        statistics = per_permutation_statistics(logits)
+        losses.append(float(statistics["loss"].mean()) / chance_loss(task.bank))
+        accuracies.append(float(statistics["accuracy"].mean()))
+    trainer.model.train(was_training)
+    return {"heldout_loss": float(np.mean(losses)), "heldout_accuracy": float(np.mean(accuracies))}
+
+
+def evaluate_job(job: Job) -> dict[str, Any]:
+    """Run one job (in a worker process) and return its metrics, curve and permutation usage."""
+    env = _env(job.env_id, job.env_kwargs)
+    result: dict[str, Any] = {"sampler": job.sampler, "seed": job.seed}
+    if job.sampler == "untrained":
+        _, info = env.reset(seed=job.seed)
+        result.update({"return": 0.0, "updates": [0], "val_loss": [float(info_mean(info, "val_loss"))]})
+    else:
+        sampler = build_sampler(job.sampler, env, job.seed, dict(job.artefacts))
+        log = run_episode(env, sampler, job.seed)
+        sampler.close()
+        result.update({
+            "return": log.episode_return,
+            "updates": log.updates,
+            "val_loss": np.mean([v for v in log.val_loss.values()], axis=0).tolist(),
+            "usage": {t: np.stack(c).tolist() for t, c in log.selection_counts.items()},
+            "diverged": log.diverged,
+        })  # fmt: skip
+    result.update(heldout_ordering_metrics(env))
+    c = env.unwrapped.config
+    data = load_probe_data(c.synthetic_classes, job.probe_videos, c.clip_frames, c.frame_size, c.data_seed)
+    trunk = env.unwrapped.trainer.model.trunk
+    probe = evaluate_trunk(trunk, data, image_size=c.element_size, epochs=job.probe_epochs)
+    result.update({k: v for k, v in probe.items() if k in ("probe_top1", "retrieval_top1", "retrieval_top5")})
+    return result
+
+
+def info_mean(info: dict[str, Any], name: str) -> float:
+    """Mean over tasks of ``info["{task}/{name}"]``."""
+    return float(np.mean([v for k, v in info.items() if k.endswith(f"/{name}")]))
+
+
+def run_jobs(jobs: list[Job], workers: int) -> list[dict[str, Any]]:
+    """Run ``jobs`` in ``workers`` processes (inline when 1), with a progress bar; results in job order."""
+    bar = tqdm(total=len(jobs), desc="evaluation runs", unit="run", dynamic_ncols=True)
+    if workers <= 1:
+        results = []
+        for job in jobs:
+            results.append(evaluate_job(job))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+            futures = [pool.submit(evaluate_job, job) for job in jobs]
+            for future in futures:
+                future.add_done_callback(lambda _: bar.update())
+            results = [future.result() for future in futures]
+    bar.close()
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def warm_start_pg(env_id: str, env_kwargs: dict[str, Any], seeds: Iterable[int], epochs: int, seed: int,
+                  out: Path) -> Path:  # fmt: skip
+    """Let the policy-gradient sampler learn online through ``epochs`` passes over the training-seed episodes;
+    returns the checkpoint path (TensorBoard logs in ``out/pg_tb``)."""
+    env = gym.make(env_id, **env_kwargs)
+    sampler = PolicyGradientSampler(env, seed=seed, config=PolicyGradientConfig(), log_dir=str(out / "pg_tb"))
+    episodes = [s for _ in range(epochs) for s in seeds]
+    for instance in tqdm(episodes, desc="pg warm-start (training seeds)", unit="episode", dynamic_ncols=True):
+        run_episode(env, sampler, instance)
+    path = out / "pg_warm_start.pt"
+    sampler.save(path)
+    sampler.close()
+    env.close()
+    return path
+
+
+def train_ppo(env_id: str, env_kwargs: dict[str, Any], seeds: list[int], episodes: int, n_envs: int, seed: int,
+              out: Path) -> Path:  # fmt: skip
+    """SB3 PPO on the training seeds through ``agents.train`` (no evaluation callback: no seed beyond the training
+    seeds is touched); returns the model path."""
+    steps = env_config(env_id, env_kwargs).steps_per_episode
+    overrides = [f"{k}={v!r}" for k, v in env_kwargs.items()]
+    argv = ["--algo", "ppo", "--env-id", env_id, "--n-envs", str(n_envs), "--total-timesteps", str(episodes * steps),
+            "--train-seeds", *map(str, seeds), "--eval-seeds", "--seed", str(seed), "--out", str(out / "ppo_train"),
+            "--no-progress-bar", "--env-kwargs", *overrides]  # fmt: skip
+    print(f"agents.evaluate: training PPO for {episodes} episodes on the training seeds", flush=True)
+    return train(get_train_parser().parse_args(argv))
+
+
+# ---------------------------------------------------------------------------------------------------- reporting
+def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the two-sided Student-t confidence interval (0 for fewer than two values)."""
+    x = np.asarray(list(values), dtype=np.float64)
+    if len(x) < 2:
+        return float(x.mean()), 0.0
+    half = stats.t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean()), float(half)
+
+
+def summarise(results: list[dict[str, Any]], samplers: list[str]) -> dict[str, Any]:
+    """Per sampler and metric: mean, CI half-width and the per-seed values; plus paired differences to uniform."""
+    by_sampler = {
+        name: sorted((r for r in results if r["sampler"] == name), key=lambda r: r["seed"]) for name in samplers
+    }
+    summary: dict[str, Any] = {}
+    for name, rows in by_sampler.items():
+        summary[name] = {}
+        for key, _, _ in METRICS:
+            values = [r[key] for r in rows]
+            mean, half = mean_ci(values)
+            summary[name][key] = {"mean": mean, "ci95": half, "values": values}
+    differences: dict[str, Any] = {}
+    if "uniform" in by_sampler:
+        reference = {r["seed"]: r for r in by_sampler["uniform"]}
+        for name, rows in by_sampler.items():
+            if name in ("uniform", "untrained"):
+                continue
+            differences[name] = {}
+            for key in ("heldout_accuracy", "probe_top1", "retrieval_top1"):
+                mean, half = mean_ci(r[key] - reference[r["seed"]][key] for r in rows)
+                differences[name][key] = {"mean": mean, "ci95": half}
+    return {"samplers": summary, "paired_vs_uniform": differences}
+
+
+def results_table(summary: dict[str, Any]) -> str:
+    """The Markdown tables of :func:`summarise` (mean ± 95 % CI; best mean per column in bold)."""
+    names = list(summary["samplers"])
+    lines = [
+        "| sampler | " + " | ".join(title for _, title, _ in METRICS) + " |",
+        "|---" + "|---:" * len(METRICS) + "|",
+    ]
+    best = {}
+    for key, _, higher in METRICS:
+        means = {n: summary["samplers"][n][key]["mean"] for n in names if n != "untrained"}
+        best[key] = (max if higher else min)(means, key=means.get) if means else None
+    for name in names:
+        cells = []
+        for key, _, _ in METRICS:
+            m = summary["samplers"][name][key]
+            if key in PERCENT:
+                text = f"{m['mean'] * 100:.1f} ± {m['ci95'] * 100:.1f}"
+            else:
+                text = f"{m['mean']:.3f} ± {m['ci95']:.3f}"
+            cells.append(f"**{text}**" if best[key] == name else text)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if summary["paired_vs_uniform"]:
+        lines += ["", "Paired difference to uniform on the same seeds (percentage points, mean ± 95 % CI):", "",
+                  "| sampler | held-out ordering acc | linear probe top-1 | retrieval top-1 |", "|---|---:|---:|---:|"]  # fmt: skip
+        for name, d in summary["paired_vs_uniform"].items():
+            cells = [f"{d[k]['mean'] * 100:+.1f} ± {d[k]['ci95'] * 100:.1f}" for k in ("heldout_accuracy", "probe_top1", "retrieval_top1")]  # fmt: skip
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_learning_curves(results: list[dict[str, Any]], samplers: list[str], path: Path) -> None:
+    """Held-out loss vs SGD updates, mean over seeds with the 95 % t-band, one line per sampler."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in samplers:
+        rows = [r for r in results if r["sampler"] == name and len(r["updates"]) > 1]
+        if not rows:
+            continue
+        length = min(len(r["val_loss"]) for r in rows)
+        curves = np.array([r["val_loss"][:length] for r in rows])
+        mean = curves.mean(0)
+        half = np.array([mean_ci(curves[:, i])[1] for i in range(length)])
+        x = rows[0]["updates"][:length]
+        ax.plot(x, mean, label=name)
+        ax.fill_between(x, mean - half, mean + half, alpha=0.15)
+    ax.set_xlabel("SGD updates of the CNN")
+    ax.set_ylabel("validation-batch ordering loss (nats)")
+    ax.set_title("Learning curves on evaluation seeds (mean, 95% CI)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_usage(results: list[dict[str, Any]], samplers: list[str], path: Path) -> None:
+    """Share of samples trained on each bank permutation at each env step (mean over evaluation seeds), one panel
+    per sampler and task; rows are bank indices, columns env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for name in samplers:
+        rows = [r for r in results if r["sampler"] == name and "usage" in r]
+        for task in rows[0]["usage"] if rows else []:
+            counts = np.mean([np.asarray(r["usage"][task], dtype=np.float64) for r in rows], axis=0)  # [T, K]
+            panels.append((f"{name} ({task})", (counts / counts.sum(1, keepdims=True)).T))
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 4), squeeze=False, sharey=True)
+    vmax = max(share.max() for _, share in panels)
+    for ax, (title, share) in zip(axes[0], panels, strict=True):
+        image = ax.imshow(share, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=vmax)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("env step")
+    axes[0][0].set_ylabel("bank index")
+    fig.colorbar(image, ax=axes[0].tolist(), label="share of samples")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+BENCHMARK_HEADING = "## Sampler comparison (agents/evaluate.py)"
+
+
+def write_benchmark_section(path: Path, body: str) -> None:
+    """Replace this comparison's section of ``path`` (from its heading to the next ``## ``) or append it; other
+    sections are left as they are."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = f"{BENCHMARK_HEADING}\n\n{body.strip()}\n"
+    start = text.find(BENCHMARK_HEADING)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(BENCHMARK_HEADING))
+        text = text[:start] + section + (text[end:] if end >= 0 else "")
+    path.write_text(text)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, add_help=add_help, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--env-id", default="PermSampling-v0", help="registered env id (default: PermSampling-v0)")
+    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                        help=f"overrides on top of the comparison's {COMPARISON_ENV} (default: none)")  # fmt: skip
+    parser.add_argument("--samplers", nargs="+", choices=SAMPLERS[1:], default=list(DEFAULT_SAMPLERS),
+                        help=f"samplers to compare; untrained is always added (default: {' '.join(DEFAULT_SAMPLERS)})")  # fmt: skip
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=list(range(5)),
+                        help="instance seeds for training / warm-starting learners (default: 0..4)")  # fmt: skip
+    parser.add_argument("--eval-seeds", type=int, nargs="+", default=list(range(1000, 1010)),
+                        help="held-out instance seeds, disjoint from the training seeds (default: 1000..1009)")  # fmt: skip
+    parser.add_argument("--pg-warmup-epochs", type=int, default=1,
+                        help="passes of the policy-gradient sampler over the training seeds (default: 1)")  # fmt: skip
+    parser.add_argument("--ppo-episodes", type=int, default=10, help="PPO training episodes (default: 10)")
+    parser.add_argument("--probe-videos", type=int, default=1200,
+                        help="SyntheticActions clips of the downstream split, 80/20 train/test (default: 1200)")  # fmt: skip
+    parser.add_argument("--probe-epochs", type=int, default=30, help="linear-probe training epochs (default: 30)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel evaluation processes (default: 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the learners' initialisation (default: 0)")
+    parser.add_argument("--out", default="runs/agents_eval", help="output folder (default: runs/agents_eval)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"tiny run: env {QUICK_ENV}, 2 training and 2 evaluation seeds, 300 probe videos")  # fmt: skip
+    parser.add_argument("--benchmarks", default=None, metavar="PATH",
+                        help="also write the table into this BENCHMARKS.md's sampler-comparison section")  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the comparison; returns what ``metrics.json`` holds."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = get_args_parser().parse_args(argv)
+    started = time.time()
+    env_kwargs = {**COMPARISON_ENV, **(QUICK_ENV if args.quick else {}), **parse_overrides(args.env_kwargs)}
+    if args.quick:
+        args.train_seeds, args.eval_seeds = args.train_seeds[:2], args.eval_seeds[:2]
+        args.probe_videos, args.probe_epochs, args.ppo_episodes = 300, 5, min(args.ppo_episodes, 2)
+    overlap = sorted(set(args.train_seeds) & set(args.eval_seeds))
+    if overlap:
+        raise ValueError(f"training and evaluation seeds must be disjoint; both contain {overlap}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({**vars(args), "env_kwargs": env_kwargs}, indent=2, default=str))
+
+    artefacts: dict[str, str] = {}
+    if "pg" in args.samplers:
+        artefacts["pg"] = str(warm_start_pg(args.env_id, env_kwargs, args.train_seeds, args.pg_warmup_epochs,
+                                            args.seed, out))  # fmt: skip
+    if {"ppo", "ppo_deterministic"} & set(args.samplers):
+        artefacts["ppo"] = str(train_ppo(args.env_id, env_kwargs, args.train_seeds, args.ppo_episodes,
+                                         max(1, args.workers), args.seed, out))  # fmt: skip
+
+    samplers = ["untrained", *[s for s in SAMPLERS if s in args.samplers]]
+    jobs = [
+        Job(name, seed, args.env_id, tuple(sorted(env_kwargs.items())), tuple(sorted(artefacts.items())),
+            args.probe_videos, args.probe_epochs)
+        for seed in args.eval_seeds for name in samplers
+    ]  # fmt: skip
+    results = run_jobs(jobs, args.workers)
+    summary = summarise(results, samplers)
+    wall = time.time() - started
+
+    plot_learning_curves(results, samplers, out / "learning_curves.png")
+    plot_usage(results, samplers, out / "usage_heatmap.png")
+    command = "python -m agents.evaluate " + shlex.join(argv)
+    table = results_table(summary)
+    notes = (
+        f"Command: `{command.strip()}`; wall time {wall / 60:.1f} min ({args.workers} worker processes).\n"
+        f"Env `{args.env_id}` with {env_kwargs}; training seeds {args.train_seeds}, evaluation seeds "
+        f"{args.eval_seeds}; every run has {env_kwargs.get('steps_per_episode')} x "
+        f"{env_kwargs.get('updates_per_step')} SGD updates. Downstream: SyntheticActions, {args.probe_videos} clips "
+        f"(80/20 split), trunk features of 4 evenly spaced frames concatenated.\n"
+    )
+    (out / "results.md").write_text(f"# Sampler comparison\n\n{notes}\n{table}\n")
+    metrics = {"wall_time_s": wall, "command": command, "env_kwargs": env_kwargs, **summary, "runs": results}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
+    if args.benchmarks:
+        write_benchmark_section(Path(args.benchmarks), f"{notes}\n{table}")
+    print(f"\n{table}\n\nwall time {wall / 60:.1f} min; results in {out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

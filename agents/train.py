@@ -1,0 +1,141 @@
+"""Train a Stable-Baselines3 agent (PPO, A2C or DQN) in a PermSampling env.
+
+    python -m agents.train --algo ppo --env-id PermSampling-v0 --n-envs 2 --total-timesteps 5000
+    python -m agents.train --algo dqn --env-kwargs steps_per_episode=40 batch_size=16
+    python -m agents.train --algo ppo --resume runs/agents_train/ppo/checkpoints/ppo_500_steps.zip
+
+Training episodes cycle through ``--train-seeds`` (one list per env worker), ``EvalCallback`` evaluates on the
+disjoint ``--eval-seeds`` and keeps the best model; checkpoints, TensorBoard logs, ``config.json`` and the final
+``model.zip`` go to ``--out/ALGO``. DQN needs a discrete action space, so ``action_mode="discrete"`` (difficulty
+groups) is set for it automatically. There is no MaskablePPO option: no action is ever invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+
+import permgym  # noqa: F401  (registers the env ids)
+from agents.sb3 import ALGOS, default_algo_kwargs, make_seeded_vec_env
+from permgym.config import PermSamplingConfig, make_config
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> ``{key: value}``; values are Python literals where they parse (``3``, ``1e-3``,
+    ``None``, ``True``), strings otherwise."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"env override {item!r} must look like key=value, e.g. steps_per_episode=40")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
+
+
+def env_config(env_id: str, env_kwargs: dict[str, Any]) -> PermSamplingConfig:
+    """The config ``gym.make(env_id, **env_kwargs)`` builds (its preset plus the overrides), without building it."""
+    return make_config(gym.spec(env_id).kwargs.get("config", "tiny"), **env_kwargs)
+
+
+def resolve_env_kwargs(algo: str, env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The env kwargs for ``algo``: ``overrides`` plus ``action_mode="discrete"`` for DQN (refusing another mode)."""
+    kwargs = dict(overrides)
+    if algo == "dqn":
+        if kwargs.get("action_mode", "discrete") != "discrete":
+            raise ValueError(f"dqn needs action_mode='discrete' (a Discrete space), got {kwargs['action_mode']!r}")
+        if "action_mode" not in kwargs:
+            print("agents.train: dqn acts in a Discrete space: using action_mode='discrete' (difficulty groups)")
+        kwargs["action_mode"] = "discrete"
+    env_config(env_id, kwargs)  # fail early on a bad override
+    return kwargs
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, add_help=add_help, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo", help="SB3 algorithm (default: ppo)")
+    parser.add_argument("--env-id", default="PermSampling-v0", help="registered env id (default: PermSampling-v0)")
+    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="env config overrides, e.g. steps_per_episode=40 batch_size=16 (default: none)")  # fmt: skip
+    parser.add_argument("--n-envs", type=int, default=2, help="parallel envs, SubprocVecEnv if > 1 (default: 2)")
+    parser.add_argument("--total-timesteps", type=int, default=2000, help="env steps in total (default: 2000)")
+    parser.add_argument("--n-steps", type=int, default=None,
+                        help="rollout length per env for ppo/a2c (default: ppo one episode, a2c 5)")  # fmt: skip
+    parser.add_argument("--learning-rate", type=float, default=None, help="override the algorithm's step size")
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=list(range(5)),
+                        help="instance seeds of training episodes (default: 0 1 2 3 4)")  # fmt: skip
+    parser.add_argument("--eval-seeds", type=int, nargs="*", default=[100, 101, 102],
+                        help="held-out instance seeds for EvalCallback; none disables it (default: 100 101 102)")  # fmt: skip
+    parser.add_argument("--eval-freq", type=int, default=None,
+                        help="evaluate every this many steps per env (default: 4 episodes)")  # fmt: skip
+    parser.add_argument("--checkpoint-freq", type=int, default=None,
+                        help="checkpoint every this many steps per env (default: 2 episodes)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of the agent's initialisation and sampling")
+    parser.add_argument("--out", default="runs/agents_train", help="output folder (default: runs/agents_train)")
+    parser.add_argument("--resume", default=None, help="continue from this checkpoint .zip up to --total-timesteps")
+    parser.add_argument("--no-progress-bar", action="store_true", help="do not show SB3's progress bar")
+    parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity (default: 0)")
+    return parser
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Train (or resume) as ``args`` say; returns the path of the final ``model.zip``."""
+    out = Path(args.out) / args.algo
+    out.mkdir(parents=True, exist_ok=True)
+    env_kwargs = resolve_env_kwargs(args.algo, args.env_id, parse_overrides(args.env_kwargs))
+    steps = env_config(args.env_id, env_kwargs).steps_per_episode
+    (out / "config.json").write_text(json.dumps({**vars(args), "resolved_env_kwargs": env_kwargs}, indent=2))
+
+    venv = make_seeded_vec_env(args.env_id, args.train_seeds, args.n_envs, env_kwargs)
+    callbacks: list[BaseCallback] = [
+        CheckpointCallback(args.checkpoint_freq or 2 * steps, str(out / "checkpoints"), name_prefix=args.algo)
+    ]
+    if args.eval_seeds:
+        eval_env = make_seeded_vec_env(args.env_id, args.eval_seeds, 1, env_kwargs)
+        callbacks.append(
+            EvalCallback(eval_env, n_eval_episodes=len(args.eval_seeds), eval_freq=args.eval_freq or 4 * steps,
+                         log_path=str(out / "eval"), best_model_save_path=str(out / "best"), verbose=args.verbose)
+        )  # fmt: skip
+    algo = ALGOS[args.algo]
+    if args.resume:
+        model = algo.load(args.resume, env=venv, device="cpu", tensorboard_log=str(out / "tb"))
+        remaining = max(0, args.total_timesteps - model.num_timesteps)
+    else:
+        kwargs = default_algo_kwargs(args.algo, steps)
+        if args.n_steps is not None and args.algo != "dqn":
+            kwargs["n_steps"] = args.n_steps
+            if args.algo == "ppo":
+                kwargs["batch_size"] = args.n_steps
+        if args.learning_rate is not None:
+            kwargs["learning_rate"] = args.learning_rate
+        model = algo("MlpPolicy", venv, seed=args.seed, device="cpu", tensorboard_log=str(out / "tb"),
+                     verbose=args.verbose, **kwargs)  # fmt: skip
+        remaining = args.total_timesteps
+    model.learn(remaining, callback=callbacks, reset_num_timesteps=not args.resume,
+                progress_bar=not args.no_progress_bar, tb_log_name=args.algo)  # fmt: skip
+    path = out / "model.zip"
+    model.save(path)
+    venv.close()
+    if args.eval_seeds:
+        eval_env.close()
+    return path
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = get_args_parser().parse_args(argv)
+    path = train(args)
+    print(f"agents.train: saved {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

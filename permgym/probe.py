@@ -1,0 +1,226 @@
+"""Downstream evaluation of a pretrained trunk on action recognition: linear probe and nearest-neighbour retrieval.
+
+A clip's feature is the **concatenation, in temporal order, of the trunk features of ``num_frames`` evenly spaced
+frames**. Averaging the frames would erase the direction of motion, and SyntheticActions classes are motion x shape
+(``move_E`` and ``move_W`` differ only in the order of the same frames), so the order is kept.
+
+* :func:`clip_features` — ``[N, T, 3, H, W]`` uint8 clips -> ``[N, num_frames * trunk.out_dim]`` features.
+* :func:`linear_probe_accuracy` — a linear classifier on standardised features of the frozen trunk, trained with a
+  fixed seed; test top-1 accuracy.
+* :func:`retrieval_topk` — test clips query train clips (VCOP protocol), cosine similarity, top-k hit rate.
+* :func:`load_probe_data` and :func:`evaluate_trunk` — the SyntheticActions split and everything above in one call.
+
+Everything is deterministic under its arguments on the CPU and takes seconds on the default sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from permgym.tasks import _MEAN, _STD
+
+#: Retrieval cut-offs reported by :func:`evaluate_trunk` (the VCOP video-retrieval table).
+RETRIEVAL_KS = (1, 5, 10, 20, 50)
+
+
+@torch.no_grad()
+def clip_features(
+    trunk: nn.Module,
+    clips: torch.Tensor,
+    num_frames: int = 4,
+    image_size: int = 32,
+    batch_size: int = 256,
+    crop_fraction: float = 0.85,
+) -> torch.Tensor:
+    """Concatenated per-frame trunk features of each clip.
+
+    Frames are centre-cropped to ``crop_fraction`` of the shorter side and resized to ``image_size`` (the view the
+    temporal ordering task trains on: :class:`permgym.tasks.TemporalTask` crops 85 % and resizes to 32 px), scaled
+    to [0, 1] and normalised as ``(x - 0.45) / 0.225``. The trunk runs in eval mode (BatchNorm uses its running
+    statistics) and is put back in its previous mode afterwards.
+
+    Args:
+        trunk: a feature extractor ``[B, 3, h, w] -> [B, D]`` (e.g. ``env.trainer.model.trunk``).
+        clips: ``[N, T, 3, H, W]`` uint8.
+        num_frames: frames taken per clip, evenly spaced from the first to the last (``T >= num_frames``).
+        image_size: side of the square frame fed to the trunk.
+        batch_size: frames per trunk pass (memory only; results do not depend on it).
+        crop_fraction: side of the centre crop relative to the shorter frame side.
+
+    Returns:
+        ``[N, num_frames * D]`` float32 on the CPU; columns ``[i * D, (i + 1) * D)`` are frame ``i``'s features.
+    """
+    if clips.ndim != 5 or clips.dtype != torch.uint8:
+        raise ValueError(f"clips must be [N, T, 3, H, W] uint8, got {tuple(clips.shape)} {clips.dtype}")
+    n, t, _, h, w = clips.shape
+    if not 1 <= num_frames <= t:
+        raise ValueError(f"num_frames must be in [1, {t}] for clips of {t} frames, got {num_frames}")
+    frame_index = torch.linspace(0, t - 1, num_frames).round().long()
+    side = max(1, int(min(h, w) * crop_fraction))
+    top, left = (h - side) // 2, (w - side) // 2
+    frames = clips[:, frame_index, :, top : top + side, left : left + side].flatten(0, 1)  # [N * n, 3, s, s]
+    device = next(trunk.parameters()).device
+    was_training = trunk.training
+    trunk.eval()
+    try:
+        chunks = []
+        for start in range(0, len(frames), batch_size):
+            x = frames[start : start + batch_size]
+            if side != image_size:
+                x = F.interpolate(x, size=image_size, mode="bilinear", antialias=True)
+            x = x.to(device=device, dtype=torch.float32).div_(255).sub_(_MEAN).div_(_STD)
+            chunks.append(trunk(x).float().cpu())
+    finally:
+        trunk.train(was_training)
+    return torch.cat(chunks).view(n, -1)
+
+
+def standardize(reference: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Centre and scale every column by the mean and standard deviation of ``reference`` (constant columns keep
+    unit scale). Returns ``(reference, *others)`` standardised, all float32."""
+    mean = reference.mean(0, keepdim=True)
+    std = reference.std(0, keepdim=True).nan_to_num(1.0).clamp_min(1e-6)
+    return tuple(((x - mean) / std).float() for x in (reference, *others))
+
+
+def linear_probe_accuracy(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    seed: int = 0,
+    epochs: int = 50,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-3,
+    batch_size: int = 256,
+) -> float:
+    """Top-1 test accuracy of a linear classifier on frozen features (multinomial logistic regression).
+
+    Features are standardised with the training set's statistics; the layer is trained with AdamW on minibatches
+    whose order and initial weights come from ``torch.Generator().manual_seed(seed)`` (torch's global RNG is never
+    touched), so equal arguments give equal accuracies.
+
+    Args:
+        train_x, test_x: ``[N, D]`` and ``[M, D]`` features.
+        train_y, test_y: ``[N]`` and ``[M]`` int64 labels; the number of classes is ``max(train_y, test_y) + 1``.
+        seed: seeds initialisation and minibatch order.
+        epochs: passes over the training set.
+        lr, weight_decay: AdamW step size and decoupled L2 penalty.
+        batch_size: training minibatch size.
+
+    Returns:
+        The fraction of test samples whose arg-max class is their label.
+    """
+    if len(train_x) != len(train_y) or len(test_x) != len(test_y):
+        raise ValueError(
+            f"features and labels differ in length: train {len(train_x)} vs {len(train_y)}, "
+            f"test {len(test_x)} vs {len(test_y)}"
+        )
+    train_x, test_x = standardize(train_x, test_x)
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    generator = torch.Generator().manual_seed(seed)
+    bound = 1.0 / train_x.shape[1] ** 0.5
+    weight = ((torch.rand(num_classes, train_x.shape[1], generator=generator) * 2 - 1) * bound).requires_grad_()
+    bias = torch.zeros(num_classes, requires_grad=True)
+    optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
+    with torch.enable_grad():
+        for _ in range(epochs):
+            for index in torch.randperm(len(train_x), generator=generator).split(batch_size):
+                loss = F.cross_entropy(F.linear(train_x[index], weight, bias), train_y[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+    with torch.no_grad():
+        predicted = F.linear(test_x, weight, bias).argmax(1)
+    return float((predicted == test_y).float().mean())
+
+
+def retrieval_topk(
+    query_x: torch.Tensor,
+    query_y: torch.Tensor,
+    gallery_x: torch.Tensor,
+    gallery_y: torch.Tensor,
+    ks: tuple[int, ...] = RETRIEVAL_KS,
+) -> dict[str, float]:
+    """Nearest-neighbour retrieval by cosine similarity: the share of queries with a same-class gallery item among
+    their ``k`` most similar gallery items (the video-retrieval protocol of VCOP: test clips query train clips).
+
+    The features are used as given (standardise them first with :func:`standardize` if their columns are not
+    centred: raw post-ReLU features all point into one orthant). Ties in similarity go to the lower gallery index.
+
+    Args:
+        query_x, gallery_x: ``[Q, D]`` and ``[G, D]`` features.
+        query_y, gallery_y: ``[Q]`` and ``[G]`` labels.
+        ks: cut-offs; each must be in ``[1, G]``.
+
+    Returns:
+        ``{"top1": ..., "top5": ...}``, one float in [0, 1] per ``k``.
+    """
+    if any(not 1 <= k <= len(gallery_x) for k in ks):
+        raise ValueError(f"every k must be in [1, {len(gallery_x)}] (the gallery size), got {ks}")
+    similarity = F.normalize(query_x.double(), dim=1) @ F.normalize(gallery_x.double(), dim=1).T
+    # a stable sort keeps equal similarities in gallery order, so ties are resolved the same way every time
+    nearest = torch.sort(similarity, dim=1, descending=True, stable=True).indices[:, : max(ks)]
+    hit = gallery_y[nearest] == query_y[:, None]  # [Q, max k]
+    return {f"top{k}": float(hit[:, :k].any(1).double().mean()) for k in ks}
+
+
+@dataclass(frozen=True)
+class ProbeData:
+    """The clips of a downstream action-recognition split: ``train_clips [N, T, 3, H, W]`` uint8, ``train_labels
+    [N]`` int64, and the same for ``test``."""
+
+    train_clips: torch.Tensor
+    train_labels: torch.Tensor
+    test_clips: torch.Tensor
+    test_labels: torch.Tensor
+
+
+@lru_cache(maxsize=2)
+def load_probe_data(
+    num_classes: int = 60, num_videos: int = 1800, frames: int = 16, size: int = 48, seed: int = 0
+) -> ProbeData:
+    """SyntheticActions train/test split for downstream evaluation (memoised per process).
+
+    With the arguments of an env's data (``synthetic_classes``, ``clip_frames``, ``frame_size``, ``data_seed``) and
+    ``num_videos`` at least its ``synthetic_videos``, the split extends the env's: clips the CNN was pretrained on
+    are training clips here, its validation clips are test clips.
+    """
+    from permgym.data.synthetic import SyntheticActions
+
+    common = {"num_classes": num_classes, "num_videos": num_videos, "frames": frames, "size": size, "seed": seed}
+    train, test = SyntheticActions(split="train", **common), SyntheticActions(split="test", **common)
+    return ProbeData(train.clips, train.labels, test.clips, test.labels)
+
+
+def evaluate_trunk(
+    trunk: nn.Module,
+    data: ProbeData,
+    num_frames: int = 4,
+    image_size: int = 32,
+    seed: int = 0,
+    epochs: int = 50,
+    ks: tuple[int, ...] = RETRIEVAL_KS,
+) -> dict[str, float]:
+    """Linear-probe accuracy and retrieval top-k of a frozen trunk on ``data``.
+
+    ``num_frames`` and ``image_size`` go to :func:`clip_features`, ``seed`` and ``epochs`` to
+    :func:`linear_probe_accuracy`, ``ks`` to :func:`retrieval_topk`.
+
+    Returns:
+        ``{"probe_top1": ..., "retrieval_top1": ..., "retrieval_top5": ...}`` (retrieval on features standardised
+        by the training clips' statistics, test clips querying training clips).
+    """
+    train_x = clip_features(trunk, data.train_clips, num_frames, image_size)
+    test_x = clip_features(trunk, data.test_clips, num_frames, image_size)
+    probe = linear_probe_accuracy(train_x, data.train_labels, test_x, data.test_labels, seed=seed, epochs=epochs)
+    metrics = {"probe_top1": probe}
+    gallery, query = standardize(train_x, test_x)
+    retrieval = retrieval_topk(query, data.test_labels, gallery, data.train_labels, ks=ks)
+    metrics.update({f"retrieval_{key}": value for key, value in retrieval.items()})
+    return metrics

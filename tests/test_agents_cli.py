@@ -1,0 +1,114 @@
+"""The agents CLIs: agents.train (SB3, in a subprocess and resumed) and agents.evaluate end to end on a tiny config."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents.evaluate import BENCHMARK_HEADING, main, mean_ci, write_benchmark_section
+from agents.train import main as train_main
+from agents.train import parse_overrides, resolve_env_kwargs
+from tests.test_env import FAST
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST_ARGS = [f"{key}={value}" for key, value in FAST.items()]
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors on a shared, busy 2-core machine: one intra-op thread avoids spin-waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_train_help_lists_the_options() -> None:
+    result = _run("-m", "agents.train", "--help")
+    assert result.returncode == 0, result.stderr
+    for flag in ("--algo", "--n-envs", "--env-kwargs", "--train-seeds", "--eval-seeds", "--resume", "(default: ppo)"):
+        assert flag in result.stdout
+
+
+def test_train_ppo_in_a_subprocess_then_resume(tmp_path: Path) -> None:
+    args = ["--algo", "ppo", "--n-envs", "1", "--total-timesteps", "6", "--n-steps", "3", "--eval-seeds", "100",
+            "--eval-freq", "3", "--checkpoint-freq", "3", "--out", str(tmp_path), "--no-progress-bar",
+            "--env-kwargs", *FAST_ARGS]  # fmt: skip
+    result = _run("-m", "agents.train", *args)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "ppo"
+    assert (out / "model.zip").is_file() and (out / "best" / "best_model.zip").is_file()
+    assert (out / "eval" / "evaluations.npz").is_file() and any((out / "tb").iterdir())
+    checkpoint = out / "checkpoints" / "ppo_6_steps.zip"
+    assert checkpoint.is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["resolved_env_kwargs"]["steps_per_episode"] == 3
+    resumed = ["--resume", str(checkpoint), "--total-timesteps", "9", "--eval-seeds"]
+    train_main([*args[: args.index("--eval-seeds")], *resumed, "--out", str(tmp_path), "--no-progress-bar",
+                "--env-kwargs", *FAST_ARGS])  # fmt: skip
+    from stable_baselines3 import PPO
+
+    assert PPO.load(out / "model.zip").num_timesteps == 9
+
+
+def test_dqn_gets_the_discrete_mode_and_refuses_others(capsys: pytest.CaptureFixture) -> None:
+    assert resolve_env_kwargs("dqn", "PermSampling-v0", {})["action_mode"] == "discrete"
+    assert "using action_mode='discrete'" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=re.escape("dqn needs action_mode='discrete'")):
+        resolve_env_kwargs("dqn", "PermSampling-v0", {"action_mode": "per_sample"})
+    with pytest.raises(TypeError, match="unknown config option"):
+        resolve_env_kwargs("ppo", "PermSampling-v0", {"steps": 3})
+    assert parse_overrides(["lr=1e-3", "action_mode=per_sample", "warm_start=None"]) == {
+        "lr": 1e-3, "action_mode": "per_sample", "warm_start": None}  # fmt: skip
+    with pytest.raises(ValueError, match="must look like key=value"):
+        parse_overrides(["lr"])
+
+
+def test_evaluate_end_to_end_on_a_tiny_config(tmp_path: Path) -> None:
+    """PG and PPO trained on training seeds, evaluated against uniform: the code path of the full comparison."""
+    metrics = main(["--quick", "--workers", "1", "--samplers", "uniform", "pg", "ppo", "--probe-epochs", "2",
+                    "--out", str(tmp_path), "--benchmarks", str(tmp_path / "BENCHMARKS.md")])  # fmt: skip
+    assert set(metrics["samplers"]) == {"untrained", "uniform", "pg", "ppo"}
+    for name, row in metrics["samplers"].items():
+        assert len(row["probe_top1"]["values"]) == 2, name
+        assert 0.0 <= row["probe_top1"]["mean"] <= 1.0 and 0.0 <= row["heldout_accuracy"]["mean"] <= 1.0
+    assert set(metrics["paired_vs_uniform"]) == {"pg", "ppo"}
+    runs = [r for r in metrics["runs"] if r["sampler"] == "pg"]
+    assert {r["seed"] for r in runs} == {1000, 1001} and len(runs[0]["usage"]["temporal"]) == 3
+    for name in ("config.json", "metrics.json", "results.md", "learning_curves.png", "usage_heatmap.png"):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "pg_warm_start.pt").is_file() and (tmp_path / "ppo_train" / "ppo" / "model.zip").is_file()
+    assert "| pg |" in (tmp_path / "results.md").read_text()
+    assert BENCHMARK_HEADING in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_evaluate_refuses_overlapping_seeds(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=re.escape("training and evaluation seeds must be disjoint; both contain [3]")):
+        main(["--quick", "--train-seeds", "1", "3", "--eval-seeds", "3", "4", "--out", str(tmp_path)])
+
+
+def test_benchmark_section_replaces_only_its_own_text(tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text(f"# Benchmarks\n\n## Other\n\nkeep me\n\n{BENCHMARK_HEADING}\n\nold\n\n## Later\n\nkeep too\n")
+    write_benchmark_section(path, "new table")
+    text = path.read_text()
+    assert "old" not in text and "new table" in text and "keep me" in text and "keep too" in text
+    assert text.index("new table") < text.index("## Later")
+
+
+def test_mean_ci_is_the_student_t_interval() -> None:
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302652729911275 * 1.0 / 3**0.5)
+    assert mean_ci([5.0]) == (5.0, 0.0)

@@ -1,0 +1,112 @@
+"""Downstream evaluation of a trunk: clip features, linear probe, nearest-neighbour retrieval."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from permgym.models import build_trunk
+from permgym.probe import (
+    clip_features,
+    evaluate_trunk,
+    linear_probe_accuracy,
+    load_probe_data,
+    retrieval_topk,
+    standardize,
+)
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors on a shared, busy 2-core machine: one intra-op thread avoids spin-waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trunk() -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build_trunk("tiny")
+
+
+@pytest.fixture(scope="module")
+def clips() -> torch.Tensor:
+    return torch.randint(0, 256, (5, 9, 3, 40, 40), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+def test_clip_features_concatenate_frames_in_temporal_order(trunk, clips) -> None:
+    features = clip_features(trunk, clips, num_frames=3, image_size=32)
+    d = trunk.out_dim
+    assert features.shape == (5, 3 * d) and features.dtype == torch.float32
+    reversed_features = clip_features(trunk, clips.flip(1), num_frames=3, image_size=32)
+    blocks = features.view(5, 3, d)
+    # frames 0, 4, 8 of the reversed clip are frames 8, 4, 0 of the clip: the blocks come in reverse order
+    torch.testing.assert_close(reversed_features.view(5, 3, d), blocks.flip(1))
+    assert not torch.allclose(blocks[:, 0], blocks[:, 2])  # so averaging would lose the direction
+
+
+def test_clip_features_are_deterministic_and_restore_the_mode(trunk, clips) -> None:
+    trunk.train()
+    first = clip_features(trunk, clips, batch_size=4)
+    assert trunk.training
+    torch.testing.assert_close(clip_features(trunk, clips, batch_size=256), first)  # batching does not matter
+
+
+def test_clip_features_reject_bad_input(trunk, clips) -> None:
+    with pytest.raises(ValueError, match=re.escape("num_frames must be in [1, 9]")):
+        clip_features(trunk, clips, num_frames=10)
+    with pytest.raises(ValueError, match="uint8"):
+        clip_features(trunk, clips.float())
+
+
+def test_linear_probe_separates_separable_features_and_is_deterministic() -> None:
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(60) % 3
+    x = torch.randn(60, 8, generator=g) * 0.1
+    x[torch.arange(60), labels] += 5.0  # class c is large in column c
+    train_x, train_y, test_x, test_y = x[:45], labels[:45], x[45:], labels[45:]
+    accuracy = linear_probe_accuracy(train_x, train_y, test_x, test_y, seed=3, epochs=200)
+    assert accuracy == 1.0
+    noisy = torch.randn(60, 8, generator=g)
+    a = linear_probe_accuracy(noisy[:45], train_y, noisy[45:], test_y, seed=3, epochs=5)
+    assert a == linear_probe_accuracy(noisy[:45], train_y, noisy[45:], test_y, seed=3, epochs=5)
+
+
+def test_linear_probe_checks_lengths() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        linear_probe_accuracy(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long), torch.zeros(1, 2), torch.zeros(1))
+
+
+def test_retrieval_worked_by_hand() -> None:
+    gallery = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.7, 0.7]])
+    gallery_y = torch.tensor([0, 1, 2, 1])
+    queries = torch.tensor([[2.0, 0.1], [0.1, -1.0], [0.0, 3.0]])
+    query_y = torch.tensor([1, 1, 2])
+    # query 0 -> nearest [0] (class 0), then [3] (class 1): miss at k=1, hit at k=2
+    # query 1 -> cosines 0.1, -0.99, -0.1, -0.63: order [0], [2], [3], [1]: first class-1 item at rank 3
+    # query 2 -> nearest [1] (class 1), then [3] (1), then [0] and [2] tie at 0: [0] first (lower index), [2] 4th
+    result = retrieval_topk(queries, query_y, gallery, gallery_y, ks=(1, 2, 3, 4))
+    assert result == {"top1": 0.0, "top2": 1 / 3, "top3": 2 / 3, "top4": 1.0}
+    with pytest.raises(ValueError, match=re.escape("every k must be in [1, 4]")):
+        retrieval_topk(queries, query_y, gallery, gallery_y, ks=(5,))
+
+
+def test_standardize_uses_the_reference_statistics() -> None:
+    reference = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
+    ref, other = standardize(reference, torch.tensor([[2.0, 6.0]]))
+    torch.testing.assert_close(ref.mean(0), torch.zeros(2))
+    assert other[0, 0] == 0.0 and torch.isfinite(other).all()  # a constant column does not blow up
+
+
+def test_evaluate_trunk_on_a_small_synthetic_split(trunk) -> None:
+    data = load_probe_data(num_classes=6, num_videos=60, frames=8, size=32, seed=0)
+    assert len(data.train_clips) == 48 and len(data.test_clips) == 12
+    metrics = evaluate_trunk(trunk, data, epochs=3, ks=(1, 5))
+    assert set(metrics) == {"probe_top1", "retrieval_top1", "retrieval_top5"}
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    assert metrics == evaluate_trunk(trunk, data, epochs=3, ks=(1, 5))
