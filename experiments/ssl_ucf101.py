@@ -175,7 +175,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                      help=f"permutation sampler: {', '.join(SAMPLERS)} or sb3:PATH (a saved Stable-Baselines3 "
                      "model) (default: policy-gradient)")  # fmt: skip
     ssl.add_argument("--sampler-option", default=[], action="append", type=_key_value, metavar="KEY=VALUE",
-                     help="sampler constructor argument (JSON value), repeatable (default: none)")  # fmt: skip
+                     help="constructor argument of the --sampler run's sampler (JSON value), repeatable, e.g. "
+                     'config=\'{"learning_rate": 0.003}\' (default: none)')  # fmt: skip
     ssl.add_argument("--action-mode", default="per_sample", choices=("per_sample", "distribution", "discrete"),
                      help="how the sampler's action chooses permutations (default: per_sample, the paper's "
                      "granularity)")  # fmt: skip
@@ -202,6 +203,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     ft.add_argument("--ft-lr", type=float, help=_preset_help("ft_lr", "learning rate of the classifier layer"))
     ft.add_argument("--trunk-lr-scale", default=0.1, type=float, help="trunk lr / classifier lr (default: 0.1)")
     ft.add_argument("--dropout", default=0.5, type=float, help="dropout on the clip feature (default: 0.5)")
+    ft.add_argument("--flip", default=None, action=argparse.BooleanOptionalAction,
+                    help="random horizontal flips when fine-tuning (default: on for videos; off on synthetic, whose "
+                    "classes have a direction that a flip reverses)")  # fmt: skip
     ft.add_argument("--test-clips", type=int, help=_preset_help("test_clips", "windows averaged per test video"))
     ft.add_argument("--eval-every", type=int, help=_preset_help("eval_every", "test evaluation every N epochs"))
     compare = parser.add_argument_group("baselines")
@@ -309,6 +313,7 @@ def make_finetune_config(args: argparse.Namespace, ssl: PermSamplingConfig) -> F
         num_frames=ssl.num_frames, image_size=ssl.element_size, min_stride=ssl.min_stride, test_clips=args.test_clips,
         epochs=args.ft_epochs, batch_size=args.ft_batch_size, optimizer=args.ft_optimizer, lr=args.ft_lr,
         trunk_lr_scale=args.trunk_lr_scale, dropout=args.dropout,
+        flip=args.dataset != "synthetic" if args.flip is None else args.flip,
     )  # fmt: skip
 
 
@@ -430,9 +435,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------------------------- pretraining
 def build_sampler(name: str, env: PermSamplingEnv, args: argparse.Namespace) -> Sampler:
-    """The sampler ``name`` (or a saved SB3 model for ``sb3:PATH``, ``--sampler-option algo=...``) acting in ``env``,
-    built with the ``--sampler-option`` arguments."""
-    options = dict(args.sampler_option)
+    """The sampler ``name`` (or a saved SB3 model for ``sb3:PATH``, ``--sampler-option algo=...``) acting in ``env``;
+    the ``--sampler-option`` arguments go to the ``--sampler`` run's sampler only."""
+    options = dict(args.sampler_option) if name == args.sampler else {}
     try:
         if name.startswith("sb3:"):
             return SB3Sampler.load(name[4:], env, seed=args.seed, **options)
@@ -590,7 +595,7 @@ def train_one_epoch(
     logger = MetricLogger(trainer.world)
     steps = trainer.steps_per_epoch
     batches = logger.log_every(trainer.epoch_batches(), args.print_freq, header, total=steps, writer=writer,
-                               tb_prefix="finetune", step_offset=(trainer.epoch - 1) * steps,
+                               tb_prefix="finetune", step_offset=trainer.epoch * steps,  # epoch + 1 is next
                                progress=not args.no_progress)  # fmt: skip
     for index in batches:
         start = time.perf_counter()
@@ -774,39 +779,51 @@ def plot_results(results: dict[str, dict[str, Any]], main_variant: str, classes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = {variant: f"C{i}" for i, variant in enumerate(results)}
     pretrained = {v: r for v, r in results.items() if r.get("ssl_history")}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 3.8), layout="constrained")
     for variant, result in pretrained.items():
         history = result["ssl_history"]
         updates = [r["update"] for r in history]
+        window = max(1, len(history) // 20)
+        smooth = np.convolve([r["train_loss"] for r in history], np.ones(window) / window, mode="valid")
+        axes[0].plot(updates[window - 1 :], smooth, color=colours[variant], label=f"{variant} (train, smoothed)")
         tasks = [k.split("/")[0] for k in history[0] if k.endswith("/val_loss")]
-        axes[0].plot(updates, [r["train_loss"] for r in history], alpha=0.8, label=f"{variant} train")
-        for task in tasks:
-            axes[0].plot(updates, [r[f"{task}/val_loss"] for r in history], "--", label=f"{variant} {task} held-out")
-    axes[0].set(xlabel="pretraining update", ylabel="ordering loss", title="pretraining")
+        for style, task in zip(("--", ":"), tasks, strict=False):
+            axes[0].plot(updates, [r[f"{task}/val_loss"] for r in history], style, color=colours[variant],
+                         label=f"{variant} ({task}, held-out)")  # fmt: skip
+            axes[1].plot(updates, [100 * r[f"{task}/val_accuracy"] for r in history], style, color=colours[variant],
+                         label=f"{variant} ({task})")  # fmt: skip
+    axes[0].set(xlabel="pretraining update", ylabel="ordering loss", title="pretraining loss")
+    axes[1].set(xlabel="pretraining update", ylabel="held-out ordering accuracy (%)", title="pretraining accuracy")
     for variant, result in results.items():
         history = result["finetune_history"]
-        axes[1].plot([r["epoch"] for r in history], [r["loss"] for r in history], label=variant)
+        axes[2].plot([r["epoch"] for r in history], [r["loss"] for r in history], color=colours[variant], label=variant)
         tested = [r for r in history if "test_top1" in r]
-        axes[2].plot([r["epoch"] for r in tested], [100 * r["test_top1"] for r in tested], marker="o", label=variant)
-    axes[1].set(xlabel="epoch", ylabel="training loss", title="fine-tuning")
-    axes[2].set(xlabel="epoch", ylabel="video top-1 (%)", title="test accuracy")
+        axes[3].plot([r["epoch"] for r in tested], [100 * r["test_top1"] for r in tested], marker="o",
+                     color=colours[variant], label=variant)  # fmt: skip
+    axes[2].set(xlabel="epoch", ylabel="training loss", title="fine-tuning loss")
+    axes[3].set(xlabel="epoch", ylabel="video-level top-1 (%)", title="test accuracy")
     for ax in axes:
         ax.legend(fontsize=7)
-    fig.savefig(out / "loss_curves.png", dpi=100, bbox_inches="tight")
+    fig.savefig(out / "loss_curves.png", dpi=100)
     plt.close(fig)
 
     rows = [(v, task) for v, r in pretrained.items() for task in r["ssl_history"][0]["counts"]]
-    fig, axes = plt.subplots(max(1, len(rows)), 1, figsize=(10, 2.8 * max(1, len(rows))), squeeze=False)
+    fig, axes = plt.subplots(max(1, len(rows)), 1, figsize=(10, 3 * max(1, len(rows))), squeeze=False,
+                             layout="constrained")  # fmt: skip
     for ax, (variant, task) in zip(axes[:, 0], rows, strict=False):
-        counts = np.array([r["counts"][task] for r in pretrained[variant]["ssl_history"]], dtype=np.float64)
-        bins = np.array_split(np.arange(len(counts)), min(len(counts), 100))
+        history = pretrained[variant]["ssl_history"]
+        counts = np.array([r["counts"][task] for r in history], dtype=np.float64)
+        bins = np.array_split(np.arange(len(counts)), min(len(counts), 30))
         share = np.stack([counts[b].sum(0) / max(counts[b].sum(), 1) for b in bins]).T  # [K, bins]
-        image = ax.imshow(share * share.shape[0], aspect="auto", cmap="viridis", origin="lower", vmin=0)
-        ax.set(xlabel="pretraining progress (bins of sampler steps)", ylabel=f"{task} permutation",
+        k = share.shape[0]
+        image = ax.imshow(share * k, aspect="auto", cmap="viridis", origin="lower", vmin=0,
+                          extent=(0, history[-1]["update"], -0.5, k - 0.5))  # fmt: skip
+        ax.set(xlabel="pretraining update", ylabel=f"{task} bank row",
                title=f"{variant}: share of samples per permutation x K (1 = uniform)")  # fmt: skip
         fig.colorbar(image, ax=ax)
-    fig.savefig(out / "permutation_usage.png", dpi=100, bbox_inches="tight")
+    fig.savefig(out / "permutation_usage.png", dpi=100)
     plt.close(fig)
 
     confusion = np.array(results[main_variant]["confusion"], dtype=np.float64)

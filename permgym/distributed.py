@@ -207,7 +207,8 @@ class SmoothedValue:
         """Sum ``total`` and ``count`` over ranks (the window stays local)."""
         if not dist.is_initialized():
             return
-        both = torch.tensor([self.total, self.count], dtype=torch.float64)
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        both = torch.tensor([self.total, self.count], dtype=torch.float64, device=device)  # NCCL reduces GPU tensors
         dist.all_reduce(both)
         self.total, self.count = float(both[0]), int(both[1])
 

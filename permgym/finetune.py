@@ -6,7 +6,7 @@ one linear layer. The trunk trains with a lower learning rate than the new layer
 
 * **Training clips** are drawn like the temporal ordering task's (:class:`permgym.tasks.TemporalTask`, in natural
   order): ``num_frames`` frames at a random stride ``>= min_stride`` and a random start, one random crop (85 % of the
-  shorter side) and flip shared by the frames, resized to ``image_size``.
+  shorter side) and (optionally) flip shared by the frames, resized to ``image_size``.
 * **Test videos** (:func:`predict_videos`) are scored on ``test_clips`` windows whose centres are evenly spaced over
   the video (VCOP's protocol, ``np.linspace(span / 2, T - span / 2, test_clips)``), each window's frames at
   ``eval_stride`` and centre-cropped; the softmax is averaged over the windows, giving the video-level prediction.
@@ -47,6 +47,8 @@ class FinetuneConfig:
         min_stride: smallest gap between a training clip's frames; strides are drawn up to ``(T - 1) // (n - 1)``.
         eval_stride: gap between a test window's frames; ``None`` = the middle of the training range.
         crop_fraction: side of the (random for training, centre for testing) crop relative to the shorter side.
+        flip: random horizontal flips of training clips. Right for UCF101/HMDB51, whose actions look alike mirrored;
+            wrong for SyntheticActions, where mirroring turns ``move_E`` into ``move_W`` (a flip changes the class).
         test_clips: windows per test video whose softmax is averaged.
         epochs: passes over the training videos.
         batch_size: clips per update over all processes (each trains on its share).
@@ -63,6 +65,7 @@ class FinetuneConfig:
     min_stride: int = 2
     eval_stride: int | None = None
     crop_fraction: float = 0.85
+    flip: bool = True
     test_clips: int = 5
     epochs: int = 30
     batch_size: int = 32
@@ -179,7 +182,7 @@ class FinetuneTrainer:
         self.generator = torch.Generator().manual_seed(seed)
         identity = PermutationBank(torch.arange(config.num_frames)[None])
         self.task = TemporalTask(identity, min_stride=config.min_stride, crop_fraction=config.crop_fraction,
-                                 output_size=config.image_size)  # fmt: skip
+                                 output_size=config.image_size, flip=config.flip)  # fmt: skip
         self.forward_module: nn.Module = self.model
         if self.world.distributed:
             device_ids = [self.world.device.index] if self.world.device.type == "cuda" else None
