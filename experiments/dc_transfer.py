@@ -338,21 +338,22 @@ def train_one_epoch(
 ) -> dict[str, Any]:
     """One epoch of training steps; returns the mean loss and triplet count, steps per learner and seconds."""
     start = time.perf_counter()
-    loss_sum, triplet_sum = torch.zeros(()), torch.zeros(())
+    loss_sum, triplet_sum = torch.zeros((), device=trainer.device), torch.zeros(())  # no per-step host sync
     steps = np.zeros(trainer.num_clusters, dtype=np.int64)
     show = not args.no_progress and (not dist.is_initialized() or dist.get_rank() == 0)
     bar = tqdm(loader, desc=f"K={trainer.schedule.num_learners} epoch {epoch}", disable=not show, leave=False)
     for step, (images, labels, indices, learner) in enumerate(bar):
         out = trainer.train_step(images, labels, learner, indices)
-        loss_sum += out["loss"].cpu()
+        loss_sum += out["loss"]
         triplet_sum += out["triplets"]
         steps[learner] += 1
         if step % args.print_freq == 0:
             bar.set_postfix(loss=f"{float(out['loss']):.4f}", learner=learner)
-    totals = torch.stack([loss_sum, triplet_sum]) / len(loader)
+    totals = torch.stack([loss_sum, triplet_sum.to(trainer.device)]) / len(loader)
     if dist.is_initialized():
         dist.all_reduce(totals)
         totals /= dist.get_world_size()
+    totals = totals.cpu()
     return {
         "loss": float(totals[0]),
         "triplets": float(totals[1]),
@@ -451,7 +452,7 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
     if args.resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         trainer.load_state_dict(state["trainer"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it
         log, start_epoch = state["log"], state["epoch"] + 1
         print(f"K={num_learners}: resumed from {checkpoint} at epoch {start_epoch}")
     writer = SummaryWriter(out / "tb" / f"K{num_learners}") if rank == 0 else None

@@ -175,12 +175,12 @@ def extract(
     if world == 1:
         return out
     gathered = []
-    for t in out:  # pad every shard to the same length, all-gather, cut the padding
-        padded = torch.zeros((shard, *t.shape[1:]), dtype=t.dtype)
+    for t in out:  # pad every shard to the same length, all-gather (on the device: NCCL needs CUDA), cut the padding
+        padded = torch.zeros((shard, *t.shape[1:]), dtype=t.dtype, device=device)
         padded[: len(t)] = t
         parts = [torch.empty_like(padded) for _ in range(world)]
         dist.all_gather(parts, padded)
-        gathered.append(torch.cat(parts)[:n])
+        gathered.append(torch.cat(parts)[:n].cpu())
     return gathered[0], gathered[1]
 
 
@@ -350,8 +350,7 @@ class DivideAndConquerTrainer:
         if world == 1:
             return clusters
         shared = torch.from_numpy(clusters) if rank == 0 else torch.empty(len(self.labels), dtype=torch.int64)
-        if self.device.type == "cuda":
-            shared = shared.to(self.device)
+        shared = shared.to(self.device)  # NCCL needs CUDA tensors, gloo runs on the CPU
         dist.broadcast(shared, src=0)
         return shared.cpu().numpy()
 
@@ -432,6 +431,6 @@ class DivideAndConquerTrainer:
         if self.num_clusters:
             self.sampler.set_clusters(self.clusters, self.num_clusters)
         if state["miner_generator"] is not None and self.miner.generator is not None:
-            self.miner.generator.set_state(state["miner_generator"])
+            self.miner.generator.set_state(state["miner_generator"].cpu())  # RNG states are CPU tensors
         if state["feature_cache"] is not None:
             self._cache, self._fresh = (t.to(self.device) for t in state["feature_cache"])

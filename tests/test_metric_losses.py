@@ -109,10 +109,10 @@ def test_miner_draws_follow_the_weights() -> None:
     weights = miner.negative_weights(x, labels, x, labels)
     anchor = int(torch.nonzero(weights.sum(dim=1) > 0)[0])
     counts = torch.zeros(8)
-    for _ in range(4000):
+    for _ in range(2000):
         a, _, n = miner(x, labels)
         counts += torch.bincount(n[a == anchor], minlength=8)
-    torch.testing.assert_close(counts / counts.sum(), weights[anchor], atol=0.02, rtol=0)
+    torch.testing.assert_close(counts / counts.sum(), weights[anchor], atol=0.03, rtol=0)
 
 
 def test_miner_without_negatives_returns_nothing() -> None:
