@@ -244,7 +244,8 @@ class FinetuneTrainer:
         return {"loss": float(totals[0]), "accuracy": float(totals[1]), "lr": lr}
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything :meth:`step` changes, for checkpoints."""
+        """Everything :meth:`step` changes, for checkpoints (tensors shared with the live objects, as
+        ``nn.Module.state_dict``: save it or deep-copy it)."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

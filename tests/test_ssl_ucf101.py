@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from permgym.models import load_trunk
-from tests.video_fixtures import make_ucf101_tree, write_bad_video
+from tests.video_fixtures import make_folder_tree, make_ucf101_tree, write_bad_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "ssl_ucf101.py"
@@ -127,6 +127,19 @@ def test_tiny_ucf101_tree_of_real_videos(tmp_path: Path, keep_threads: None, cap
     again = ssl_ucf101.main(ssl_ucf101.get_args_parser().parse_args(argv))
     assert index.stat().st_mtime_ns == built
     assert _comparable(again) == _comparable(metrics)
+
+
+def test_class_folder_without_official_split(tmp_path: Path, keep_threads: None) -> None:
+    root = make_folder_tree(tmp_path, frames=16)  # 2 classes x 5 videos
+    argv = ["--dataset", "folder", "--root", str(root), "--frames", "12", "--frame-size", "32", "--cache-dir",
+            str(tmp_path / "cache"), "--task", "temporal", "--backbone", "tiny", "--ssl-option", "element_size=32",
+            "--ssl-updates", "2", "--updates-per-step", "2", "--ssl-batch-size", "4", "--ft-epochs", "1",
+            "--ft-batch-size", "4", "--test-clips", "1", "--threads", "1", "--no-progress", "--out",
+            str(tmp_path / "out")]  # fmt: skip
+    metrics = ssl_ucf101.main(ssl_ucf101.get_args_parser().parse_args(argv))
+    # every 5th video of each class is a test video; pretraining used the one cache of all videos
+    assert (metrics["data/train_videos"], metrics["data/test_videos"], metrics["data/skipped_all"]) == (8, 2, 0)
+    assert (tmp_path / "cache" / "folder_all_12f_32px" / "index.json").is_file()
 
 
 def test_two_torchrun_processes(tmp_path: Path) -> None:
