@@ -89,9 +89,12 @@ class SamplerSpec:
         """Feature positions in the observation (:func:`permgym.observation.observation_slices`)."""
         return observation_slices(self.bank_sizes)
 
-    def groups(self, task: str) -> np.ndarray:
-        """``[K]`` difficulty group of each bank row of ``task`` in the discrete mode (as the env assigns them)."""
-        return _difficulty_groups(self.banks[task].hamming_to_identity(), self.discrete_groups).numpy()
+    @cached_property
+    def groups(self) -> dict[str, np.ndarray]:
+        """``{task: [K]}`` difficulty group of each bank row in the discrete mode (as the env assigns them)."""
+        return {
+            t: _difficulty_groups(b.hamming_to_identity(), self.discrete_groups).numpy() for t, b in self.banks.items()
+        }
 
     def step_index(self, observation: np.ndarray) -> int:
         """The env step ``t`` an observation was made at, read from its progress feature."""
@@ -249,7 +252,7 @@ class BankSampler(Sampler):
             return np.concatenate(draws).astype(np.int64)
         mass = np.zeros(self.spec.discrete_groups)
         for task, p in probs.items():
-            mass += np.bincount(self.spec.groups(task), weights=p, minlength=self.spec.discrete_groups)
+            mass += np.bincount(self.spec.groups[task], weights=p, minlength=self.spec.discrete_groups)
         return np.int64(self.rng.choice(self.spec.discrete_groups, p=mass / mass.sum()))
 
 

@@ -123,7 +123,7 @@ class LossProportionalSampler(BankSampler):
     as the observation gives it (``loss / log K - 1``: 0 at chance level, -1 solved).
 
     Low temperatures focus on the hardest permutations; large ones approach uniform. At ``temperature`` equal to the
-    env's (distribution mode) the action is exactly the observation's loss block.
+    env's, the distribution-mode action is the observation's loss block up to a constant shift (the same softmax).
 
     Args:
         env: the env or its spec.

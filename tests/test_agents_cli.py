@@ -35,15 +35,18 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
 
-def test_train_help_lists_the_options() -> None:
-    result = _run("-m", "agents.train", "--help")
-    assert result.returncode == 0, result.stderr
-    for flag in ("--algo", "--n-envs", "--env-kwargs", "--train-seeds", "--eval-seeds", "--resume", "(default: ppo)"):
-        assert flag in result.stdout
+@pytest.mark.parametrize("cli", [train_main, main])
+def test_help_lists_the_options_with_defaults(cli, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--env-id", "--env-kwargs", "--train-seeds", "--eval-seeds", "--out", "(default:"):
+        assert flag in text
 
 
 def test_train_ppo_in_a_subprocess_then_resume(tmp_path: Path) -> None:
-    args = ["--algo", "ppo", "--n-envs", "1", "--total-timesteps", "6", "--n-steps", "3", "--eval-seeds", "100",
+    args = ["--algo", "ppo", "--n-envs", "1", "--total-timesteps", "3", "--n-steps", "3", "--eval-seeds", "100",
             "--eval-freq", "3", "--checkpoint-freq", "3", "--out", str(tmp_path), "--no-progress-bar",
             "--env-kwargs", *FAST_ARGS]  # fmt: skip
     result = _run("-m", "agents.train", *args)
@@ -51,16 +54,16 @@ def test_train_ppo_in_a_subprocess_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "ppo"
     assert (out / "model.zip").is_file() and (out / "best" / "best_model.zip").is_file()
     assert (out / "eval" / "evaluations.npz").is_file() and any((out / "tb").iterdir())
-    checkpoint = out / "checkpoints" / "ppo_6_steps.zip"
+    checkpoint = out / "checkpoints" / "ppo_3_steps.zip"
     assert checkpoint.is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["resolved_env_kwargs"]["steps_per_episode"] == 3
-    resumed = ["--resume", str(checkpoint), "--total-timesteps", "9", "--eval-seeds"]
+    resumed = ["--resume", str(checkpoint), "--total-timesteps", "6", "--eval-seeds"]
     train_main([*args[: args.index("--eval-seeds")], *resumed, "--out", str(tmp_path), "--no-progress-bar",
                 "--env-kwargs", *FAST_ARGS])  # fmt: skip
     from stable_baselines3 import PPO
 
-    assert PPO.load(out / "model.zip").num_timesteps == 9
+    assert PPO.load(out / "model.zip").num_timesteps == 6
 
 
 def test_dqn_gets_the_discrete_mode_and_refuses_others(capsys: pytest.CaptureFixture) -> None:
