@@ -132,7 +132,7 @@ def report(results: dict[str, dict], setups: list[str], seeds: int, command: str
             f"Command: `{command}`. Each process runs `experiments/dc_transfer.py -K 4 --compare-k 1 --seed S "
             f"{' '.join(TRAIN_ARGS)}` (other settings at their defaults: tiny trunk from random init, d = 128, batches "
             "of 80 = 20 classes x 4, margin loss with distance-weighted sampling, Adam 1e-3, re-clustering every 2 "
-            "epochs on backbone features) and reports the final epoch (no test-set selection). Embedded = "
+            "epochs on the embedding) and reports the final epoch (no test-set selection). Embedded = "
             "SyntheticActions last frames (40 clips per class, 1200 train / 1200 test images); folder = PNG tree of "
             "the first frames of 30 clips per class (SyntheticActions seed 1, 900 / 900 images), `--dataset folder "
             "--image-size 64 --resize 64 --augment none`.",

@@ -186,9 +186,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     sched.add_argument(
         "--cluster-on",
-        default="backbone",
-        choices=("backbone", "embedding"),
-        help="what k-means clusters (default: backbone, as the reference code)",
+        default="embedding",
+        choices=("embedding", "backbone"),
+        help="what k-means clusters: the embedding (as the paper says) or the backbone features (as the reference "
+        "code does) (default: embedding, marginally better on the embedded data)",
     )
     sched.add_argument("--kmeans-iters", default=20, type=int, help="k-means iterations (default: 20)")
     sched.add_argument(

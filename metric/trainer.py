@@ -50,8 +50,10 @@ class Schedule:
             ``finetune_epoch`` on.
         finetune_epoch: from this epoch on ``K = 1``: batches from all data, full embedding, no re-clustering;
             ``None``: no fine-tuning.
-        cluster_on: what k-means clusters: ``"backbone"`` features (the reference code) or the ``"embedding"``
-            (the paper's wording); both L2-normalised.
+        cluster_on: what k-means clusters, L2-normalised: the full ``"embedding"`` (the paper's wording; the
+            default) or the ``"backbone"`` features (what the reference code clusters). On the embedded data the
+            embedding did marginally better (K = 4, 3 seeds: R@1 22.7 vs 22.6 %, NMI 42.1 vs 41.7 %), within the
+            spread over seeds.
         kmeans_iters: k-means (Lloyd) iterations per re-clustering.
         cluster_features: where the clustered features come from: ``"pass"``, an eval-mode forward pass over the
             whole training set at every re-clustering (the reference code); or ``"cache"``, the features the
@@ -66,7 +68,7 @@ class Schedule:
     recluster_every: int = 2
     full_embedding_epoch: int | None = None
     finetune_epoch: int | None = None
-    cluster_on: Literal["backbone", "embedding"] = "backbone"
+    cluster_on: Literal["backbone", "embedding"] = "embedding"
     kmeans_iters: int = 20
     cluster_features: Literal["pass", "cache"] = "pass"
 

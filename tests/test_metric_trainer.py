@@ -111,7 +111,7 @@ def test_a_step_updates_only_its_learner_and_the_backbone() -> None:
 
 
 def test_reclustering_keeps_learner_identity() -> None:
-    schedule = Schedule(epochs=6, num_learners=3, recluster_every=2, finetune_epoch=4)
+    schedule = Schedule(epochs=6, num_learners=3, recluster_every=2, finetune_epoch=4, cluster_on="backbone")
     trainer = _trainer(schedule)
     trainer.begin_epoch(0)
     first = trainer.clusters.copy()
