@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
+from common import machine_info, write_section
 from PIL import Image
 
 from permgym.data.synthetic import SyntheticActions
@@ -89,19 +88,7 @@ def _summary(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} ± {100 * spread:.2f} ({100 * statistics.median(values):.2f})"
 
 
-def update_benchmarks(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace this script's section of BENCHMARKS.md (or append it), leaving the other sections alone."""
-    old = path.read_text() if path.is_file() else "# Benchmarks\n"
-    start = old.find(SECTION)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + ("" if end < 0 else old[end:])
-    path.write_text(new.rstrip("\n") + "\n")
-
-
-def report(results: dict[str, dict], setups: list[str], seeds: int, command: str, minutes: float, load: float) -> str:
+def report(results: dict[str, dict], setups: list[str], seeds: int, command: str, minutes: float, machine: str) -> str:
     """The BENCHMARKS.md section for ``results`` (``"{setup} seed={s}"`` -> metrics.json)."""
     rows, shares, ratios = [], [], {}
     for setup in setups:
@@ -116,8 +103,8 @@ def report(results: dict[str, dict], setups: list[str], seeds: int, command: str
         [
             SECTION,
             "",
-            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}; every run is one "
-            f"process with 1 thread, two at a time. Load average at the start: {load:.1f} (a shared machine: times are "
+            f"Machine: {machine}; every run is one "
+            f"process with 1 thread, two at a time (a shared machine: times are "
             f"noisy). Wall time of the whole bench: {minutes:.1f} min.",
             "",
             f"Command: `{command}`. Each process runs `experiments/dc_transfer.py -K 4 --compare-k 1 --seed S "
@@ -153,7 +140,7 @@ def main() -> None:
     parser.add_argument("train_args", nargs="*", help="extra dc_transfer.py flags, after --")
     args = parser.parse_args()
     out = Path(args.out)
-    start, load = time.perf_counter(), os.getloadavg()[0]
+    start, machine = time.perf_counter(), machine_info()
     folder = write_folder_dataset(out / "folder_data", **FOLDER)
     setups = {
         "embedded": [],
@@ -187,10 +174,10 @@ def main() -> None:
     command = " ".join(
         ["python bench/dc.py", f"--seeds {args.seeds}", *(["--", *args.train_args] if args.train_args else [])]
     )
-    text = report(results, list(setups), args.seeds, command, (time.perf_counter() - start) / 60, load)
+    text = report(results, list(setups), args.seeds, command, (time.perf_counter() - start) / 60, machine)
     print(text)
     if not args.no_write:
-        update_benchmarks(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

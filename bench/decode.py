@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -35,6 +33,7 @@ import decord
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import machine_info, write_section
 
 from permgym.data import VideoFolder, VideoReader, build_frame_cache, sample_indices
 from permgym.data.video import AUTO_ORDER, write_video
@@ -142,31 +141,9 @@ def bench_cache(workdir: Path, source: Path, repeats: int, videos: int) -> list[
     return rows
 
 
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        model = found.group(1).strip() if found else model
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = f", load average {os.getloadavg()[0]:.1f} at the start" if hasattr(os, "getloadavg") else ""
-    return (
-        f"{model}, {cores} cores available{load}; Python {platform.python_version()}, torch {torch.__version__}, "
-        f"decord {decord.__version__}, PyAV {av.__version__}"
-    )
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace the ``HEADING`` section of ``path`` (up to the next ``## `` heading) with ``text``, or append it."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main(args: argparse.Namespace) -> None:
     command = "python bench/decode.py " + " ".join(sys.argv[1:])
-    machine_info = machine()
+    machine = f"{machine_info()}, decord {decord.__version__}, PyAV {av.__version__}"
     with tempfile.TemporaryDirectory() as tmp:
         backend_rows, paths, faster = bench_backends(Path(tmp), args.repeats)
         cache_rows = bench_cache(Path(tmp), paths["320x240 mpeg4 .avi"], args.repeats, args.cache_videos)
@@ -174,7 +151,7 @@ def main(args: argparse.Namespace) -> None:
         [
             HEADING,
             "",
-            f"Command: `{command.strip()}`. Machine: {machine_info}.",
+            f"Command: `{command.strip()}`. Machine: {machine}.",
             f"Median of {args.repeats} runs after a warm-up, the compared readers taking turns; frames/s through "
             "`VideoReader` (open, decode, convert to `[T, 3, H, W]` uint8); decord with its default threads, PyAV "
             "with one thread below 640x480 and automatic threading above. Sparse = 8 random frames per clip "
@@ -197,7 +174,7 @@ def main(args: argparse.Namespace) -> None:
     )
     print("\n" + text)
     if args.write:
-        write_section(Path(args.benchmarks), text)
+        write_section(HEADING, text, Path(args.benchmarks))
         print(f"wrote the section into {args.benchmarks}")
 
 

@@ -12,12 +12,9 @@ permutation) against the naive way (one full forward per permutation), both rela
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from common import machine_info, median_seconds, write_section
 
 from permgym.env import PermSamplingEnv

@@ -12,8 +12,6 @@ The table goes to stdout and into the ``## Retrieval evaluation (bench/eval.py)`
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ import numpy as np
 import pytorch_metric_learning
 import sklearn
 import torch
+from common import machine_info, write_section
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
 from metric.evaluation import evaluate_retrieval
@@ -70,37 +69,14 @@ def timed(fn: Callable[[], dict[str, float]]) -> tuple[float, dict[str, float]]:
     return time.perf_counter() - start, out
 
 
-def machine_info(threads: int) -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = names[0] if names else cpu
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{cpu}, {os.cpu_count()} cores ({threads} faiss threads), load average {load:.1f} at start; "
-        f"Python {platform.python_version()}, torch {torch.__version__}, faiss {faiss.__version__}, "
-        f"pytorch-metric-learning {pytorch_metric_learning.__version__}, scikit-learn {sklearn.__version__}"
-    )
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) this benchmark's section of ``path``, leaving other sections untouched."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[end + 1 :] if end >= 0 else "")
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main(args: argparse.Namespace) -> None:
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
         torch.set_num_threads(args.threads)
-    info = machine_info(faiss.omp_get_max_threads())
+    info = (
+        f"{machine_info()}, {faiss.omp_get_max_threads()} faiss threads, faiss {faiss.__version__}, "
+        f"pytorch-metric-learning {pytorch_metric_learning.__version__}, scikit-learn {sklearn.__version__}"
+    )
     x, y = make_embeddings(args.n, args.dim, args.classes, args.noise, args.seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     cpu = torch.device("cpu")
@@ -128,7 +104,7 @@ def main(args: argparse.Namespace) -> None:
     body = report(args, info, times, values, knn_times, k)
     print("\n" + body)
     if not args.no_write:
-        write_section(args.output, body)
+        write_section(SECTION, body, args.output)
         print(f"wrote {args.output}")
 
 
