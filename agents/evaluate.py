@@ -316,9 +316,9 @@ def plot_learning_curves(results: list[dict[str, Any]], samplers: list[str], pat
     plt.close(fig)
 
 
-def plot_usage(results: list[dict[str, Any]], samplers: list[str], path: Path) -> None:
-    """Share of samples trained on each bank permutation at each env step (mean over evaluation seeds), one panel
-    per sampler and task; rows are bank indices, columns env steps."""
+def plot_usage(results: list[dict[str, Any]], samplers: list[str], path: Path, columns: int = 25) -> None:
+    """Share of samples trained on each bank permutation over training (all evaluation seeds pooled), one panel per
+    sampler and task; rows are bank indices, columns windows of consecutive env steps (at most ``columns``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -328,14 +328,17 @@ def plot_usage(results: list[dict[str, Any]], samplers: list[str], path: Path) -
     for name in samplers:
         rows = [r for r in results if r["sampler"] == name and "usage" in r]
         for task in rows[0]["usage"] if rows else []:
-            counts = np.mean([np.asarray(r["usage"][task], dtype=np.float64) for r in rows], axis=0)  # [T, K]
-            panels.append((f"{name} ({task})", (counts / counts.sum(1, keepdims=True)).T))
+            counts = np.sum([np.asarray(r["usage"][task], dtype=np.float64) for r in rows], axis=0)  # [T, K]
+            window = -(-len(counts) // columns)
+            binned = np.add.reduceat(counts, np.arange(0, len(counts), window), axis=0)
+            panels.append((f"{name} ({task})", (binned / binned.sum(1, keepdims=True)).T, window))
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 4), squeeze=False, sharey=True)
-    vmax = max(share.max() for _, share in panels)
-    for ax, (title, share) in zip(axes[0], panels, strict=True):
-        image = ax.imshow(share, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=vmax)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4), squeeze=False, sharey=True)
+    vmax = max(share.max() for _, share, _ in panels)
+    for ax, (title, share, window) in zip(axes[0], panels, strict=True):
+        extent = (0, share.shape[1] * window, -0.5, share.shape[0] - 0.5)
+        image = ax.imshow(share, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=vmax, extent=extent)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("env step")
     axes[0][0].set_ylabel("bank index")

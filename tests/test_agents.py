@@ -10,6 +10,7 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents import (
@@ -247,7 +248,7 @@ def test_samplers_run_episodes_and_learn_online(envs) -> None:
 
 
 def test_evaluate_policy_drives_samplers_and_sb3_models(envs) -> None:
-    venv = DummyVecEnv([lambda: SeedCycle(PermSamplingEnv(action_mode="per_sample", **FAST), [11])])
+    venv = DummyVecEnv([lambda: SeedCycle(Monitor(PermSamplingEnv(action_mode="per_sample", **FAST)), [11])])
     mean, _ = evaluate_policy(UniformSampler(envs["per_sample"]), venv, n_eval_episodes=1)
     assert np.isfinite(mean)
     model = PPO("MlpPolicy", envs["per_sample"], n_steps=4, batch_size=4, policy_kwargs={"net_arch": [8]}, seed=0)
