@@ -41,6 +41,7 @@ import copy
 import json
 import math
 import random
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -49,7 +50,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.tensorboard import SummaryWriter
 
 from agents import (
@@ -255,6 +255,11 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def folder_name(variant: str) -> str:
+    """A file-system-safe name for a run (``sb3:runs/ppo.zip`` -> ``sb3_runs_ppo.zip``)."""
+    return re.sub(r"[^\w.-]+", "_", variant)
+
+
 def variant_names(args: argparse.Namespace) -> list[str]:
     """The ``--sampler`` run first, then the ``--compare`` runs, without repeats."""
     return list(dict.fromkeys([args.sampler, *args.compare]))
@@ -328,18 +333,30 @@ def _video_dataset(args: argparse.Namespace, train: bool | None) -> UCF101 | HMD
 
 
 def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCache:
-    """Rank 0 builds (or reuses) the cache, then every rank opens it."""
+    """Rank 0 builds (or reuses) the cache, then every rank opens it; if rank 0 fails, every rank stops.
+
+    Raises:
+        SystemExit: the videos or split files are missing, or the cache folder holds another config.
+    """
     path = cache_path(args, subset)
+    error = None
     if world.is_main:
-        dataset = _video_dataset(args, None if subset == "all" else subset == "train")
-        print(f"{subset}: {dataset!r}")
-        cache = load_or_build_cache(dataset, path, workers=args.workers, progress=not args.no_progress)
-        counts = cache.index["counts"]
-        print(f"{subset} cache {path}: {counts['cached']} of {counts['listed']} videos, {counts['skipped']} skipped")
-        for video, reason in list(cache.skipped.items())[:5]:
-            print(f"  skipped {video}: {reason.splitlines()[0] if reason else ''}")
-    if world.distributed:
-        dist.barrier()
+        try:
+            dataset = _video_dataset(args, None if subset == "all" else subset == "train")
+            print(f"{subset}: {dataset!r}")
+            cache = load_or_build_cache(dataset, path, workers=args.workers, progress=not args.no_progress)
+        except (FileNotFoundError, ValueError) as err:
+            error = f"error: {err}"
+        else:
+            counts = cache.index["counts"]
+            print(
+                f"{subset} cache {path}: {counts['cached']} of {counts['listed']} videos, {counts['skipped']} skipped"
+            )
+            for video, reason in list(cache.skipped.items())[:5]:
+                print(f"  skipped {video}: {reason.splitlines()[0] if reason else ''}")
+    error = broadcast_object(error)  # also the barrier: the other ranks wait for the cache
+    if error is not None:
+        raise SystemExit(error)
     return FrameCache(path)
 
 
@@ -355,20 +372,17 @@ def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -
                   "size": ssl.frame_size, "seed": ssl.data_seed, "test_fraction": ssl.val_fraction}  # fmt: skip
         train, test = SyntheticActions(split="train", **common), SyntheticActions(split="test", **common)
         return ActionData(train.clips, train.labels, test.clips, test.labels, train.class_names, {})
-    try:
-        if args.dataset == "folder":
-            cache = _open_cache(args, "all", world)
-            rank_in_class = torch.zeros_like(cache.labels)
-            for c in cache.labels.unique():
-                members = (cache.labels == c).nonzero().squeeze(1)
-                rank_in_class[members] = torch.arange(len(members))
-            is_test = rank_in_class % 5 == 4
-            train_rows, test_rows = (~is_test).nonzero().squeeze(1), is_test.nonzero().squeeze(1)
-            return ActionData(cache.clips[train_rows], cache.labels[train_rows], cache.clips[test_rows],
-                              cache.labels[test_rows], cache.classes, {"all": len(cache.skipped)})  # fmt: skip
-        train, test = _open_cache(args, "train", world), _open_cache(args, "test", world)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+    if args.dataset == "folder":
+        cache = _open_cache(args, "all", world)
+        rank_in_class = torch.zeros_like(cache.labels)
+        for c in cache.labels.unique():
+            members = (cache.labels == c).nonzero().squeeze(1)
+            rank_in_class[members] = torch.arange(len(members))
+        is_test = rank_in_class % 5 == 4
+        train_rows, test_rows = (~is_test).nonzero().squeeze(1), is_test.nonzero().squeeze(1)
+        return ActionData(cache.clips[train_rows], cache.labels[train_rows], cache.clips[test_rows],
+                          cache.labels[test_rows], cache.classes, {"all": len(cache.skipped)})  # fmt: skip
+    train, test = _open_cache(args, "train", world), _open_cache(args, "test", world)
     return ActionData(train.clips, train.labels, test.clips, test.labels, train.classes,
                       {"train": len(train.skipped), "test": len(test.skipped)})  # fmt: skip
 
@@ -679,7 +693,7 @@ def run_variant(
     evaluation. Writes ``trunk.pth``, ``sampler.pth`` and ``finetuned.pth`` into ``folder`` (rank 0)."""
     resume = checkpointer.resume_point(variant)
     result = resume["result"] if resume else {"variant": variant, "metrics": {}, "times": {}}
-    tb = Path(args.out) / "tb" / variant
+    tb = Path(args.out) / "tb" / folder_name(variant)
     if not resume or resume["stage"] == "ssl":
         if variant == RANDOM_INIT:
             trunk = initial_trunk(config, args)
@@ -881,7 +895,7 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
         for variant in variants:
             if variant in checkpointer.done:
                 continue
-            folder = out if variant == args.sampler else out / variant
+            folder = out if variant == args.sampler else out / folder_name(variant)
             if world.is_main:
                 folder.mkdir(parents=True, exist_ok=True)
             result = run_variant(variant, config, ft, data, args, world, checkpointer, folder)
