@@ -31,7 +31,7 @@ class PermSamplingConfig:
         cache_path: folder of the frame cache when ``dataset="cache"``; ``None`` reads ``$PERMGYM_UCF101_CACHE``.
         synthetic_classes, synthetic_videos, clip_frames, frame_size, data_seed: SyntheticActions parameters
             (``data_seed`` fixes the pixels; the env seed fixes CNN init, data order and augmentation).
-        val_fraction: share of the clips held out for the validation batch (synthetic: its test split).
+        val_fraction: share of the training clips held out for the validation batch (never the test split).
 
     Task:
         task: ``"temporal"`` (order frames), ``"spatial"`` (order jigsaw tiles) or ``"joint"`` (both, one trunk).
