@@ -188,8 +188,8 @@ def load_probe_data(
     """SyntheticActions train/test split for downstream evaluation (memoised per process).
 
     With the arguments of an env's data (``synthetic_classes``, ``clip_frames``, ``frame_size``, ``data_seed``) and
-    ``num_videos`` at least its ``synthetic_videos``, the split extends the env's: clips the CNN was pretrained on
-    are training clips here, its validation clips are test clips.
+    ``num_videos`` at least its ``synthetic_videos``, the split extends the env's: the env trains and validates on
+    clips of the training split only, so the test clips here were never seen by the CNN or by a sampler.
     """
     from permgym.data.synthetic import SyntheticActions
 
