@@ -13,6 +13,7 @@ average) and a global average; :meth:`MetricLogger.synchronize` all-reduces the 
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -99,8 +100,13 @@ def init_distributed(device: str = "auto") -> World:
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group (after a barrier) if this process joined one."""
+    """Leave the process group (after a barrier) if this process joined one.
+
+    DistributedDataParallel wrappers that are no longer referenced are collected first: one destroyed after its
+    process group aborts the process ("terminate called without an active exception").
+    """
     if dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 

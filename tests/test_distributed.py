@@ -17,6 +17,7 @@ from permgym.distributed import (
     World,
     average_buffers,
     broadcast_object,
+    cleanup_distributed,
     gather_shards,
     init_distributed,
     max_divergence,
@@ -92,47 +93,51 @@ def test_smoothed_value_and_logger(capsys: pytest.CaptureFixture[str]) -> None:
 def _two_process_checks(rank: int, world_size: int, init_file: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    world = World(rank, world_size)
     try:
-        # helpers
-        assert broadcast_object(f"from {rank}") == "from 0"
-        local = torch.arange(5.0)[world.shard(5)] * 10
-        assert torch.equal(gather_shards(local, world, 5), torch.arange(5.0) * 10)
-        bn = torch.nn.BatchNorm1d(2)
-        bn.running_mean.fill_(float(rank))
-        average_buffers(bn)
-        assert torch.allclose(bn.running_mean, torch.full((2,), 0.5))
-
-        # ordering trainer: each rank gets its share of the same global batch, and the ranks stay in lock-step
-        train, val = _clips(20, 0), _clips(4, 1)
-        reference = OrderingTrainer(CONFIG, train, val, seed=3)
-        trainer = OrderingTrainer(CONFIG, train, val, seed=3)
-        trainer.distribute(world)
-        full, mine = reference.sample_batch(), trainer.sample_batch()
-        for task, elements in full.items():
-            assert torch.equal(gather_shards(mine[task], world, len(elements)), elements)
-        losses = []
-        for _ in range(3):
-            losses.append(trainer.update(trainer.sample_batch(), trainer.uniform_permutations()).loss)
-        assert max_divergence(trainer.model) == 0.0
-        gathered = [None] * world_size
-        dist.all_gather_object(gathered, (losses, {t: s["loss"] for t, s in trainer.validate().items()}))
-        assert gathered[0][0] == gathered[1][0]  # the reported loss is the global mean on every rank
-        assert all(torch.equal(gathered[0][1][t], gathered[1][1][t]) for t in gathered[0][1])
-        assert trainer.updates_done == 3
-
-        # fine-tuning: DDP keeps the classifiers identical
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = ActionClassifier(build_trunk("tiny"), 4, 3)
-        ft = FinetuneTrainer(model, FinetuneConfig(batch_size=6, epochs=1), 12, world, seed=0)
-        labels = torch.arange(12) % 3
-        for index in ft.epoch_batches():
-            stats = ft.step(train[index], labels[index])
-            assert 0.0 <= stats["accuracy"] <= 1.0
-        assert max_divergence(model) == 0.0
+        _checks_in_group(World(rank, world_size))
     finally:
-        dist.destroy_process_group()
+        cleanup_distributed()  # after the checks' DDP wrappers went out of scope
+
+
+def _checks_in_group(world: World) -> None:
+    rank, world_size = world.rank, world.world_size
+    # helpers
+    assert broadcast_object(f"from {rank}") == "from 0"
+    local = torch.arange(5.0)[world.shard(5)] * 10
+    assert torch.equal(gather_shards(local, world, 5), torch.arange(5.0) * 10)
+    bn = torch.nn.BatchNorm1d(2)
+    bn.running_mean.fill_(float(rank))
+    average_buffers(bn)
+    assert torch.allclose(bn.running_mean, torch.full((2,), 0.5))
+
+    # ordering trainer: each rank gets its share of the same global batch, and the ranks stay in lock-step
+    train, val = _clips(20, 0), _clips(4, 1)
+    reference = OrderingTrainer(CONFIG, train, val, seed=3)
+    trainer = OrderingTrainer(CONFIG, train, val, seed=3)
+    trainer.distribute(world)
+    full, mine = reference.sample_batch(), trainer.sample_batch()
+    for task, elements in full.items():
+        assert torch.equal(gather_shards(mine[task], world, len(elements)), elements)
+    losses = []
+    for _ in range(3):
+        losses.append(trainer.update(trainer.sample_batch(), trainer.uniform_permutations()).loss)
+    assert max_divergence(trainer.model) == 0.0
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, (losses, {t: s["loss"] for t, s in trainer.validate().items()}))
+    assert gathered[0][0] == gathered[1][0]  # the reported loss is the global mean on every rank
+    assert all(torch.equal(gathered[0][1][t], gathered[1][1][t]) for t in gathered[0][1])
+    assert trainer.updates_done == 3
+
+    # fine-tuning: DDP keeps the classifiers identical
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = ActionClassifier(build_trunk("tiny"), 4, 3)
+    ft = FinetuneTrainer(model, FinetuneConfig(batch_size=6, epochs=1), 12, world, seed=0)
+    labels = torch.arange(12) % 3
+    for index in ft.epoch_batches():
+        stats = ft.step(train[index], labels[index])
+        assert 0.0 <= stats["accuracy"] <= 1.0
+    assert max_divergence(model) == 0.0
 
 
 def test_two_gloo_processes_agree(tmp_path: Path) -> None:
