@@ -19,7 +19,7 @@ Protocol:
 
 Outputs in ``--out``: ``config.json``, ``metrics.json`` (per-seed values and summaries), ``results.md`` (mean ± 95 %
 t-interval over seeds, and paired differences to uniform), ``learning_curves.png`` (held-out loss vs SGD updates),
-``usage_heatmap.png`` (share of samples per bank permutation x env step, mean over evaluation seeds).
+``usage_heatmap.png`` (share of samples per bank permutation x window of env steps, evaluation seeds pooled).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def evaluate_job(job: Job) -> dict[str, Any]:
         result.update({
             "return": log.episode_return,
             "updates": log.updates,
-            "val_loss": np.mean([v for v in log.val_loss.values()], axis=0).tolist(),
+            "val_loss": np.mean(list(log.val_loss.values()), axis=0).tolist(),
             "usage": {t: np.stack(c).tolist() for t, c in log.selection_counts.items()},
             "diverged": log.diverged,
         })  # fmt: skip
@@ -401,6 +401,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.train_seeds, args.eval_seeds = args.train_seeds[:2], args.eval_seeds[:2]
         args.probe_videos, args.probe_epochs, args.ppo_episodes = 300, 5, min(args.ppo_episodes, 2)
+    if env_config(args.env_id, env_kwargs).dataset != "synthetic":
+        raise ValueError(f"the downstream probe runs on SyntheticActions: {args.env_id} must use dataset='synthetic'")
     overlap = sorted(set(args.train_seeds) & set(args.eval_seeds))
     if overlap:
         raise ValueError(f"training and evaluation seeds must be disjoint; both contain {overlap}")
