@@ -361,15 +361,15 @@ def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCac
 
 
 def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -> ActionData:
-    """The labelled train/test clips. SyntheticActions: the env's own split (pretraining clips are the training
-    clips); UCF101/HMDB51: the official split's frame caches; folder: every 5th video of each class is a test video.
+    """The labelled train/test clips. SyntheticActions: its train/test split (the env pretrains on the training
+    split only, holding part of it out for its validation batch); UCF101/HMDB51: the official split's frame caches; folder: every 5th video of each class is a test video.
 
     Raises:
         SystemExit: missing files or folders (the message names the path and the expected layout).
     """
     if args.dataset == "synthetic":
         common = {"num_classes": ssl.synthetic_classes, "num_videos": ssl.synthetic_videos, "frames": ssl.clip_frames,
-                  "size": ssl.frame_size, "seed": ssl.data_seed, "test_fraction": ssl.val_fraction}  # fmt: skip
+                  "size": ssl.frame_size, "seed": ssl.data_seed}  # fmt: skip  # the split the env pretrains on
         train, test = SyntheticActions(split="train", **common), SyntheticActions(split="test", **common)
         return ActionData(train.clips, train.labels, test.clips, test.labels, train.class_names, {})
     if args.dataset == "folder":
