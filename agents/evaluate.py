@@ -5,9 +5,11 @@
 
 Protocol:
 
-1. **Training** on ``--train-seeds`` only. The policy-gradient sampler is warm-started: it learns online through
-   ``--pg-warmup-epochs`` passes over the training-seed episodes. PPO is trained by SB3 (``agents.train``) for
-   ``--ppo-episodes`` training-seed episodes.
+1. **Training** on ``--train-seeds`` only. The policy-gradient sampler's hyper-parameters are chosen among
+   :data:`PG_CANDIDATES` on the training seeds: each candidate learns online through ``--pg-warmup-epochs`` passes
+   over all but the last two training seeds, then runs (still learning) on those two, scored by their final held-out
+   ordering loss; the best candidate's policy, warm-started on all training seeds, goes to evaluation. PPO is trained
+   by SB3 (``agents.train``) for ``--ppo-episodes`` training-seed episodes.
 2. **Evaluation** on the disjoint ``--eval-seeds``: every sampler runs one full episode (one CNN training run,
    ``steps_per_episode x updates_per_step`` SGD updates: an equal budget for all) per seed; the warm-started
    policy keeps learning online during each run, PPO acts with its frozen policy. ``untrained`` is the CNN at
@@ -30,12 +32,12 @@ import multiprocessing
 import shlex
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -55,6 +57,9 @@ from permgym.clip_pools import load_clip_pools
 from permgym.models import per_permutation_statistics
 from permgym.probe import evaluate_trunk, load_probe_data
 from permgym.trainer import chance_loss
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Samplers the comparison knows, in table order. ``untrained`` is the CNN before any update.
 SAMPLERS = ("untrained", "uniform", "round_robin", "curriculum", "loss_proportional", "pg", "ppo", "ppo_deterministic")
@@ -81,6 +86,14 @@ METRICS = (
     ("retrieval_top1", "retrieval top-1 %", True),
     ("retrieval_top5", "retrieval top-5 %", True),
 )
+#: Policy-gradient hyper-parameters tried on the training seeds; the first is :class:`PolicyGradientConfig`'s default,
+#: the others keep the policy nearer uniform (a 10x entropy bonus, a 10x smaller step size).
+PG_CANDIDATES = (
+    PolicyGradientConfig(),
+    PolicyGradientConfig(entropy_coef=0.1),
+    PolicyGradientConfig(learning_rate=0.001),
+)
+
 #: Metrics shown in percent.
 PERCENT = ("heldout_accuracy", "probe_top1", "retrieval_top1", "retrieval_top5")
 
@@ -175,17 +188,17 @@ def info_mean(info: dict[str, Any], name: str) -> float:
     return float(np.mean([v for k, v in info.items() if k.endswith(f"/{name}")]))
 
 
-def run_jobs(jobs: list[Job], workers: int) -> list[dict[str, Any]]:
-    """Run ``jobs`` in ``workers`` processes (inline when 1), with a progress bar; results in job order."""
-    bar = tqdm(total=len(jobs), desc="evaluation runs", unit="run", dynamic_ncols=True)
+def run_parallel(fn: Callable[[T], R], items: list[T], workers: int, desc: str) -> list[R]:
+    """``[fn(item) for item in items]`` in ``workers`` processes (inline when 1), with a progress bar."""
+    bar = tqdm(total=len(items), desc=desc, unit="run", dynamic_ncols=True)
     if workers <= 1:
         results = []
-        for job in jobs:
-            results.append(evaluate_job(job))
+        for item in items:
+            results.append(fn(item))
             bar.update()
     else:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
-            futures = [pool.submit(evaluate_job, job) for job in jobs]
+            futures = [pool.submit(fn, item) for item in items]
             for future in futures:
                 future.add_done_callback(lambda _: bar.update())
             results = [future.result() for future in futures]
@@ -194,20 +207,53 @@ def run_jobs(jobs: list[Job], workers: int) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def warm_start_pg(env_id: str, env_kwargs: dict[str, Any], seeds: Iterable[int], epochs: int, seed: int,
-                  out: Path) -> Path:  # fmt: skip
-    """Let the policy-gradient sampler learn online through ``epochs`` passes over the training-seed episodes;
-    returns the checkpoint path (TensorBoard logs in ``out/pg_tb``)."""
-    env = gym.make(env_id, **env_kwargs)
-    sampler = PolicyGradientSampler(env, seed=seed, config=PolicyGradientConfig(), log_dir=str(out / "pg_tb"))
-    episodes = [s for _ in range(epochs) for s in seeds]
-    for instance in tqdm(episodes, desc="pg warm-start (training seeds)", unit="episode", dynamic_ncols=True):
+@dataclass(frozen=True)
+class PGTrial:
+    """One policy-gradient candidate on the training seeds: learn on ``fit_seeds`` (``epochs`` passes), then run on
+    ``val_seeds`` (still learning) and score the final held-out ordering loss; the policy is saved to ``path``."""
+
+    config: PolicyGradientConfig
+    env_id: str
+    env_kwargs: tuple[tuple[str, Any], ...]
+    fit_seeds: tuple[int, ...]
+    val_seeds: tuple[int, ...]
+    epochs: int
+    seed: int
+    path: str
+
+
+def run_pg_trial(trial: PGTrial) -> float:
+    """Run ``trial`` (in a worker process); returns the mean final held-out ordering loss on its validation seeds."""
+    env = _env(trial.env_id, trial.env_kwargs)
+    sampler = PolicyGradientSampler(env, seed=trial.seed, config=trial.config, log_dir=f"{trial.path}.tb")
+    for instance in [s for _ in range(trial.epochs) for s in trial.fit_seeds]:
         run_episode(env, sampler, instance)
-    path = out / "pg_warm_start.pt"
-    sampler.save(path)
+    losses = []
+    for instance in trial.val_seeds:
+        run_episode(env, sampler, instance)
+        losses.append(heldout_ordering_metrics(env)["heldout_loss"])
+    sampler.save(trial.path)
     sampler.close()
-    env.close()
-    return path
+    return float(np.mean(losses))
+
+
+def select_pg(env_id: str, env_kwargs: dict[str, Any], seeds: list[int], epochs: int, seed: int, workers: int,
+              out: Path) -> tuple[str, list[dict[str, Any]]]:  # fmt: skip
+    """Try every :data:`PG_CANDIDATES` on the training seeds (the last two, or the last one when there are fewer
+    than three, validate); returns the best candidate's policy path and every candidate's score."""
+    if len(seeds) < 2:
+        raise ValueError(f"choosing the policy-gradient hyper-parameters needs >= 2 training seeds, got {seeds}")
+    split = len(seeds) - (2 if len(seeds) >= 3 else 1)
+    trials = [
+        PGTrial(config, env_id, tuple(sorted(env_kwargs.items())), tuple(seeds[:split]), tuple(seeds[split:]), epochs,
+                seed, str(out / f"pg_candidate{i}.pt"))
+        for i, config in enumerate(PG_CANDIDATES)
+    ]  # fmt: skip
+    scores = run_parallel(run_pg_trial, trials, workers, "pg hyper-parameters (training seeds)")
+    table = [{"config": asdict(t.config), "heldout_loss": score} for t, score in zip(trials, scores, strict=True)]
+    best = int(np.argmin(scores))
+    print(f"agents.evaluate: pg candidate {best} chosen on the training seeds: {table[best]}", flush=True)
+    return trials[best].path, table
 
 
 def train_ppo(env_id: str, env_kwargs: dict[str, Any], seeds: list[int], episodes: int, n_envs: int, seed: int,
@@ -347,6 +393,12 @@ def plot_usage(results: list[dict[str, Any]], samplers: list[str], path: Path, c
     plt.close(fig)
 
 
+def _changed(config: dict[str, Any]) -> str:
+    """A candidate's fields that differ from the default configuration, e.g. ``entropy_coef=0.1``."""
+    default = asdict(PolicyGradientConfig())
+    return " ".join(f"{k}={v}" for k, v in config.items() if v != default[k]) or "defaults"
+
+
 BENCHMARK_HEADING = "## Sampler comparison (agents/evaluate.py)"
 
 
@@ -377,7 +429,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=list(range(1000, 1010)),
                         help="held-out instance seeds, disjoint from the training seeds (default: 1000..1009)")  # fmt: skip
     parser.add_argument("--pg-warmup-epochs", type=int, default=1,
-                        help="passes of the policy-gradient sampler over the training seeds (default: 1)")  # fmt: skip
+                        help="passes of each policy-gradient candidate over its fitting seeds (default: 1)")  # fmt: skip
     parser.add_argument("--ppo-episodes", type=int, default=10, help="PPO training episodes (default: 10)")
     parser.add_argument("--probe-videos", type=int, default=1200,
                         help="SyntheticActions clips of the downstream split, 80/20 train/test (default: 1200)")  # fmt: skip
@@ -411,9 +463,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out / "config.json").write_text(json.dumps({**vars(args), "env_kwargs": env_kwargs}, indent=2, default=str))
 
     artefacts: dict[str, str] = {}
+    pg_selection: list[dict[str, Any]] = []
     if "pg" in args.samplers:
-        artefacts["pg"] = str(warm_start_pg(args.env_id, env_kwargs, args.train_seeds, args.pg_warmup_epochs,
-                                            args.seed, out))  # fmt: skip
+        artefacts["pg"], pg_selection = select_pg(args.env_id, env_kwargs, args.train_seeds, args.pg_warmup_epochs,
+                                                  args.seed, args.workers, out)  # fmt: skip
     if {"ppo", "ppo_deterministic"} & set(args.samplers):
         artefacts["ppo"] = str(train_ppo(args.env_id, env_kwargs, args.train_seeds, args.ppo_episodes,
                                          max(1, args.workers), args.seed, out))  # fmt: skip
@@ -424,7 +477,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.probe_videos, args.probe_epochs)
         for seed in args.eval_seeds for name in samplers
     ]  # fmt: skip
-    results = run_jobs(jobs, args.workers)
+    results = run_parallel(evaluate_job, jobs, args.workers, "evaluation runs")
     summary = summarise(results, samplers)
     wall = time.time() - started
 
@@ -439,8 +492,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{env_kwargs.get('updates_per_step')} SGD updates. Downstream: SyntheticActions, {args.probe_videos} clips "
         f"(80/20 split), trunk features of 4 evenly spaced frames concatenated.\n"
     )
+    if pg_selection:
+        notes += (
+            "pg hyper-parameters chosen on the training seeds (final held-out ordering loss / log K): "
+            + ", ".join(f"{_changed(c['config'])}: {c['heldout_loss']:.3f}" for c in pg_selection)
+            + ".\n"
+        )
     (out / "results.md").write_text(f"# Sampler comparison\n\n{notes}\n{table}\n")
-    metrics = {"wall_time_s": wall, "command": command, "env_kwargs": env_kwargs, **summary, "runs": results}
+    metrics = {"wall_time_s": wall, "command": command, "env_kwargs": env_kwargs, "pg_selection": pg_selection,
+               **summary, "runs": results}  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     if args.benchmarks:
         write_benchmark_section(Path(args.benchmarks), f"{notes}\n{table}")

@@ -92,7 +92,8 @@ def test_evaluate_end_to_end_on_a_tiny_config(tmp_path: Path) -> None:
     assert {r["seed"] for r in runs} == {1000, 1001} and len(runs[0]["usage"]["temporal"]) == 3
     for name in ("config.json", "metrics.json", "results.md", "learning_curves.png", "usage_heatmap.png"):
         assert (tmp_path / name).is_file(), name
-    assert (tmp_path / "pg_warm_start.pt").is_file() and (tmp_path / "ppo_train" / "ppo" / "model.zip").is_file()
+    assert len(metrics["pg_selection"]) == 3 and all((tmp_path / f"pg_candidate{i}.pt").is_file() for i in range(3))
+    assert (tmp_path / "ppo_train" / "ppo" / "model.zip").is_file()
     assert "| pg |" in (tmp_path / "results.md").read_text()
     assert BENCHMARK_HEADING in (tmp_path / "BENCHMARKS.md").read_text()
 
