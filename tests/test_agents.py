@@ -35,15 +35,6 @@ BANK_SAMPLERS = (UniformSampler, RoundRobinSampler, CurriculumSampler, LossPropo
 LEARNERS = (PolicyGradientSampler,)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors on a shared, busy 2-core machine: one intra-op thread avoids spin-waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def envs() -> dict[str, PermSamplingEnv]:
     return {mode: PermSamplingEnv(action_mode=mode, **FAST) for mode in MODES}

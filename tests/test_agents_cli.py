@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from agents.evaluate import BENCHMARK_HEADING, main, mean_ci, write_benchmark_section
 from agents.train import main as train_main
@@ -19,15 +18,6 @@ from tests.test_env import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST_ARGS = [f"{key}={value}" for key, value in FAST.items()]
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors on a shared, busy 2-core machine: one intra-op thread avoids spin-waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -18,15 +18,6 @@ from permgym.probe import (
 )
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors on a shared, busy 2-core machine: one intra-op thread avoids spin-waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trunk() -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
