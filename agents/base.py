@@ -33,7 +33,7 @@ import torch
 from gymnasium import spaces
 
 from permgym.config import ACTION_MODES
-from permgym.env import PermSamplingEnv, _difficulty_groups
+from permgym.env import PermSamplingEnv, difficulty_groups
 from permgym.observation import observation_slices
 from permgym.permutations import PermutationBank
 
@@ -93,7 +93,7 @@ class SamplerSpec:
     def groups(self) -> dict[str, np.ndarray]:
         """``{task: [K]}`` difficulty group of each bank row in the discrete mode (as the env assigns them)."""
         return {
-            t: _difficulty_groups(b.hamming_to_identity(), self.discrete_groups).numpy() for t, b in self.banks.items()
+            t: difficulty_groups(b.hamming_to_identity(), self.discrete_groups).numpy() for t, b in self.banks.items()
         }
 
     def step_index(self, observation: np.ndarray) -> int:

@@ -53,6 +53,7 @@ from agents.rollout import run_episode
 from agents.sb3 import SB3Sampler
 from agents.train import env_config, parse_overrides, train
 from agents.train import get_args_parser as get_train_parser
+from permgym.benchmarks import write_section
 from permgym.clip_pools import load_clip_pools
 from permgym.models import per_permutation_statistics
 from permgym.probe import evaluate_trunk, load_probe_data
@@ -402,20 +403,6 @@ def _changed(config: dict[str, Any]) -> str:
 BENCHMARK_HEADING = "## Sampler comparison (agents/evaluate.py)"
 
 
-def write_benchmark_section(path: Path, body: str) -> None:
-    """Replace this comparison's section of ``path`` (from its heading to the next ``## ``) or append it; other
-    sections are left as they are."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{BENCHMARK_HEADING}\n\n{body.strip()}\n"
-    start = text.find(BENCHMARK_HEADING)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(BENCHMARK_HEADING))
-        text = text[:start] + section + (text[end:] if end >= 0 else "")
-    path.write_text(text)
-
-
 # ---------------------------------------------------------------------------------------------------- CLI
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, add_help=add_help, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -503,7 +490,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                **summary, "runs": results}  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     if args.benchmarks:
-        write_benchmark_section(Path(args.benchmarks), f"{notes}\n{table}")
+        write_section(BENCHMARK_HEADING, f"{BENCHMARK_HEADING}\n\n{notes}\n{table}", args.benchmarks)
     print(f"\n{table}\n\nwall time {wall / 60:.1f} min; results in {out}")
     return metrics
 

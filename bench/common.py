@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from permgym.benchmarks import write_section as _write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 
@@ -41,9 +43,5 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
 
 
 def write_section(heading: str, text: str, path: Path = BENCHMARKS) -> None:
-    """Replace the section that starts with ``heading`` (up to the next ``## ``) by ``text``, or append it."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    body = text.rstrip("\n") + "\n\n"
-    new = pattern.sub(lambda _: body, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + body
-    path.write_text(new.rstrip("\n") + "\n")
+    """Replace (or append) the section ``heading`` of BENCHMARKS.md by ``text``."""
+    _write_section(heading, text, path)

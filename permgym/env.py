@@ -84,7 +84,7 @@ class PermSamplingEnv(gym.Env):
         self.tasks = [t for t in TASK_ORDER if t in self.banks]
         self.batch_split = batch_split(self.config, self.tasks)
         self.action_space = self._make_action_space()
-        self._groups = {t: _difficulty_groups(self.banks[t].hamming_to_identity(), self.config.discrete_groups)
+        self._groups = {t: difficulty_groups(self.banks[t].hamming_to_identity(), self.config.discrete_groups)
                         for t in self.tasks}  # fmt: skip
         self._tracker = ObservationTracker({t: self.banks[t].size for t in self.tasks}, self.config.ema_decay)
         self.observation_space = spaces.Box(-1.0, 1.0, (self._tracker.size,), np.float32)
@@ -285,7 +285,7 @@ class PermSamplingEnv(gym.Env):
             self.trainer.train_clips = self._train_clips
 
 
-def _difficulty_groups(distance: torch.Tensor, groups: int) -> torch.Tensor:
+def difficulty_groups(distance: torch.Tensor, groups: int) -> torch.Tensor:
     """Group id per bank row: rows sorted by Hamming distance from the identity, cut into ``groups`` chunks."""
     order = torch.sort(distance, stable=True).indices
     group = torch.empty_like(order)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.evaluate import BENCHMARK_HEADING, main, mean_ci, write_benchmark_section
+from agents.evaluate import BENCHMARK_HEADING, main, mean_ci
 from agents.train import main as train_main
 from agents.train import parse_overrides, resolve_env_kwargs
+from permgym.benchmarks import write_section
 from tests.test_env import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def test_evaluate_refuses_overlapping_seeds(tmp_path: Path) -> None:
 def test_benchmark_section_replaces_only_its_own_text(tmp_path: Path) -> None:
     path = tmp_path / "BENCHMARKS.md"
     path.write_text(f"# Benchmarks\n\n## Other\n\nkeep me\n\n{BENCHMARK_HEADING}\n\nold\n\n## Later\n\nkeep too\n")
-    write_benchmark_section(path, "new table")
+    write_section(BENCHMARK_HEADING, f"{BENCHMARK_HEADING}\n\nnew table", path)
     text = path.read_text()
     assert "old" not in text and "new table" in text and "keep me" in text and "keep too" in text
     assert text.index("new table") < text.index("## Later")

@@ -207,7 +207,8 @@ def test_lone_queries_are_left_out() -> None:
     assert math.isnan(single["R@1"]) and math.isnan(single["MAP@R"]) and single["NMI"] == pytest.approx(1.0)
 
 
-def test_bench_rewrites_only_its_section(tmp_path: Path) -> None:
+def test_bench_rewrites_only_its_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))  # as when run as `python bench/eval.py`
     spec = importlib.util.spec_from_file_location("bench_eval", REPO / "bench" / "eval.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
