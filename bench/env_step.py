@@ -111,6 +111,15 @@ def main() -> None:
             f"{1000 * r['naive']:.0f} ms | {r['shared'] / r['sgd']:.2f} | {r['naive'] / r['sgd']:.1f} | "
             f"{r['naive'] / r['shared']:.0f}x |"
         )
+    k24, k120 = rows[0], rows[1]
+    lines += [
+        "",
+        f"Targets: observation + reward <= 0.35x the step's SGD cost at K=24 — "
+        f"{'met' if b['observe'] <= 0.35 * b['sgd'] else 'NOT met'} ({b['observe'] / b['sgd']:.2f}x); "
+        f"default preset >= 5 steps/s — {'met' if 1 / b['step'] >= 5 else 'NOT met'} ({1 / b['step']:.1f}); "
+        f"sub-linear in K — K x{k120['K'] / k24['K']:.0f} costs x{k120['shared'] / k24['shared']:.1f} with the "
+        f"shared trunk, x{k120['naive'] / k24['naive']:.1f} naively.",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
