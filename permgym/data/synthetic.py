@@ -156,9 +156,7 @@ def generate_clips(labels: np.ndarray, indices: np.ndarray, frames: int, size: i
     out = np.empty((len(labels), frames, 3, size, size), dtype=np.uint8)
     for start in range(0, len(labels), _CHUNK):
         stop = min(start + _CHUNK, len(labels))
-        params = [
-            _clip_params(seed, int(indices[j]), int(labels[j]), frames, size) for j in range(start, stop)
-        ]
+        params = [_clip_params(seed, int(indices[j]), int(labels[j]), frames, size) for j in range(start, stop)]
         out[start:stop] = _render_chunk(params, frames, size)
     return out
 
