@@ -88,12 +88,20 @@ def test_divergence_truncates_with_crash_penalty() -> None:
     assert reward == -2.0
 
 
-def test_uniform_relative_reward_is_zero_for_the_uniform_action() -> None:
-    """A uniform action equals the counterfactual only in distribution, but both branches share the images."""
-    env = PermSamplingEnv(reward="uniform_relative", **FAST)
-    env.reset(seed=0)
-    _, reward, *_ = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
-    assert -1.0 <= reward <= 1.0
+def test_uniform_relative_subtracts_a_uniform_counterfactual() -> None:
+    """The kept updates are the policy's (its permutation dominates the counts); the reward differs from the plain
+    loss drop by the uniform branch's drop."""
+    action = np.full(24, -1.0, dtype=np.float32)
+    action[0] = 1.0  # softmax(a / (1/3)) puts ~95 % of the mass on permutation 0
+    relative = PermSamplingEnv(reward="uniform_relative", reward_clip=100.0, **FAST)
+    plain = PermSamplingEnv(reward="val_loss_delta", reward_clip=100.0, **FAST)
+    relative.reset(seed=0)
+    plain.reset(seed=0)
+    _, relative_reward, _, _, info = relative.step(action)
+    _, plain_reward, *_ = plain.step(action)
+    counts = info["selection_counts"]["temporal"]
+    assert counts[0] >= 0.8 * counts.sum()
+    assert np.isfinite(relative_reward) and relative_reward != plain_reward
 
 
 def test_pickled_env_behaves_like_original() -> None:
