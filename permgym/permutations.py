@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +151,12 @@ def max_hamming_bank(n: int, size: int, seed: int = 0, identify_reverse: bool = 
     return PermutationBank(torch.from_numpy(candidates[chosen].copy()), identify_reverse=identify_reverse)
 
 
+@lru_cache(maxsize=32)
 def make_bank(n: int, size: int | None = None, seed: int = 0, identify_reverse: bool = False) -> PermutationBank:
     """The bank an ordering task uses: all permutations if ``size`` is ``None`` or covers them, else max-Hamming.
+
+    Memoised: every env reset builds its tasks anew, and a 3x3 max-Hamming bank takes about a second to select, so
+    equal arguments return the same (shared, not to be modified) bank.
 
     Args:
         n: number of elements to order (>= 2).
