@@ -14,7 +14,7 @@ Examples::
         --init imagenet --num-learners 4 --embedding-dim 128 --epochs 200 --iters-per-epoch 74 --frozen-bn \\
         --lr 1e-5 --embedding-lr 1e-5 --recluster-every 2 --full-embedding-epoch 80 --finetune-epoch 190
     torchrun --nproc_per_node=2 experiments/dc_transfer.py --quick   # DDP (gloo on CPU, NCCL on GPUs)
-    python experiments/dc_transfer.py --out runs/dc_transfer --resume   # continue after an interruption
+    python experiments/dc_transfer.py --out runs/dc_transfer --resume   # continue; as many processes as before
 
 Outputs in ``--out`` (written by rank 0 only): ``config.json``, ``metrics.json`` (``R@1``, ``R@2``, ``R@4``, ``R@8``,
 ``NMI``, ``MAP@R``, ... of the final epoch; no test-set model selection), ``results.md``, ``recall.png``,
@@ -49,7 +49,16 @@ from metric.losses import LOSSES, build_loss
 from metric.miners import DistanceWeightedMiner
 from metric.model import BACKBONES, EmbeddingNet, build_backbone
 from metric.samplers import BatchedDataset, ClusterBatchSampler
-from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract, init_distributed
+from metric.trainer import (
+    DivideAndConquerTrainer,
+    Schedule,
+    build_optimizer,
+    extract,
+    gather_per_rank,
+    init_distributed,
+    own_entry,
+)
+from permgym.distributed import cleanup_distributed
 from permgym.models import load_trunk
 
 DATASETS = ("synthetic", "cub200", "cars196", "sop", "inshop", "vehicleid", "folder")
@@ -170,6 +179,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="also train these K, e.g. 1,4, and compare them (default: only --num-learners)",
     )
     model.add_argument("--frozen-bn", action="store_true", help="keep backbone BatchNorm statistics fixed")
+    model.add_argument(
+        "--no-sync-bn",
+        dest="sync_bn",
+        action="store_false",
+        help="keep per-process BatchNorm under DDP. By default multi-GPU runs (torchrun on CUDA) turn the backbone's "
+        "train-mode BatchNorm into SyncBatchNorm, which normalises with the statistics of the whole global batch; "
+        "it has no effect on one process, on the CPU (gloo) or with --frozen-bn",
+    )
     sched = parser.add_argument_group("schedule (epochs are 0-based)")
     sched.add_argument("--epochs", type=int, help=_preset_help("epochs", "training epochs"))
     sched.add_argument("--iters-per-epoch", type=int, help=_preset_help("iters_per_epoch", "batches per epoch"))
@@ -250,6 +267,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--print-freq", default=10, type=int, help="progress-bar refresh in steps (default: 10)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--projection", choices=("tsne", "pca"), help=_preset_help("projection", "embedding plot"))
+    run.add_argument(
+        "--stop-after-epochs",
+        default=None,
+        type=int,
+        metavar="N",
+        help="debugging: stop after N epochs of training in this invocation (at the first unfinished K), after the "
+        "checkpoint, as if interrupted; continue with --resume (default: run to the end)",
+    )
     return parser
 
 
@@ -301,6 +326,10 @@ def resolve_init(init: str, backbone: str | None, runs: Path = Path("runs")) -> 
         name = load_trunk(init[4:]).name
         return init, backbone or name, f"init: {init} (trunk {name!r})"
     return init, backbone or "tiny", f"init: {init}"
+
+
+class Interrupted(Exception):
+    """Raised after a checkpoint when ``--stop-after-epochs`` is reached."""
 
 
 @dataclass
@@ -395,6 +424,18 @@ def make_schedule(args: argparse.Namespace, num_learners: int) -> Schedule:
     )
 
 
+def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
+    """This process's global torch RNG states: the CPU one and, on CUDA, the device's (``None`` on the CPU)."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(state: dict[str, torch.Tensor | None], device: torch.device) -> None:
+    """Restore :func:`rng_state` (RNG states are CPU tensors; ``torch.load``'s map_location may have moved them)."""
+    torch.set_rng_state(state["cpu"].cpu())
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
 def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data, out: Path) -> dict[str, Any]:
     """Train (or resume) one learner with ``num_learners`` learners; returns its log and final test embeddings."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -440,6 +481,7 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
         seed=args.seed,
         extract_batch_size=args.batch_size,
         workers=args.workers,
+        sync_bn=args.sync_bn,
     )
     loader = DataLoader(
         BatchedDataset(data.train),
@@ -453,7 +495,7 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
     if args.resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         trainer.load_state_dict(state["trainer"])
-        torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it
+        set_rng_state(own_entry(state["rng"]), device)
         log, start_epoch = state["log"], state["epoch"] + 1
         print(f"K={num_learners}: resumed from {checkpoint} at epoch {start_epoch}")
     writer = SummaryWriter(out / "tb" / f"K{num_learners}") if rank == 0 else None
@@ -481,27 +523,31 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
             "recluster_seconds": clustering["seconds"] if clustering else 0.0,
         }
         log.append(record)
-        if rank != 0:
-            continue
-        print(
-            f"K={num_learners} epoch {epoch + 1}/{schedule.epochs} [{record['phase']}] loss {stats['loss']:.4f} "
-            f"triplets {stats['triplets']:.0f} "
-            + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-            + f" | {stats['seconds']:.1f}s train, {record['recluster_seconds']:.1f}s re-clustering",
-            flush=True,
-        )
-        _log_epoch(writer, record, clustering)
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "trainer": trainer.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "log": log,
-                "epoch": epoch,
-                "args": vars(args),
-            },
-            checkpoint,
-        )
+        # on every rank: trainer.state_dict() and gather_per_rank collect each rank's random states
+        state = {
+            "trainer": trainer.state_dict(),
+            "rng": gather_per_rank(rng_state(device)),
+            "log": log,
+            "epoch": epoch,
+            "args": vars(args),
+        }
+        if rank == 0:
+            print(
+                f"K={num_learners} epoch {epoch + 1}/{schedule.epochs} [{record['phase']}] loss {stats['loss']:.4f} "
+                f"triplets {stats['triplets']:.0f} "
+                + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                + f" | {stats['seconds']:.1f}s train, {record['recluster_seconds']:.1f}s re-clustering",
+                flush=True,
+            )
+            _log_epoch(writer, record, clustering)
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, checkpoint)
+        if args.stop_after_epochs is not None and epoch + 1 - start_epoch >= args.stop_after_epochs and not last:
+            if writer is not None:
+                writer.close()
+            raise Interrupted(
+                f"K={num_learners}: stopped after epoch {epoch + 1} (--stop-after-epochs); continue with --resume"
+            )
     if final is None:  # resumed a finished run: evaluate its checkpoint
         final = evaluate(model, data, args)
     if writer is not None:
@@ -647,7 +693,11 @@ def plot_results(runs: list[dict[str, Any]], data_ks: list[int], out: Path, proj
 
 
 def main(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Train every requested K, evaluate, and (rank 0) write the outputs; returns metrics.json's content on rank 0."""
+    """Train every requested K, evaluate, and (rank 0) write the outputs.
+
+    Returns:
+        metrics.json's content on rank 0; None on other ranks and when stopped by ``--stop-after-epochs``.
+    """
     args = apply_preset(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -673,14 +723,18 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
             "schedules": {f"K={k}": asdict(make_schedule(args, k)) for k in ks},
         }
         (out / "config.json").write_text(json.dumps(config, indent=2))
-    runs = [train_run(args, k, init, data, out) for k in ks]
+    try:
+        runs = [train_run(args, k, init, data, out) for k in ks]
+    except Interrupted as stop:
+        if rank == 0:
+            print(stop)
+        cleanup_distributed()
+        return None
     metrics = write_results(args, runs, init, out) if rank == 0 else None
     if rank == 0:
         print(f"results in {out}/ (results.md, metrics.json, plots, tb/)")
         print((out / "results.md").read_text())
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    cleanup_distributed()
     return metrics
 
 

@@ -12,7 +12,8 @@ full embedding, one loss.
 Distributed data parallel: call :func:`init_distributed` first (it reads the variables torchrun sets, and falls back
 to one process). All replicas then train the same learner at each step (the sampler draws the same global batch
 everywhere and each keeps a slice), feature extraction is sharded and all-gathered, and k-means runs on rank 0 and
-is broadcast.
+is broadcast. On GPUs the backbone's train-mode BatchNorm becomes SyncBatchNorm (``sync_bn``). Checkpoints hold every
+rank's random state (:func:`gather_per_rank`), so a resumed run needs the same number of processes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ from metric.clustering import UNASSIGNED, assign_clusters, drop_singleton_classe
 from metric.miners import DistanceWeightedMiner
 from metric.model import EmbeddingNet
 from metric.samplers import ClusterBatchSampler
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -127,6 +130,33 @@ def _world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
+def gather_per_rank(obj: T) -> list[T]:
+    """Every rank's ``obj`` (picklable, e.g. RNG states), in rank order, on every rank; ``[obj]`` in one process.
+
+    Collective under ``torch.distributed``: call it on every rank.
+    """
+    if not dist.is_initialized():
+        return [obj]
+    objects: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(objects, obj)
+    return objects
+
+
+def own_entry(per_rank: list[T]) -> T:
+    """This rank's entry of a :func:`gather_per_rank` list read from a checkpoint.
+
+    Raises:
+        ValueError: the checkpoint was written by another number of processes.
+    """
+    rank, world = _world()
+    if len(per_rank) != world:
+        raise ValueError(
+            f"the checkpoint was written with {len(per_rank)} process(es) and this run has {world}: resume with "
+            f"the same number (torchrun --nproc_per_node={len(per_rank)}), or start afresh without --resume"
+        )
+    return per_rank[rank]
+
+
 def _to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 images in ``[0, 255]`` -> float in ``[0, 1]``; float images pass through."""
     return images.float().div_(255) if images.dtype == torch.uint8 else images
@@ -214,7 +244,7 @@ class DivideAndConquerTrainer:
 
     Args:
         model: the embedding network (``model.num_learners == schedule.num_learners``). Wrapped in
-            ``DistributedDataParallel`` here when a process group is initialised.
+            ``DistributedDataParallel`` here when a process group is initialised (see ``sync_bn``).
         criteria: one loss per learner (``len == num_learners``), each called as ``loss(emb, labels, triplets)``.
         miner: the triplet miner (its ``generator`` makes the draws reproducible and is checkpointed).
         optimizer: over ``model`` and ``criteria`` parameters, e.g. from :func:`build_optimizer`.
@@ -226,6 +256,11 @@ class DivideAndConquerTrainer:
         amp: mixed precision (``torch.autocast`` + ``GradScaler``); only on CUDA.
         seed: k-means seed base (re-clustering at epoch ``e`` uses ``seed + e``).
         extract_batch_size, workers: DataLoader settings of the feature extraction for re-clustering.
+        sync_bn: under a process group on CUDA, convert the backbone's train-mode BatchNorm layers (not
+            ``frozen_bn``) to ``SyncBatchNorm``, so that they normalise with the statistics of the global batch
+            rather than of each process's slice. The layers are replaced in place and keep their Parameter objects,
+            so an optimizer built before stays valid. SyncBatchNorm runs only on GPUs: on the CPU (gloo) every
+            process keeps plain BatchNorm over its own slice.
 
     Attributes:
         clusters: ``[N]`` int64 current cluster ids (``-1`` = unassigned).
@@ -249,6 +284,7 @@ class DivideAndConquerTrainer:
         seed: int = 0,
         extract_batch_size: int = 256,
         workers: int = 0,
+        sync_bn: bool = True,
     ) -> None:
         if model.num_learners != schedule.num_learners or len(criteria) != schedule.num_learners:
             raise ValueError(
@@ -268,6 +304,8 @@ class DivideAndConquerTrainer:
         self.amp, self.seed, self.extract_batch_size, self.workers = amp, seed, extract_batch_size, workers
         self.net: nn.Module = model
         if dist.is_initialized():
+            if sync_bn and self.device.type == "cuda" and model.has_batch_statistics():
+                nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BatchNorm children of model in place
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=model.num_learners > 1)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp)
@@ -404,7 +442,11 @@ class DivideAndConquerTrainer:
         self._fresh[indices] = True
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly after :meth:`begin_epoch` + the epoch's steps."""
+        """Everything needed to resume exactly after :meth:`begin_epoch` + the epoch's steps.
+
+        Collective under ``torch.distributed`` (call it on every rank): ``miner_generator`` lists every rank's miner
+        generator state (``None`` entries without a generator), as each rank draws its own triplets.
+        """
         generator = self.miner.generator
         return {
             "model": self.model.state_dict(),
@@ -416,14 +458,16 @@ class DivideAndConquerTrainer:
             "num_clusters": self.num_clusters,
             "history": self.history,
             "epoch": self.epoch,
-            "miner_generator": None if generator is None else generator.get_state(),
+            "miner_generator": gather_per_rank(None if generator is None else generator.get_state()),
             "feature_cache": None if self._cache is None else (self._cache.cpu(), self._fresh.cpu()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (the schedule must be the same)."""
+        """Restore :meth:`state_dict` (the schedule and the number of processes must be the same); each rank takes
+        its own miner generator state."""
         if state["schedule"] != asdict(self.schedule):
             raise ValueError(f"checkpoint schedule {state['schedule']} differs from {asdict(self.schedule)}")
+        miner_generator = own_entry(state["miner_generator"])
         self.model.load_state_dict(state["model"])
         self.criteria.load_state_dict(state["criteria"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -432,7 +476,7 @@ class DivideAndConquerTrainer:
         self.history, self.epoch = state["history"], state["epoch"]
         if self.num_clusters:
             self.sampler.set_clusters(self.clusters, self.num_clusters)
-        if state["miner_generator"] is not None and self.miner.generator is not None:
-            self.miner.generator.set_state(state["miner_generator"].cpu())  # RNG states are CPU tensors
+        if miner_generator is not None and self.miner.generator is not None:
+            self.miner.generator.set_state(miner_generator.cpu())  # RNG states are CPU tensors
         if state["feature_cache"] is not None:
             self._cache, self._fresh = (t.to(self.device) for t in state["feature_cache"])

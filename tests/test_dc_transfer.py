@@ -3,6 +3,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,36 +101,44 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path: Path, monk
     assert {k: straight[k] for k in keys} == {k: resumed[k] for k in keys}
 
 
-def test_torchrun_two_processes(tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _torchrun(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(SCRIPT),
-            *TINY,
-            "--num-learners",
-            "2",
-            "--batch-size",
-            "8",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT), *argv],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=240,
-        env=env,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_torchrun_two_processes_resume_exactly(tmp_path: Path) -> None:
+    argv = [*TINY, "--num-learners", "2", "--batch-size", "8"]
+    straight, parted = tmp_path / "straight", tmp_path / "parted"
+    proc = _torchrun(tmp_path, *argv, "--out", str(straight))
     assert proc.stdout.count("results in") == 1  # only rank 0 writes
-    state = torch.load(out / "K2" / "checkpoint.pth", weights_only=False)
-    assert state["args"]["batch_size"] == 8 and state["epoch"] == 1
-    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert json.loads((straight / "config.json").read_text())["world_size"] == 2
+    a = torch.load(straight / "K2" / "checkpoint.pth", weights_only=False)
+    assert a["args"]["batch_size"] == 8 and a["epoch"] == 1
+
+    proc = _torchrun(tmp_path, *argv, "--out", str(parted), "--stop-after-epochs", "1")
+    assert "K=2: stopped after epoch 1 (--stop-after-epochs)" in proc.stdout
+    assert not (parted / "metrics.json").exists()
+    proc = _torchrun(tmp_path, *argv, "--out", str(parted), "--resume")
+    assert "resumed from" in proc.stdout
+    b = torch.load(parted / "K2" / "checkpoint.pth", weights_only=False)
+    assert b["epoch"] == 1
+    for (name, x), y in zip(a["trainer"]["model"].items(), b["trainer"]["model"].values(), strict=True):
+        assert torch.equal(x, y), name
+    keys = ("R@1", "R@2", "R@4", "R@8", "NMI", "MAP@R")
+    metrics = [json.loads((out / "metrics.json").read_text()) for out in (straight, parted)]
+    assert {k: metrics[0][k] for k in keys} == {k: metrics[1][k] for k in keys}
+    generators = b["trainer"]["miner_generator"]  # one random state per rank (the miners are seeded seed + rank)
+    assert len(b["rng"]) == len(generators) == 2 and not torch.equal(generators[0], generators[1])
+    with pytest.raises(ValueError, match=re.escape("the checkpoint was written with 2 process(es) and this run has 1")):
+        dc_transfer.main(_parse(*argv, "--out", str(parted), "--resume"))
 
 
 def test_invalid_values_list_the_choices(capsys) -> None:
@@ -145,6 +154,7 @@ def test_invalid_values_list_the_choices(capsys) -> None:
         assert expected in capsys.readouterr().err.replace("'", "")  # some Python versions quote the choices
     help_text = dc_transfer.get_args_parser().format_help()
     assert "(default: 20; with --quick: 4)" in help_text and "(default: margin)" in help_text
+    assert _parse().sync_bn and not _parse("--no-sync-bn").sync_bn and "multi-GPU runs" in help_text
 
 
 def test_presets_fill_only_unset_values() -> None:

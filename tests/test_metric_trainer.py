@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 
 from metric.losses import build_loss
@@ -11,6 +17,7 @@ from metric.miners import DistanceWeightedMiner
 from metric.model import EmbeddingNet, build_backbone
 from metric.samplers import BatchedDataset, ClassBalancedBatchSampler, ClusterBatchSampler
 from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract
+from permgym.distributed import cleanup_distributed
 
 GROUPS, CLASSES_PER_GROUP, PER_CLASS = 3, 4, 5
 
@@ -180,6 +187,10 @@ def test_state_dict_resumes_exactly() -> None:
     assert [{**h, "seconds": 0} for h in straight.history] == [{**h, "seconds": 0} for h in resumed.history]
     with pytest.raises(ValueError, match="checkpoint schedule"):
         _trainer(Schedule(epochs=3, num_learners=3)).load_state_dict(state)
+    assert len(state["miner_generator"]) == 1  # one random state per process
+    two_processes = {**state, "miner_generator": state["miner_generator"] * 2}
+    with pytest.raises(ValueError, match=re.escape("the checkpoint was written with 2 process(es) and this run has 1")):
+        resumed.load_state_dict(two_processes)
 
 
 def test_amp_needs_cuda() -> None:
@@ -202,3 +213,60 @@ def test_amp_on_cuda() -> None:
     )
     assert len(_run_epoch(trainer, 0)) == 3
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def _batchnorms(model: nn.Module) -> list[type]:
+    return [type(m) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def test_sync_batchnorm_conversion_keeps_the_parameters() -> None:
+    """convert_sync_batchnorm swaps the BatchNorm modules but keeps their Parameters and buffers, so an optimizer built
+    before still trains the converted model (the conversion itself runs on the CPU; SyncBatchNorm's forward does not)."""
+    trainer = _trainer(Schedule(epochs=1, num_learners=2))
+    model = trainer.model
+    parameters, buffers = list(model.parameters()), list(model.buffers())
+    assert nn.SyncBatchNorm.convert_sync_batchnorm(model) is model
+    assert _batchnorms(model) == [nn.SyncBatchNorm] * 3
+    assert all(a is b for a, b in zip(parameters, model.parameters(), strict=True))
+    assert all(a is b for a, b in zip(buffers, model.buffers(), strict=True))
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert {id(p) for p in (*model.parameters(), *trainer.criteria.parameters())} == optimized
+
+
+@pytest.fixture
+def process_group(tmp_path: Path) -> Iterator[None]:
+    """A one-process gloo group, so that the trainer takes its DDP path."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    yield
+    cleanup_distributed()  # collects the DDP wrappers before the group goes
+
+
+def test_ddp_on_the_cpu_keeps_plain_batchnorm(process_group: None) -> None:
+    trainer = _trainer(Schedule(epochs=1, num_learners=2))
+    assert isinstance(trainer.net, DistributedDataParallel)
+    assert _batchnorms(trainer.model) == [nn.BatchNorm2d] * 3  # SyncBatchNorm needs GPUs
+    assert len(_run_epoch(trainer, 0)) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_ddp_on_cuda_syncs_batchnorm(process_group: None) -> None:
+    data = _dataset()
+    expected = {(True, False): nn.SyncBatchNorm, (False, False): nn.BatchNorm2d, (True, True): nn.BatchNorm2d}
+    for (sync_bn, frozen_bn), batchnorm in expected.items():
+        model = EmbeddingNet(build_backbone("tiny"), 12, 2, frozen_bn=frozen_bn).cuda()
+        criteria = nn.ModuleList(build_loss("margin") for _ in range(2)).cuda()
+        trainer = DivideAndConquerTrainer(
+            model,
+            criteria,
+            DistanceWeightedMiner(generator=torch.Generator("cuda").manual_seed(0)),
+            build_optimizer(model, criteria),  # built before the conversion
+            Schedule(epochs=1, num_learners=2),
+            ClusterBatchSampler(data.tensors[1], batch_size=8, samples_per_class=2, iterations_per_epoch=3),
+            data,
+            device="cuda:0",
+            sync_bn=sync_bn,
+        )
+        assert _batchnorms(model) == [batchnorm] * 3, (sync_bn, frozen_bn)
+        before = [p.detach().clone() for p in model.backbone.parameters()]
+        assert len(_run_epoch(trainer, 0)) == 3
+        assert all(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters(), strict=True))
