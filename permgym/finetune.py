@@ -14,7 +14,8 @@ one linear layer. The trunk trains with a lower learning rate than the new layer
 :class:`FinetuneTrainer` holds model, optimiser, cosine learning-rate schedule, optional AMP scaler and one
 ``torch.Generator`` (data order, augmentation, dropout), so a run is reproducible on the CPU and resumes exactly from
 :meth:`FinetuneTrainer.state_dict`. Under torchrun every rank draws the same global batch and trains on its share
-with ``DistributedDataParallel``, as :class:`permgym.trainer.OrderingTrainer` does.
+with ``DistributedDataParallel``, as :class:`permgym.trainer.OrderingTrainer` does, BatchNorm becoming
+``SyncBatchNorm`` on CUDA (``sync_bn``; plain BatchNorm on the CPU, where ``SyncBatchNorm`` cannot run).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from permgym.models import Trunk
 from permgym.permutations import PermutationBank
 from permgym.probe import clip_features
 from permgym.tasks import TemporalTask
+from permgym.trainer import sync_batchnorm
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,9 @@ class FinetuneTrainer:
         world: this process's place in a torchrun group (default: one process on the CPU).
         seed: seeds data order, augmentation and dropout.
         amp: float16 autocast and a ``GradScaler`` (CUDA only).
+        sync_bn: with several processes on CUDA, convert the model's BatchNorm layers to ``SyncBatchNorm`` (in
+            place, before the optimiser is built) so that training batches are normalised by the global batch's
+            statistics; on the CPU (gloo) plain BatchNorm is kept, since ``SyncBatchNorm`` runs on GPUs only.
     """
 
     def __init__(
@@ -161,10 +166,11 @@ class FinetuneTrainer:
         world: World | None = None,
         seed: int = 0,
         amp: bool = False,
+        sync_bn: bool = True,
     ) -> None:
         self.world = world or World()
         self.config = config
-        self.model = model.to(self.world.device)
+        self.model = sync_batchnorm(model.to(self.world.device), self.world.device, sync_bn and self.world.distributed)
         self.batch_size = min(config.batch_size, num_videos)
         if self.batch_size < self.world.world_size:
             raise ValueError(
@@ -172,7 +178,7 @@ class FinetuneTrainer:
             )
         self.steps_per_epoch = num_videos // self.batch_size  # the last incomplete batch is dropped
         self.num_videos = num_videos
-        self.optimizer = build_optimizer(model, config)
+        self.optimizer = build_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=config.epochs * self.steps_per_epoch
         )

@@ -9,9 +9,12 @@ network under a forked global RNG seeded from the same seed, so it never touches
 Several processes (:meth:`OrderingTrainer.distribute`, under torchrun): every rank holds the same trainer (same seed),
 draws the same *global* batch of ``batch_size`` clips and the same permutations, and trains on its own contiguous
 share of them; ``DistributedDataParallel`` averages the gradients, the reported loss is the global mean and the
-BatchNorm statistics are averaged after each update. So all ranks stay in lock-step: same weights, same validation
-statistics, same observations. Mixed precision (:meth:`OrderingTrainer.enable_amp`, CUDA only) runs the forward
-passes under ``torch.autocast`` and scales the loss with a ``GradScaler``.
+BatchNorm running statistics are averaged after each update. So all ranks stay in lock-step: same weights, same
+validation statistics, same observations. On CUDA the BatchNorm layers become ``SyncBatchNorm`` (``sync_bn``, on by
+default), which normalises each training batch by the statistics of the global batch rather than of the rank's share;
+on the CPU (gloo) they stay plain BatchNorm, since ``SyncBatchNorm`` runs on GPUs only (see :func:`sync_batchnorm`).
+Mixed precision (:meth:`OrderingTrainer.enable_amp`, CUDA only) runs the forward passes under ``torch.autocast`` and
+scales the loss with a ``GradScaler``.
 """
 
 from __future__ import annotations
@@ -50,6 +53,33 @@ def build_tasks(config: PermSamplingConfig) -> dict[str, OrderingTask]:
         bank = make_bank(config.grid * config.grid, config.spatial_bank_size, config.bank_seed)
         tasks["spatial"] = SpatialTask(bank, output_size=config.tile_size)
     return tasks
+
+
+def sync_batchnorm(module: nn.Module, device: torch.device, enabled: bool = True) -> nn.Module:
+    """``module`` with its BatchNorm layers turned into ``SyncBatchNorm`` when ``enabled`` and ``device`` is CUDA.
+
+    Call it before wrapping the module in ``DistributedDataParallel``. ``SyncBatchNorm`` computes a training batch's
+    statistics over every process of the group, and runs only on GPUs: on any other device (CPU processes with gloo)
+    the module is returned unchanged, each rank normalising with its own share's statistics.
+
+    ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` replaces the layers inside ``module`` in place (the returned
+    module is ``module`` unless ``module`` itself is a BatchNorm layer) and the new layers hold the **same**
+    ``Parameter`` and buffer tensors, so an optimiser built on ``module.parameters()`` before keeps working and
+    ``state_dict`` keys do not change (checkpoints load into plain BatchNorm and back).
+
+    Args:
+        module: the network (already on ``device``).
+        device: where it computes.
+        enabled: False keeps plain BatchNorm everywhere.
+
+    Returns:
+        The converted module, or ``module`` itself when nothing is converted.
+    """
+    if not enabled or device.type != "cuda":
+        return module
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        return module
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module)
 
 
 def batch_split(config: PermSamplingConfig, tasks: list[str]) -> dict[str, int]:
@@ -109,14 +139,23 @@ class OrderingTrainer:
         train_clips: ``[N, T, 3, H, W]`` uint8 clips the CNN trains on (stays on the CPU).
         val_clips: ``[V, T, 3, H, W]`` uint8 held-out clips; the first ``val_batch_size`` form the validation batch.
         seed: seeds network init, data order, augmentation and permutation draws.
+        sync_bn: under :meth:`distribute` on CUDA, convert BatchNorm to ``SyncBatchNorm`` (see
+            :func:`sync_batchnorm`); ignored on the CPU, where plain BatchNorm is kept. The attribute ``sync_bn`` may
+            be changed until :meth:`distribute` is called (the env builds its trainer itself).
     """
 
     def __init__(
-        self, config: PermSamplingConfig, train_clips: torch.Tensor, val_clips: torch.Tensor, seed: int
+        self,
+        config: PermSamplingConfig,
+        train_clips: torch.Tensor,
+        val_clips: torch.Tensor,
+        seed: int,
+        sync_bn: bool = True,
     ) -> None:
         if len(train_clips) < 1 or len(val_clips) < 1:
             raise ValueError(f"need training and validation clips, got {len(train_clips)} and {len(val_clips)}")
         self.config = config
+        self.sync_bn = sync_bn
         self.device = resolve_device(config.device)
         self.train_clips = train_clips
         self.tasks = build_tasks(config)
@@ -152,7 +191,9 @@ class OrderingTrainer:
     def distribute(self, world: World) -> None:
         """Share every update's global batch between the processes of the default process group (DDP).
 
-        Call on every rank right after construction (before loading a state), with the same seed everywhere.
+        Call on every rank right after construction (before loading a state), with the same seed everywhere. On
+        CUDA with ``sync_bn`` the BatchNorm layers become ``SyncBatchNorm`` first, in place: the optimiser, the
+        parameters and ``self.model`` stay the same objects.
 
         Args:
             world: this process's place in the group (see :func:`permgym.distributed.init_distributed`).
@@ -165,6 +206,8 @@ class OrderingTrainer:
                 f"({world.world_size}); raise the batch size"
             )
         self.world = world
+        converted = sync_batchnorm(self.model, self.device, self.sync_bn)
+        assert converted is self.model  # the root is an OrderingNet, converted in place: the optimiser stays valid
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids, broadcast_buffers=False)
 
