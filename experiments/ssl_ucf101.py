@@ -5,9 +5,19 @@ Stages, for the sampler of ``--sampler`` and each ``--compare`` baseline (a samp
 1. **Pretraining**: one ``PermSampling`` episode of ``--ssl-updates`` SGD updates (``steps_per_episode = updates /
    updates_per_step``), the sampler choosing each step's permutations and, if it learns, learning online from each
    step's reward. The env's trainer is the one trainer, so a policy learned in the env is the policy used here.
-2. **Retrieval** with the pretrained trunk (VCOP protocol): test clips query training clips by cosine similarity of
-   their features (``permgym.probe.clip_features``: per-frame trunk features concatenated in temporal order,
-   standardised by the training clips' statistics); top-1/5/10/20/50.
+   Pretraining sees the **training split only**, on every dataset (``PRETRAIN_SUBSET``): both its clip pool and the
+   held-out part behind the env's validation batch and reward come from the training videos (SyntheticActions'
+   ``"train"`` split; the training frame cache of UCF101/HMDB51's official split or of a ``folder`` tree, where every
+   ``FOLDER_TEST_EVERY``-th video of each class is a test video). The test videos are only seen by the evaluations.
+2. **Retrieval** with the pretrained trunk (VCOP protocol): test videos query training videos by cosine similarity
+   of their features; top-1/5/10/20/50 (a hit when one of the k nearest training videos has the query's class). A
+   video's feature is the mean, over ``--retrieval-clips`` windows with evenly spaced starts (VCOP: 10), of the clip
+   features of ``permgym.probe.clip_features`` (per-frame trunk features concatenated in temporal order); the means
+   are standardised by the training videos' statistics, and the cosine L2-normalises them. A window has the
+   fine-tuning test windows' frames and stride; windows whose starts coincide are kept once, so a clip too short
+   for N distinct windows uses fewer (``retrieval/windows`` in metrics.json: 7 of 10 on the 16-frame
+   SyntheticActions clips). ``--retrieval-clips 1`` is the single view of n frames spread over the whole clip that
+   earlier versions used.
 3. **Fine-tuning** on the labelled training split: trunk + linear layer over the n frames' concatenated features,
    the trunk at a lower learning rate (``permgym.finetune``).
 4. **Evaluation** on the test split: video-level top-1/top-5, the softmax averaged over ``--test-clips`` windows per
@@ -20,6 +30,7 @@ Examples::
     python experiments/ssl_ucf101.py --compare uniform,random-init --out runs/ssl_compare
     python experiments/ssl_ucf101.py --dataset ucf101 --root data/UCF-101 --annotations data/ucfTrainTestlist
     torchrun --nproc_per_node=2 experiments/ssl_ucf101.py --quick       # DDP: gloo on CPUs, NCCL on GPUs
+                                                                         # (SyncBatchNorm on GPUs, --no-sync-bn)
     python experiments/ssl_ucf101.py --out runs/ssl_ucf101 --resume     # continue an interrupted run
 
 On UCF101 / HMDB51 the defaults follow the paper's setup as far as it is known (``permgym.config.PRESETS["ucf101"]``:
@@ -63,6 +74,8 @@ from agents import (
 )
 from permgym.config import TASKS, PermSamplingConfig, make_config
 from permgym.data import HMDB51, UCF101, FrameCache, SyntheticActions, VideoFolder, load_or_build_cache
+from permgym.data.folder import LAYOUT as FOLDER_LAYOUT
+from permgym.data.video_dataset import VideoClipDataset
 from permgym.distributed import (
     MetricLogger,
     World,
@@ -83,9 +96,13 @@ from permgym.finetune import (
     topk_accuracy,
 )
 from permgym.models import TRUNKS, Trunk, build_trunk, save_trunk
-from permgym.probe import RETRIEVAL_KS, clip_features, retrieval_topk, standardize
+from permgym.probe import RETRIEVAL_KS, retrieval_topk, retrieval_windows, standardize, video_features
 
 DATASETS = ("synthetic", "ucf101", "hmdb51", "folder")
+#: The subset of every dataset that pretraining (clip pool and validation batch) draws from: never the test videos.
+PRETRAIN_SUBSET = "train"
+#: In a --dataset folder tree, every FOLDER_TEST_EVERY-th video of each class (sorted path order) is a test video.
+FOLDER_TEST_EVERY = 5
 RANDOM_INIT = "random-init"
 #: Sampler names of --sampler / --compare; ``sb3:PATH`` loads a saved Stable-Baselines3 model instead.
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -153,7 +170,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "with a 100-permutation max-Hamming bank, high-motion tuple selection); our choices where the paper is not "
         "available: 96 px frames and 64 px tiles from a 128 px / 32-frame cache, batch 64, 20,000 pretraining "
         "updates, fine-tuning 30 epochs SGD lr 0.01 (trunk x0.1), dropout 0.5, batch 64, 10 test windows per video "
-        "(VCOP). Batch sizes are global: each of N torchrun processes trains on 1/N of every batch.",
+        "(VCOP), retrieval features averaged over 10 windows per video (VCOP). Pretraining reads the training split "
+        "only (a folder tree: every 5th video of each class is a test video). Batch sizes are global: each of N "
+        "torchrun processes trains on 1/N of every batch.",
     )
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="synthetic", choices=DATASETS, help="dataset (default: synthetic)")
@@ -208,6 +227,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                     "classes have a direction that a flip reverses)")  # fmt: skip
     ft.add_argument("--test-clips", type=int, help=_preset_help("test_clips", "windows averaged per test video"))
     ft.add_argument("--eval-every", type=int, help=_preset_help("eval_every", "test evaluation every N epochs"))
+    ft.add_argument("--retrieval-clips", default=10, type=int, metavar="N",
+                    help="retrieval: clip features averaged per video over N windows with evenly spaced starts "
+                    "(VCOP: 10); a clip too short for N distinct windows uses one per distinct start; 1 = one view "
+                    "spread over the whole clip, as before (default: 10)")  # fmt: skip
     compare = parser.add_argument_group("baselines")
     compare.add_argument("--compare", default=[], type=_compare_list,
                          help=f"also run these, comma-separated: {RANDOM_INIT} (no pretraining) and/or sampler names, "
@@ -220,6 +243,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                      help="device (default: auto = cuda if available)")  # fmt: skip
     run.add_argument("--amp", action="store_true", help="mixed precision, CUDA only (default: off)")
+    run.add_argument("--no-sync-bn", dest="sync_bn", action="store_false",
+                     help="under torchrun on GPUs, keep per-process BatchNorm statistics instead of converting to "
+                     "SyncBatchNorm (default: SyncBatchNorm on CUDA; plain BatchNorm on CPUs/gloo, where "
+                     "SyncBatchNorm cannot run)")  # fmt: skip
     run.add_argument("--threads", default=None, type=int,
                      help="torch CPU threads per process (default: 1 on synthetic, whose tiny networks gain little "
                      "from more and slow down several times on shared cores; torch's default on videos)")  # fmt: skip
@@ -249,7 +276,9 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
         )
     if args.amp and args.device == "cpu":
         raise SystemExit("error: --amp needs CUDA; drop it or use --device cuda")
-    for name in ("ssl_updates", "ft_epochs", "test_clips", "eval_every", "checkpoint_every", "print_freq"):
+    positive = ("ssl_updates", "ft_epochs", "test_clips", "eval_every", "checkpoint_every", "print_freq",
+                "retrieval_clips")  # fmt: skip
+    for name in positive:
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     return args
@@ -280,7 +309,7 @@ class ActionData:
 
 
 def cache_path(args: argparse.Namespace, subset: str) -> Path:
-    """Folder of the frame cache of ``subset`` (``train``, ``test`` or ``all`` for a folder dataset)."""
+    """Folder of the frame cache of ``subset`` (``"train"`` or ``"test"``)."""
     split = f"split{args.split}_" if args.dataset != "folder" else ""
     return Path(args.cache_dir) / f"{args.dataset}_{split}{subset}_{args.frames}f_{args.frame_size}px"
 
@@ -293,8 +322,7 @@ def make_ssl_config(args: argparse.Namespace, world: World) -> PermSamplingConfi
                                      "synthetic_classes": args.synthetic_classes}  # fmt: skip
     else:
         preset = "ucf101"
-        subset = "all" if args.dataset == "folder" else "train"  # a folder has no official split: pretrain on all
-        overrides = {"task": args.task, "dataset": "cache", "cache_path": str(cache_path(args, subset)),
+        overrides = {"task": args.task, "dataset": "cache", "cache_path": str(cache_path(args, PRETRAIN_SUBSET)),
                      "clip_frames": args.frames, "frame_size": args.frame_size}  # fmt: skip
     base = make_config(preset)
     updates_per_step = args.updates_per_step or base.updates_per_step
@@ -324,12 +352,36 @@ def make_finetune_config(args: argparse.Namespace, ssl: PermSamplingConfig) -> F
     )  # fmt: skip
 
 
-def _video_dataset(args: argparse.Namespace, train: bool | None) -> UCF101 | HMDB51 | VideoFolder:
+class FolderSplit(VideoClipDataset):
+    """The training or test part of a :class:`VideoFolder` tree, which has no official split: every
+    ``test_every``-th listed video of each class (in sorted path order) is a test video, the others train.
+
+    The split is made on the listing, before decoding, so it does not move when a video turns out undecodable.
+    ``config()`` (the frame cache key) records the part and ``test_every``.
+    """
+
+    def __init__(self, folder: VideoFolder, train: bool, test_every: int = FOLDER_TEST_EVERY) -> None:
+        rank_in_class = torch.zeros_like(folder.labels)
+        for c in folder.labels.unique():
+            members = (folder.labels == c).nonzero().squeeze(1)
+            rank_in_class[members] = torch.arange(len(members))
+        keep = (rank_in_class % test_every != test_every - 1) == train
+        super().__init__(
+            [v for v, k in zip(folder.videos, keep.tolist(), strict=True) if k], folder.labels[keep].tolist(),
+            folder.classes, root=folder.root, frames=folder.frames, size=folder.size, target_fps=folder.target_fps,
+            temporal_jitter=folder.temporal_jitter, backend=folder.backend, transform=folder.transform,
+            layout_help=FOLDER_LAYOUT,
+            source={"extensions": folder.config()["extensions"], "part": "train" if train else "test",
+                    "test_every": test_every},
+        )  # fmt: skip
+
+
+def _video_dataset(args: argparse.Namespace, train: bool) -> UCF101 | HMDB51 | FolderSplit:
     common = {"frames": args.frames, "size": (args.frame_size, args.frame_size)}
     if args.dataset == "folder":
-        return VideoFolder(args.root, **common)
+        return FolderSplit(VideoFolder(args.root, **common), train)
     kind = UCF101 if args.dataset == "ucf101" else HMDB51
-    return kind(args.root, args.annotations, split=args.split, train=bool(train), **common)
+    return kind(args.root, args.annotations, split=args.split, train=train, **common)
 
 
 def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCache:
@@ -342,7 +394,7 @@ def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCac
     error = None
     if world.is_main:
         try:
-            dataset = _video_dataset(args, None if subset == "all" else subset == "train")
+            dataset = _video_dataset(args, subset == "train")
             print(f"{subset}: {dataset!r}")
             cache = load_or_build_cache(dataset, path, workers=args.workers, progress=not args.no_progress)
         except (FileNotFoundError, ValueError) as err:
@@ -361,8 +413,10 @@ def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCac
 
 
 def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -> ActionData:
-    """The labelled train/test clips. SyntheticActions: its train/test split (the env pretrains on the training
-    split only, holding part of it out for its validation batch); UCF101/HMDB51: the official split's frame caches; folder: every 5th video of each class is a test video.
+    """The labelled train/test clips: SyntheticActions' train/test split; UCF101/HMDB51: the frame caches of the
+    official split's two parts; folder: those of :class:`FolderSplit` (every ``FOLDER_TEST_EVERY``-th video of each
+    class is a test video). Pretraining reads the ``PRETRAIN_SUBSET`` part of the same data (see
+    :func:`make_ssl_config`), holding some of it out for its validation batch.
 
     Raises:
         SystemExit: missing files or folders (the message names the path and the expected layout).
@@ -372,16 +426,6 @@ def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -
                   "size": ssl.frame_size, "seed": ssl.data_seed}  # fmt: skip  # the split the env pretrains on
         train, test = SyntheticActions(split="train", **common), SyntheticActions(split="test", **common)
         return ActionData(train.clips, train.labels, test.clips, test.labels, train.class_names, {})
-    if args.dataset == "folder":
-        cache = _open_cache(args, "all", world)
-        rank_in_class = torch.zeros_like(cache.labels)
-        for c in cache.labels.unique():
-            members = (cache.labels == c).nonzero().squeeze(1)
-            rank_in_class[members] = torch.arange(len(members))
-        is_test = rank_in_class % 5 == 4
-        train_rows, test_rows = (~is_test).nonzero().squeeze(1), is_test.nonzero().squeeze(1)
-        return ActionData(cache.clips[train_rows], cache.labels[train_rows], cache.clips[test_rows],
-                          cache.labels[test_rows], cache.classes, {"all": len(cache.skipped)})  # fmt: skip
     train, test = _open_cache(args, "train", world), _open_cache(args, "test", world)
     return ActionData(train.clips, train.labels, test.clips, test.labels, train.classes,
                       {"train": len(train.skipped), "test": len(test.skipped)})  # fmt: skip
@@ -482,6 +526,7 @@ def pretrain(
     """
     env = PermSamplingEnv(config)
     obs, _ = env.reset(seed=args.seed)
+    env.trainer.sync_bn = args.sync_bn
     env.trainer.distribute(world)
     if args.amp:
         env.trainer.enable_amp()
@@ -558,24 +603,31 @@ def initial_trunk(config: PermSamplingConfig, args: argparse.Namespace) -> Trunk
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-def retrieval(trunk: Trunk, data: ActionData, ft: FinetuneConfig, world: World, chunk: int = 256) -> dict[str, float]:
-    """VCOP retrieval with the (pretrained, not fine-tuned) trunk: test clips query training clips.
+def retrieval(trunk: Trunk, data: ActionData, ft: FinetuneConfig, world: World, clips: int = 10) -> dict[str, float]:
+    """VCOP retrieval with the (pretrained, not fine-tuned) trunk: test videos query training videos.
 
-    Features are computed ``chunk`` videos at a time (memory-mapped caches are read piecewise), each rank on its
-    share of the videos, then gathered.
+    A video's feature is the mean of the clip features of ``clips`` windows (``permgym.probe.retrieval_windows``:
+    evenly spaced starts, the fine-tuning test stride, coinciding starts kept once; ``clips=1``: one view over the
+    whole clip). The means are standardised by the training videos' statistics; ``retrieval_topk`` compares them
+    by cosine similarity. Each rank computes its share of the videos (memory-mapped caches are read a few videos at
+    a time), then the shares are gathered.
+
+    Returns:
+        ``retrieval/top{k}`` for each k of ``RETRIEVAL_KS`` up to the number of training videos, and
+        ``retrieval/windows``, the number of distinct windows averaged per video.
     """
+    frames = data.train_clips.shape[1]
+    windows = retrieval_windows(frames, ft.num_frames, ft.test_stride(frames), clips)
 
-    def features(clips: torch.Tensor) -> torch.Tensor:
-        mine = range(len(clips))[world.shard(len(clips))]
-        parts = [clip_features(trunk, clips[i : min(i + chunk, mine.stop)], ft.num_frames, ft.image_size,
-                               crop_fraction=ft.crop_fraction) for i in range(mine.start, mine.stop, chunk)]  # fmt: skip
-        local = torch.cat(parts) if parts else torch.zeros(0, ft.num_frames * trunk.out_dim)
-        return gather_shards(local.to(world.device), world, len(clips)).cpu()
+    def features(videos: torch.Tensor) -> torch.Tensor:
+        mine = world.shard(len(videos))
+        local = video_features(trunk, videos[mine], windows, ft.image_size, crop_fraction=ft.crop_fraction)
+        return gather_shards(local.to(world.device), world, len(videos)).cpu()
 
     gallery, query = standardize(features(data.train_clips), features(data.test_clips))
     ks = tuple(k for k in RETRIEVAL_KS if k <= len(gallery))
     topk = retrieval_topk(query, data.test_labels, gallery, data.train_labels, ks=ks)
-    return {f"retrieval/{name}": value for name, value in topk.items()}
+    return {**{f"retrieval/{name}": value for name, value in topk.items()}, "retrieval/windows": float(len(windows))}
 
 
 def evaluate(
@@ -639,7 +691,8 @@ def finetune(
     with torch.random.fork_rng(devices=[]):  # the new layer's initialisation is seeded, the global RNG untouched
         torch.manual_seed(args.seed)
         model = ActionClassifier(copy.deepcopy(trunk), ft.num_frames, len(data.classes))
-    trainer = FinetuneTrainer(model, ft, len(data.train_labels), world, seed=args.seed, amp=args.amp)
+    trainer = FinetuneTrainer(model, ft, len(data.train_labels), world, seed=args.seed, amp=args.amp,
+                              sync_bn=args.sync_bn)  # fmt: skip
     history: list[dict[str, Any]] = result.setdefault("finetune_history", [])
     times = result["times"]
     resume = checkpointer.resume_point(variant)
@@ -707,7 +760,7 @@ def run_variant(
             save_trunk(trunk, folder / "trunk.pth", variant=variant, dataset=args.dataset, task=config.task,
                        ssl_updates=0 if variant == RANDOM_INIT else int(result["metrics"]["ssl/updates"]))  # fmt: skip
         start = time.perf_counter()
-        result["metrics"].update(retrieval(trunk, data, ft, world))
+        result["metrics"].update(retrieval(trunk, data, ft, world, args.retrieval_clips))
         result["times"]["retrieval_s"] = time.perf_counter() - start
         checkpointer.save(variant, "finetune", result, None)
     state = torch.load(folder / "trunk.pth", map_location="cpu", weights_only=True) if world.is_main else None
@@ -720,9 +773,6 @@ def run_variant(
     result["metrics"]["ddp/max_weight_divergence"] = max(
         result["metrics"].get("ddp/max_weight_divergence", 0.0), max_divergence(model)
     )
-    for stage, seconds in result["times"].items():
-        result["metrics"][f"time/{stage}"] = seconds
-    return result
     for stage, seconds in result["times"].items():
         result["metrics"][f"time/{stage}"] = seconds
     return result
@@ -762,8 +812,10 @@ def write_results(
         f"({config.updates_per_step} per sampler step, {config.optimizer} lr {config.lr}), action mode "
         f"{config.action_mode}, reward {config.reward}. Fine-tuning {ft.epochs} epochs, batch {ft.batch_size}, "
         f"{ft.optimizer} lr {ft.lr} (trunk x{ft.trunk_lr_scale}), dropout {ft.dropout}. Test: video-level accuracy, "
-        f"softmax averaged over {ft.test_clips} windows per video; retrieval: test clips query training clips "
-        f"(pretrained trunk, cosine). {len(data.train_labels)} training / {len(data.test_labels)} test videos, "
+        f"softmax averaged over {ft.test_clips} windows per video; retrieval: test videos query training videos "
+        f"(pretrained trunk, cosine, clip features averaged over "
+        f"{int(results[args.sampler]['metrics'].get('retrieval/windows', 1))} windows per video). "
+        f"{len(data.train_labels)} training / {len(data.test_labels)} test videos, "
         f"{len(data.classes)} classes (chance {100 / len(data.classes):.1f} %), seed {args.seed}, "
         f"{world.world_size} process(es).",
         "",

@@ -5,6 +5,8 @@ frames**. Averaging the frames would erase the direction of motion, and Syntheti
 (``move_E`` and ``move_W`` differ only in the order of the same frames), so the order is kept.
 
 * :func:`clip_features` — ``[N, T, 3, H, W]`` uint8 clips -> ``[N, num_frames * trunk.out_dim]`` features.
+* :func:`retrieval_windows` and :func:`video_features` — a video's feature as the mean of the clip features of
+  several evenly spaced windows (VCOP's retrieval protocol averages 10 clips per video).
 * :func:`linear_probe_accuracy` — a linear classifier on standardised features of the frozen trunk, trained with a
   fixed seed; test top-1 accuracy.
 * :func:`retrieval_topk` — test clips query train clips (VCOP protocol), cosine similarity, top-k hit rate.
@@ -78,6 +80,71 @@ def clip_features(
     finally:
         trunk.train(was_training)
     return torch.cat(chunks).view(n, -1)
+
+
+def retrieval_windows(clip_frames: int, num_frames: int, stride: int, count: int) -> torch.Tensor:
+    """Frame indices ``[W, num_frames]`` of the windows whose clip features :func:`video_features` averages.
+
+    * ``count == 1``: one view of ``num_frames`` frames evenly spaced from the first frame to the last (the frames
+      :func:`clip_features` takes of a whole clip), so one window reproduces the one-clip-per-video features.
+    * ``count >= 2``: windows of ``num_frames`` frames ``stride`` apart (shortened to fit the clip, as
+      :func:`permgym.finetune.eval_windows` does), whose starts are evenly spaced from the first to the last
+      possible one (VCOP: 10 clips per video). Starts that coincide after rounding are kept once, so a clip with
+      fewer than ``count`` possible starts gives one window per distinct start: ``W = min(count, clip_frames - span)``
+      with ``span = (num_frames - 1) * stride`` (e.g. 16 frames, 4 per window, stride 3: 7 windows for ``count=10``).
+
+    Raises:
+        ValueError: ``count < 1``, or the clip has fewer than ``num_frames`` frames.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    if not 1 <= num_frames <= clip_frames:
+        raise ValueError(
+            f"num_frames must be in [1, {clip_frames}] for clips of {clip_frames} frames, got {num_frames}"
+        )
+    if count == 1:
+        return torch.linspace(0, clip_frames - 1, num_frames).round().long()[None]
+    stride = max(1, min(stride, (clip_frames - 1) // max(1, num_frames - 1)))
+    span = (num_frames - 1) * stride
+    starts = torch.linspace(0, clip_frames - 1 - span, count).round().long().unique()  # sorted, distinct
+    return starts[:, None] + stride * torch.arange(num_frames)
+
+
+@torch.no_grad()
+def video_features(
+    trunk: nn.Module,
+    clips: torch.Tensor,
+    windows: torch.Tensor,
+    image_size: int = 32,
+    crop_fraction: float = 0.85,
+    frames_per_pass: int = 1024,
+) -> torch.Tensor:
+    """Per-video features: the :func:`clip_features` of each window, averaged over the windows (not normalised).
+
+    Args:
+        trunk: a feature extractor ``[B, 3, h, w] -> [B, D]``.
+        clips: ``[N, T, 3, H, W]`` uint8 videos (may be memory-mapped: read a few videos at a time).
+        windows: ``[W, n]`` frame indices per window, e.g. from :func:`retrieval_windows`.
+        image_size, crop_fraction: as in :func:`clip_features`.
+        frames_per_pass: frames gathered at once (memory only; results do not depend on it).
+
+    Returns:
+        ``[N, n * D]`` float32 on the CPU: row ``i`` is the mean over the windows of video ``i``'s concatenated
+        per-frame features. With one window it equals ``clip_features`` of the clips cut to that window.
+    """
+    if windows.ndim != 2 or len(windows) < 1:
+        raise ValueError(f"windows must be [W >= 1, n] frame indices, got shape {tuple(windows.shape)}")
+    count, n = windows.shape
+    videos_per_pass = max(1, frames_per_pass // (count * n))
+    parts = []
+    for start in range(0, len(clips), videos_per_pass):
+        videos = clips[start : start + videos_per_pass]
+        views = videos[:, windows].flatten(0, 1)  # [V * W, n, 3, H, W]
+        features = clip_features(trunk, views, n, image_size, crop_fraction=crop_fraction)
+        parts.append(features.view(len(videos), count, -1).mean(1))
+    if not parts:
+        return torch.zeros(0, n * trunk.out_dim)
+    return torch.cat(parts)
 
 
 def standardize(reference: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:

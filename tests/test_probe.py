@@ -14,7 +14,9 @@ from permgym.probe import (
     linear_probe_accuracy,
     load_probe_data,
     retrieval_topk,
+    retrieval_windows,
     standardize,
+    video_features,
 )
 
 
@@ -53,6 +55,40 @@ def test_clip_features_reject_bad_input(trunk, clips) -> None:
         clip_features(trunk, clips, num_frames=10)
     with pytest.raises(ValueError, match="uint8"):
         clip_features(trunk, clips.float())
+
+
+def test_retrieval_windows_worked_by_hand() -> None:
+    # one window: n frames evenly spaced over the whole clip, as clip_features takes them
+    assert retrieval_windows(16, 4, 3, 1).tolist() == [[0, 5, 10, 15]]
+    assert retrieval_windows(9, 3, 2, 1).tolist() == [[0, 4, 8]]
+    # span 9 of 16 frames: starts 0..6 are possible; 3 evenly spaced ones are 0, 3, 6
+    assert retrieval_windows(16, 4, 3, 3).tolist() == [[0, 3, 6, 9], [3, 6, 9, 12], [6, 9, 12, 15]]
+    # 10 asked, 7 possible starts: round(linspace(0, 6, 10)) repeats starts, each is kept once
+    assert retrieval_windows(16, 4, 3, 10)[:, 0].tolist() == [0, 1, 2, 3, 4, 5, 6]
+    # a stride too long for the clip is shortened to fit (7 frames: stride 2), leaving one possible start
+    assert retrieval_windows(7, 4, 5, 10).tolist() == [[0, 2, 4, 6]]
+    with pytest.raises(ValueError, match=re.escape("num_frames must be in [1, 3]")):
+        retrieval_windows(3, 4, 1, 2)
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        retrieval_windows(16, 4, 3, 0)
+
+
+def test_video_features_are_the_mean_of_the_window_features(trunk, clips) -> None:
+    windows = retrieval_windows(9, 3, 2, 10)  # 5 distinct windows of frames (s, s + 2, s + 4)
+    assert len(windows) == 5
+    features = video_features(trunk, clips, windows, image_size=32)
+    # brute force: one clip_features call per video and window, averaged in a plain loop
+    for i in range(len(clips)):
+        per_window = [clip_features(trunk, clips[i : i + 1, w], 3, 32)[0] for w in windows]
+        torch.testing.assert_close(features[i], sum(per_window) / len(per_window))
+    # how many windows are gathered at once does not matter
+    torch.testing.assert_close(video_features(trunk, clips, windows, image_size=32, frames_per_pass=7), features)
+    assert video_features(trunk, clips[:0], windows).shape == (0, 3 * trunk.out_dim)
+
+
+def test_one_window_reproduces_the_one_clip_features(trunk, clips) -> None:
+    one = video_features(trunk, clips, retrieval_windows(9, 3, 2, 1), image_size=32)
+    assert torch.equal(one, clip_features(trunk, clips, num_frames=3, image_size=32))
 
 
 def test_linear_probe_separates_separable_features_and_is_deterministic() -> None:

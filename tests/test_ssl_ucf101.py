@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from permgym.models import load_trunk
-from tests.video_fixtures import make_folder_tree, make_ucf101_tree, write_bad_video
+from permgym.clip_pools import load_clip_pools
+from permgym.distributed import World
+from permgym.models import build_trunk, load_trunk
+from permgym.probe import clip_features, retrieval_topk, retrieval_windows, standardize
+from tests.video_fixtures import make_folder_tree, make_hmdb51_tree, make_ucf101_tree, write_bad_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "ssl_ucf101.py"
@@ -137,9 +140,78 @@ def test_class_folder_without_official_split(tmp_path: Path, keep_threads: None)
             "--ft-batch-size", "4", "--test-clips", "1", "--threads", "1", "--no-progress", "--out",
             str(tmp_path / "out")]  # fmt: skip
     metrics = ssl_ucf101.main(ssl_ucf101.get_args_parser().parse_args(argv))
-    # every 5th video of each class is a test video; pretraining used the one cache of all videos
-    assert (metrics["data/train_videos"], metrics["data/test_videos"], metrics["data/skipped_all"]) == (8, 2, 0)
-    assert (tmp_path / "cache" / "folder_all_12f_32px" / "index.json").is_file()
+    # every 5th video of each class is a test video; each part has its own cache, pretraining reads the training one
+    assert (metrics["data/train_videos"], metrics["data/test_videos"], metrics["data/skipped_train"]) == (8, 2, 0)
+    for part, count in (("train", 8), ("test", 2)):
+        index = json.loads((tmp_path / "cache" / f"folder_{part}_12f_32px" / "index.json").read_text())
+        assert len(index["videos"]) == count and index["config"]["part"] == part
+    test_videos = json.loads((tmp_path / "cache" / "folder_test_12f_32px" / "index.json").read_text())["videos"]
+    assert sorted(Path(v).name for v in test_videos) == ["clip4.mov", "clip4.mov"]  # the 5th of each class
+
+
+def _dataset_argv(dataset: str, tmp_path: Path) -> list[str]:
+    video = ["--frames", "12", "--frame-size", "32", "--cache-dir", str(tmp_path / "cache"), "--task", "temporal",
+             "--no-progress"]  # fmt: skip
+    if dataset == "synthetic":
+        return ["--synthetic-videos", "120", "--synthetic-classes", "12"]
+    if dataset == "folder":
+        return ["--dataset", "folder", "--root", str(make_folder_tree(tmp_path, frames=16)), *video]
+    make_tree = make_ucf101_tree if dataset == "ucf101" else make_hmdb51_tree
+    root, annotations = make_tree(tmp_path, frames=16)
+    return ["--dataset", dataset, "--root", str(root), "--annotations", str(annotations), *video]
+
+
+@pytest.mark.parametrize("dataset", ssl_ucf101.DATASETS)
+def test_pretraining_never_sees_test_videos(dataset: str, tmp_path: Path) -> None:
+    args = ssl_ucf101.apply_preset(ssl_ucf101.get_args_parser().parse_args(_dataset_argv(dataset, tmp_path)))
+    world = World()
+    config = ssl_ucf101.make_ssl_config(args, world)
+    data = ssl_ucf101.load_data(args, config, world)
+    pools = load_clip_pools(config)  # what the env's trainer trains on and validates (reward) with
+
+    def contents(clips: torch.Tensor) -> set[bytes]:
+        return {clip.numpy().tobytes() for clip in clips}
+
+    pretraining = set().union(*(contents(pool.clips[pool.index]) for pool in pools))
+    test = contents(data.test_clips)
+    assert len(test) == len(data.test_clips) > 0  # every test clip differs, so the comparison below can see them
+    assert pretraining.isdisjoint(test)
+    assert pretraining == contents(data.train_clips)  # and the pool is the whole training split
+
+
+def _retrieval_data(videos: int = 48, frames: int = 16) -> ssl_ucf101.ActionData:
+    g = torch.Generator().manual_seed(0)
+    clips = torch.randint(0, 256, (videos, frames, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(videos) % 6
+    return ssl_ucf101.ActionData(clips[:36], labels[:36], clips[36:], labels[36:], [str(c) for c in range(6)], {})
+
+
+def _reference_topk(query: torch.Tensor, gallery: torch.Tensor, data: ssl_ucf101.ActionData) -> dict[str, float]:
+    gallery, query = standardize(gallery, query)
+    return retrieval_topk(query, data.test_labels, gallery, data.train_labels, ks=(1, 5, 10, 20))
+
+
+def test_retrieval_averages_window_features_per_video() -> None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        trunk = build_trunk("tiny")
+    data = _retrieval_data()
+    ft = ssl_ucf101.FinetuneConfig(num_frames=4, image_size=32, min_stride=2)  # test stride 3 on 16 frames
+    # one clip: the protocol of earlier versions, one view of 4 frames spread over the whole clip
+    one = ssl_ucf101.retrieval(trunk, data, ft, World(), clips=1)
+    old = _reference_topk(clip_features(trunk, data.test_clips), clip_features(trunk, data.train_clips), data)
+    assert one == {**{f"retrieval/{k}": v for k, v in old.items()}, "retrieval/windows": 1.0}
+    # ten clips: 7 distinct windows fit in 16 frames; each video's feature is the mean of its window features
+    windows = retrieval_windows(16, 4, 3, 10)
+    assert len(windows) == 7
+
+    def brute_force(clips: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.stack([clip_features(trunk, clip[None, w])[0] for w in windows]).mean(0)
+                            for clip in clips])  # fmt: skip
+
+    ten = ssl_ucf101.retrieval(trunk, data, ft, World(), clips=10)
+    expected = _reference_topk(brute_force(data.test_clips), brute_force(data.train_clips), data)
+    assert ten == {**{f"retrieval/{k}": pytest.approx(v) for k, v in expected.items()}, "retrieval/windows": 7.0}
 
 
 def test_two_torchrun_processes(tmp_path: Path) -> None:
@@ -184,3 +256,4 @@ def test_help_states_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     text = ssl_ucf101.get_args_parser().format_help()
     assert "(default: policy-gradient)" in text and "(default: runs/ssl_ucf101)" in text
     assert "(default: 1200 on synthetic, 20000 on videos; with --quick: 200)" in text
+    assert "--retrieval-clips N" in text and "(VCOP: 10)" in text and "--no-sync-bn" in text
