@@ -1,19 +1,26 @@
 """Benchmark of the divide-and-conquer learner: K = 1 vs K = 4, and the time share of re-clustering.
 
-Runs ``experiments/dc_transfer.py -K 4 --compare-k 1`` (both K on the same data, same settings) for several seeds on
+Two stages, both running ``experiments/dc_transfer.py`` (one process per run, one thread each):
 
-1. the embedded data (SyntheticActions end frames, classes 0-29 train / 30-59 test), and
-2. a class-per-folder PNG tree written here (``--dataset folder``): the first frame of every clip of SyntheticActions
-   with another seed, one image per clip (two frames of one clip share their background, so a clip's frames would
-   find each other by background rather than by class), one folder per class, the first 30 folders train, the
-   last 30 test,
+1. **Selection.** For each K, every training budget of :data:`SCHEDULES` (12, 20 or 30 epochs of 20 batches, with
+   the divide / conquer / fine-tune phases in fixed proportions) is trained with the selection seeds on validation
+   data: SyntheticActions clips drawn with another seed (``--data-option seed=2``: other clips, the same class
+   split). Each K keeps the budget with the best mean of R@1 and NMI. K = 1 gets the same choice, so a longer
+   schedule cannot favour one side only.
+2. **Evaluation.** The chosen schedule of each K, on held-out training seeds, on
 
-and reports R@1, NMI and MAP@R as mean ± std and median over seeds, the K=4/K=1 ratio of the medians and how many
-seeds K=4 won, plus the re-clustering share of the K=4 training time (target <= 10 %). The results replace the
-``## Divide and conquer (bench/dc.py)`` section of BENCHMARKS.md (other sections stay) and go to ``--out``.
+   * the embedded data (SyntheticActions end frames, classes 0-29 train / 30-59 test), and
+   * a class-per-folder PNG tree written here (``--dataset folder``): the first frame of every clip of
+     SyntheticActions with another seed, one image per clip (two frames of one clip share their background, so a
+     clip's frames would find each other by background rather than by class), one folder per class, the first 30
+     folders train, the last 30 test.
 
-    python bench/dc.py                        # ~10-15 min on 2 CPU cores
-    python bench/dc.py --seeds 1 -- --epochs 4 --iters-per-epoch 5   # a quick look; dc_transfer.py flags after --
+The report gives R@1, NMI and MAP@R as mean ± std and median over seeds, the K=4/K=1 ratio of the medians, how many
+seeds K=4 won, and the re-clustering share of the K=4 training time (target <= 10 %). It replaces the
+``## Divide and conquer (bench/dc.py)`` section of BENCHMARKS.md (other sections stay) and goes to ``--out``.
+
+    python bench/dc.py                        # ~30-40 min on 2 CPU cores
+    python bench/dc.py --seeds 1 --selection-seeds 1 --schedules 12 -- --iters-per-epoch 5   # a quick look
 """
 
 from __future__ import annotations
@@ -37,12 +44,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "dc_transfer.py"
 SECTION = "## Divide and conquer (bench/dc.py)"
 METRICS = ("R@1", "NMI", "MAP@R")
-# Shorter than dc_transfer.py's defaults (20 x 20 batches) so that 2 K x 2 datasets x 3 seeds fit ~15 min; the init
-# is pinned so that a later ssl_ucf101 checkpoint (which --init auto would pick up) does not change the benchmark.
-TRAIN_ARGS = (
-    "--init random --epochs 12 --iters-per-epoch 20 --full-embedding-epoch 6 --finetune-epoch 10 --eval-every 4 "
-    "--projection pca"
-).split()
+LEARNERS = (1, 4)
+# Training budgets: epochs of 20 batches, full embedding from 40-50 % (the reference code: 80 of 200 epochs), K = 1
+# fine-tuning for the last 10-17 %. K = 1 ignores the phase flags. The init is pinned so that a later ssl_ucf101
+# checkpoint (which --init auto would pick up) does not change the benchmark.
+SCHEDULES = {
+    12: "--epochs 12 --full-embedding-epoch 6 --finetune-epoch 10",
+    20: "--epochs 20 --full-embedding-epoch 8 --finetune-epoch 17",
+    30: "--epochs 30 --full-embedding-epoch 12 --finetune-epoch 27",
+}
+COMMON_ARGS = "--init random --iters-per-epoch 20 --eval-every 5 --projection pca".split()
+VALIDATION_ARGS = ["--data-option", "seed=2"]
+SELECTION_SEED = 100  # selection seeds are 100, 101, ...; evaluation seeds 0, 1, ...
+FOLDER_ARGS = "--image-size 64 --resize 64 --augment none --workers 0".split()
 FOLDER = {"frame": 0, "videos_per_class": 30, "seed": 1, "size": 64}
 
 
@@ -64,7 +78,7 @@ def write_folder_dataset(root: Path, frame: int, videos_per_class: int, seed: in
 
 
 def run(name: str, argv: list[str], out: Path) -> dict:
-    """One dc_transfer.py process with one thread; returns its metrics.json with the wall time."""
+    """One dc_transfer.py process with one thread; returns the metrics of its single K with the wall time."""
     start = time.perf_counter()
     cmd = [sys.executable, str(SCRIPT), *argv, "--out", str(out), "--no-progress", "--threads", "1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -72,15 +86,33 @@ def run(name: str, argv: list[str], out: Path) -> dict:
     (out / "log.txt").write_text(proc.stdout + proc.stderr)
     if proc.returncode:
         raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
-    metrics = json.loads((out / "metrics.json").read_text())
-    runs = metrics["runs"]
+    (metrics,) = json.loads((out / "metrics.json").read_text())["runs"].values()
     print(
-        f"{name}: "
-        + ", ".join(f"{k} R@1 {r['R@1']:.4f} NMI {r['NMI']:.4f}" for k, r in runs.items())
-        + f" ({time.perf_counter() - start:.0f} s)",
+        f"{name}: R@1 {metrics['R@1']:.4f} NMI {metrics['NMI']:.4f} MAP@R {metrics['MAP@R']:.4f} "
+        f"({time.perf_counter() - start:.0f} s)",
         flush=True,
     )
     return {**metrics, "wall_seconds": time.perf_counter() - start}
+
+
+def run_all(jobs: list[tuple[str, list[str], Path]], workers: int) -> dict[str, dict]:
+    """Run ``(name, argv, out)`` jobs, ``workers`` at a time; ``name`` -> metrics."""
+    with ThreadPoolExecutor(workers) as pool:
+        return dict(zip([name for name, _, _ in jobs], pool.map(lambda job: run(*job), jobs), strict=True))
+
+
+def job_name(stage: str, k: int, epochs: int, seed: int) -> str:
+    return f"{stage} K={k} {epochs}ep seed={seed}"
+
+
+def select_schedules(results: dict[str, dict], schedules: list[int], seeds: list[int]) -> dict[int, int]:
+    """For each K, the budget (epochs) with the best mean of (R@1 + NMI) / 2 over the selection seeds."""
+
+    def score(k: int, epochs: int) -> float:
+        runs = [results[job_name("validation", k, epochs, s)] for s in seeds]
+        return statistics.mean((r["R@1"] + r["NMI"]) / 2 for r in runs)
+
+    return {k: max(schedules, key=lambda epochs: score(k, epochs)) for k in LEARNERS}
 
 
 def _summary(values: list[float]) -> str:
@@ -88,32 +120,63 @@ def _summary(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} ± {100 * spread:.2f} ({100 * statistics.median(values):.2f})"
 
 
-def report(results: dict[str, dict], setups: list[str], seeds: int, command: str, minutes: float, machine: str) -> str:
-    """The BENCHMARKS.md section for ``results`` (``"{setup} seed={s}"`` -> metrics.json)."""
+def selection_table(results: dict[str, dict], schedules: list[int], seeds: list[int], chosen: dict[int, int]) -> str:
+    lines = ["| K | epochs | R@1 mean ± std (median), % | NMI | MAP@R | chosen |", "|---|---|---|---|---|---|"]
+    for k in LEARNERS:
+        for epochs in schedules:
+            runs = [results[job_name("validation", k, epochs, s)] for s in seeds]
+            cells = " | ".join(_summary([r[m] for r in runs]) for m in METRICS)
+            lines.append(f"| {k} | {epochs} | {cells} | {'yes' if chosen[k] == epochs else ''} |")
+    return "\n".join(lines)
+
+
+def report(
+    results: dict[str, dict],
+    setups: list[str],
+    schedules: list[int],
+    selection_seeds: list[int],
+    seeds: list[int],
+    chosen: dict[int, int],
+    command: str,
+    minutes: float,
+    machine: str,
+) -> str:
+    """The BENCHMARKS.md section for ``results`` (job name -> metrics)."""
     rows, shares, ratios = [], [], {}
     for setup in setups:
-        runs = [results[f"{setup} seed={s}"]["runs"] for s in range(seeds)]
-        shares += [r["K=4"]["recluster_share"] for r in runs]
+        k1 = [results[job_name(setup, 1, chosen[1], s)] for s in seeds]
+        k4 = [results[job_name(setup, 4, chosen[4], s)] for s in seeds]
+        shares += [r["recluster_share"] for r in k4]
         for metric in METRICS:
-            k1, k4 = [r["K=1"][metric] for r in runs], [r["K=4"][metric] for r in runs]
-            ratio = ratios[setup, metric] = statistics.median(k4) / max(statistics.median(k1), 1e-12)
-            wins = sum(a > b for a, b in zip(k4, k1, strict=True))
-            rows.append(f"| {setup} | {metric} | {_summary(k1)} | {_summary(k4)} | {ratio:.3f} | {wins}/{seeds} |")
+            a, b = [r[metric] for r in k1], [r[metric] for r in k4]
+            ratio = ratios[setup, metric] = statistics.median(b) / max(statistics.median(a), 1e-12)
+            wins = sum(x > y for x, y in zip(b, a, strict=True))
+            rows.append(f"| {setup} | {metric} | {_summary(a)} | {_summary(b)} | {ratio:.3f} | {wins}/{len(seeds)} |")
+    met = all(ratios[s, m] > 1 for s in setups for m in ("R@1", "NMI"))
     return "\n".join(
         [
             SECTION,
             "",
-            f"Machine: {machine}; every run is one "
-            f"process with 1 thread, two at a time (a shared machine: times are "
+            f"Machine: {machine}; every run is one process with 1 thread, two at a time (a shared machine: times are "
             f"noisy). Wall time of the whole bench: {minutes:.1f} min.",
             "",
-            f"Command: `{command}`. Each process runs `experiments/dc_transfer.py -K 4 --compare-k 1 --seed S "
-            f"{' '.join(TRAIN_ARGS)}` (other settings at their defaults: tiny trunk, d = 128, batches "
-            "of 80 = 20 classes x 4, margin loss with distance-weighted sampling, Adam 1e-3, re-clustering every 2 "
-            "epochs on the embedding) and reports the final epoch (no test-set selection). Embedded = "
-            "SyntheticActions last frames (40 clips per class, 1200 train / 1200 test images); folder = PNG tree of "
-            "the first frames of 30 clips per class (SyntheticActions seed 1, 900 / 900 images), `--dataset folder "
-            "--image-size 64 --resize 64 --augment none`.",
+            f"Command: `{command}`. Every run is `experiments/dc_transfer.py -K k --seed S {' '.join(COMMON_ARGS)}` "
+            "plus a schedule (other settings at their defaults: tiny trunk, d = 128, batches of 80 = 20 classes x 4, "
+            "margin loss with distance-weighted sampling, Adam 1e-3, re-clustering every 2 epochs on the embedding) "
+            "and reports its final epoch (no test-set selection). Schedules: "
+            + "; ".join(f"{e} epochs `{SCHEDULES[e]}`" for e in schedules)
+            + ".",
+            "",
+            f"**Selection** (seeds {', '.join(map(str, selection_seeds))}; validation data = the embedded data drawn "
+            "with SyntheticActions seed 2: other clips than the evaluation's, the same class split). Each K keeps the "
+            "budget with the best mean of R@1 and NMI:",
+            "",
+            selection_table(results, schedules, selection_seeds, chosen),
+            "",
+            f"**Evaluation** (held-out seeds {', '.join(map(str, seeds))}; K = 1 trained {chosen[1]} epochs, K = 4 "
+            f"{chosen[4]} epochs). Embedded = SyntheticActions last frames (40 clips per class, 1200 train / 1200 "
+            "test images); folder = PNG tree of the first frames of 30 clips per class (SyntheticActions seed 1, "
+            f"900 / 900 images), `--dataset folder {' '.join(FOLDER_ARGS)}`.",
             "",
             "| data | metric | K=1 mean ± std (median), % | K=4 mean ± std (median), % | K=4/K=1 (medians) | K=4 wins |",
             "|---|---|---|---|---|---|",
@@ -123,7 +186,7 @@ def report(results: dict[str, dict], setups: list[str], seeds: int, command: str
             f"{100 * statistics.median(shares):.1f} %, max {100 * max(shares):.1f} % over the runs (target <= 10 %).",
             "",
             "Target K = 4 above K = 1 on R@1 and NMI (medians): "
-            + ("met" if all(ratios[s, m] > 1 for s in setups for m in ("R@1", "NMI")) else "not met")
+            + ("met" if met else "not met")
             + " ("
             + "; ".join(f"{s}: R@1 x{ratios[s, 'R@1']:.3f}, NMI x{ratios[s, 'NMI']:.3f}" for s in setups)
             + ").",
@@ -133,48 +196,53 @@ def report(results: dict[str, dict], setups: list[str], seeds: int, command: str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="K = 1 vs K = 4 divide and conquer, and the re-clustering share")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per dataset (default: 3)")
+    parser.add_argument("--seeds", type=int, default=5, help="held-out evaluation seeds per dataset (default: 5)")
+    parser.add_argument("--selection-seeds", type=int, default=2, help="seeds per selection run (default: 2)")
+    parser.add_argument(
+        "--schedules",
+        default=",".join(map(str, SCHEDULES)),
+        help=f"training budgets (epochs) to select from, among {', '.join(map(str, SCHEDULES))} (default: all)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time, 1 thread each (default: 2)")
     parser.add_argument("--out", default="runs/bench_dc", help="output folder (default: runs/bench_dc)")
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
     parser.add_argument("train_args", nargs="*", help="extra dc_transfer.py flags, after --")
     args = parser.parse_args()
+    schedules = [int(e) for e in args.schedules.split(",")]
+    unknown = set(schedules) - set(SCHEDULES)
+    if unknown:
+        parser.error(f"unknown schedules {sorted(unknown)}; choose among {list(SCHEDULES)}")
     out = Path(args.out)
     start, machine = time.perf_counter(), machine_info()
+
+    def job(stage: str, k: int, epochs: int, seed: int, data: list[str]) -> tuple[str, list[str], Path]:
+        argv = ["-K", str(k), "--seed", str(seed), *data, *COMMON_ARGS, *SCHEDULES[epochs].split(), *args.train_args]
+        return job_name(stage, k, epochs, seed), argv, out / stage / f"K{k}_{epochs}ep_s{seed}"
+
+    selection_seeds = [SELECTION_SEED + i for i in range(args.selection_seeds)]
+    selection = [
+        job("validation", k, e, s, VALIDATION_ARGS) for k in LEARNERS for e in schedules for s in selection_seeds
+    ]
+    results = run_all(selection, args.jobs)
+    chosen = select_schedules(results, schedules, selection_seeds)
+    print(f"chosen budgets (epochs): {chosen}", flush=True)
+
     folder = write_folder_dataset(out / "folder_data", **FOLDER)
     setups = {
         "embedded": [],
-        "folder": [
-            "--dataset",
-            "folder",
-            "--root",
-            str(folder),
-            "--image-size",
-            "64",
-            "--resize",
-            "64",
-            "--augment",
-            "none",
-            "--workers",
-            "0",
-        ],
+        "folder": ["--dataset", "folder", "--root", str(folder), *FOLDER_ARGS],
     }
-    jobs = [
-        (
-            f"{setup} seed={s}",
-            ["-K", "4", "--compare-k", "1", "--seed", str(s), *extra, *TRAIN_ARGS, *args.train_args],
-            out / f"{setup}_s{s}",
-        )
-        for setup, extra in setups.items()
-        for s in range(args.seeds)
-    ]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        results = dict(zip([name for name, _, _ in jobs], pool.map(lambda job: run(*job), jobs), strict=True))
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    seeds = list(range(args.seeds))
+    evaluation = [job(setup, k, chosen[k], s, data) for setup, data in setups.items() for s in seeds for k in LEARNERS]
+    results.update(run_all(evaluation, args.jobs))
+    (out / "results.json").write_text(json.dumps({"chosen": chosen, "runs": results}, indent=2))
     command = " ".join(
-        ["python bench/dc.py", f"--seeds {args.seeds}", *(["--", *args.train_args] if args.train_args else [])]
+        ["python bench/dc.py", f"--seeds {args.seeds} --selection-seeds {args.selection_seeds}"]
+        + [f"--schedules {args.schedules}"] * (args.schedules != parser.get_default("schedules"))
+        + (["--", *args.train_args] if args.train_args else [])
     )
-    text = report(results, list(setups), args.seeds, command, (time.perf_counter() - start) / 60, machine)
+    minutes = (time.perf_counter() - start) / 60
+    text = report(results, list(setups), schedules, selection_seeds, seeds, chosen, command, minutes, machine)
     print(text)
     if not args.no_write:
         write_section(SECTION, text)
