@@ -49,16 +49,8 @@ from metric.losses import LOSSES, build_loss
 from metric.miners import DistanceWeightedMiner
 from metric.model import BACKBONES, EmbeddingNet, build_backbone
 from metric.samplers import BatchedDataset, ClusterBatchSampler
-from metric.trainer import (
-    DivideAndConquerTrainer,
-    Schedule,
-    build_optimizer,
-    extract,
-    gather_per_rank,
-    init_distributed,
-    own_entry,
-)
-from permgym.distributed import cleanup_distributed
+from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract, init_distributed
+from permgym.distributed import cleanup_distributed, gather_per_rank, own_entry
 from permgym.models import load_trunk
 
 DATASETS = ("synthetic", "cub200", "cars196", "sop", "inshop", "vehicleid", "folder")

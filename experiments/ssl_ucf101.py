@@ -31,7 +31,7 @@ Examples::
     python experiments/ssl_ucf101.py --dataset ucf101 --root data/UCF-101 --annotations data/ucfTrainTestlist
     torchrun --nproc_per_node=2 experiments/ssl_ucf101.py --quick       # DDP: gloo on CPUs, NCCL on GPUs
                                                                          # (SyncBatchNorm on GPUs, --no-sync-bn)
-    python experiments/ssl_ucf101.py --out runs/ssl_ucf101 --resume     # continue an interrupted run
+    python experiments/ssl_ucf101.py --out runs/ssl_ucf101 --resume     # continue; as many processes as before
 
 On UCF101 / HMDB51 the defaults follow the paper's setup as far as it is known (``permgym.config.PRESETS["ucf101"]``:
 joint temporal + 3x3 jigsaw task, CaffeNet-style trunk, SGD; see ``--help``'s epilogue for what is our choice), and
@@ -81,9 +81,11 @@ from permgym.distributed import (
     World,
     broadcast_object,
     cleanup_distributed,
+    gather_per_rank,
     gather_shards,
     init_distributed,
     max_divergence,
+    own_entry,
     save_on_main,
 )
 from permgym.env import PermSamplingEnv
@@ -238,7 +240,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--quick", action="store_true", help="a short run (<= 90 s on 2 CPU cores); explicit flags win")
     run.add_argument("--out", default="runs/ssl_ucf101", help="output folder (default: runs/ssl_ucf101)")
-    run.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pth")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from <out>/checkpoint.pth, with as many processes as the run that wrote it")  # fmt: skip
     run.add_argument("--seed", default=0, type=int, help="seed of networks, data order and samplers (default: 0)")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                      help="device (default: auto = cuda if available)")  # fmt: skip
@@ -459,13 +462,17 @@ class Checkpointer:
         return self.restored
 
     def save(self, variant: str | None, stage: str | None, result: dict[str, Any] | None, state: Any) -> None:
-        """Write everything: finished runs, the current run's partial result and stage state, all RNG states.
+        """Write everything: finished runs, the current run's partial result and stage state, and every rank's RNG
+        states (``"rng"``: one :func:`rng_states` per rank, in rank order). Call on every rank (it gathers).
+
+        The stage state (env, sampler, fine-tuning trainer) is rank 0's: the ranks hold identical copies, since they
+        draw every global batch alike and only split it (``permgym.trainer``, ``permgym.finetune``).
 
         Raises:
             Interrupted: ``--stop-after-updates`` is reached.
         """
         checkpoint = {"args": vars(self.args), "done": self.done, "updates": self.updates, "variant": variant,
-                      "stage": stage, "result": result, "state": state, "rng": rng_states()}  # fmt: skip
+                      "stage": stage, "result": result, "state": state, "rng": gather_per_rank(rng_states())}  # fmt: skip
         save_on_main(self.world, checkpoint, self.path)
         limit = self.args.stop_after_updates
         if limit is not None and self.updates >= limit and stage is not None:
@@ -479,13 +486,16 @@ class Checkpointer:
 
 
 def rng_states() -> dict[str, Any]:
-    """torch (CPU and CUDA), NumPy and Python global RNG states. The run's own randomness uses explicit generators;
-    these cover libraries that draw from the global ones (e.g. Stable-Baselines3 policies)."""
+    """This process's torch (CPU and CUDA), NumPy and Python global RNG states. The run's own randomness uses explicit
+    generators; these cover libraries that draw from the global ones (e.g. Stable-Baselines3 policies). They differ
+    between processes (NumPy's and Python's are seeded from the OS), so checkpoints keep one per rank."""
     return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy": np.random.get_state(), "python": random.getstate()}  # noqa: NPY002  # fmt: skip
 
 
-def set_rng_states(states: dict[str, Any]) -> None:
+def set_rng_states(per_rank: list[dict[str, Any]]) -> None:
+    """Restore this rank's entry of a checkpoint's ``"rng"`` list (see :func:`permgym.distributed.own_entry`)."""
+    states = own_entry(per_rank)
     torch.set_rng_state(states["torch"])
     if states["cuda"]:
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -926,6 +936,10 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
         if not checkpoint_path.is_file():
             raise SystemExit(f"error: --resume: no checkpoint at {checkpoint_path}")
         restored = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        try:
+            own_entry(restored["rng"])  # one entry per process of the run that wrote it: the same number is needed
+        except ValueError as err:
+            raise SystemExit(f"error: --resume: {err}") from None
         changed = {k: (v, vars(args).get(k)) for k, v in restored["args"].items()
                    if k not in ("resume", "stop_after_updates", "no_progress") and vars(args).get(k) != v}  # fmt: skip
         if changed and world.is_main:

@@ -13,7 +13,7 @@ Distributed data parallel: call :func:`init_distributed` first (it reads the var
 to one process). All replicas then train the same learner at each step (the sampler draws the same global batch
 everywhere and each keeps a slice), feature extraction is sharded and all-gathered, and k-means runs on rank 0 and
 is broadcast. On GPUs the backbone's train-mode BatchNorm becomes SyncBatchNorm (``sync_bn``). Checkpoints hold every
-rank's random state (:func:`gather_per_rank`), so a resumed run needs the same number of processes.
+rank's random state (``permgym.distributed.gather_per_rank``), so a resumed run needs the same number of processes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,8 +34,7 @@ from metric.clustering import UNASSIGNED, assign_clusters, drop_singleton_classe
 from metric.miners import DistanceWeightedMiner
 from metric.model import EmbeddingNet
 from metric.samplers import ClusterBatchSampler
-
-T = TypeVar("T")
+from permgym.distributed import gather_per_rank, own_entry, sync_batchnorm
 
 
 @dataclass
@@ -128,33 +127,6 @@ def init_distributed() -> tuple[int, int]:
 
 def _world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def gather_per_rank(obj: T) -> list[T]:
-    """Every rank's ``obj`` (picklable, e.g. RNG states), in rank order, on every rank; ``[obj]`` in one process.
-
-    Collective under ``torch.distributed``: call it on every rank.
-    """
-    if not dist.is_initialized():
-        return [obj]
-    objects: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(objects, obj)
-    return objects
-
-
-def own_entry(per_rank: list[T]) -> T:
-    """This rank's entry of a :func:`gather_per_rank` list read from a checkpoint.
-
-    Raises:
-        ValueError: the checkpoint was written by another number of processes.
-    """
-    rank, world = _world()
-    if len(per_rank) != world:
-        raise ValueError(
-            f"the checkpoint was written with {len(per_rank)} process(es) and this run has {world}: resume with "
-            f"the same number (torchrun --nproc_per_node={len(per_rank)}), or start afresh without --resume"
-        )
-    return per_rank[rank]
 
 
 def _to_float(images: torch.Tensor) -> torch.Tensor:
@@ -304,8 +276,8 @@ class DivideAndConquerTrainer:
         self.amp, self.seed, self.extract_batch_size, self.workers = amp, seed, extract_batch_size, workers
         self.net: nn.Module = model
         if dist.is_initialized():
-            if sync_bn and self.device.type == "cuda" and model.has_batch_statistics():
-                nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BatchNorm children of model in place
+            # in place (the root is an EmbeddingNet): the optimizer built on model's parameters stays valid
+            sync_batchnorm(model, self.device, sync_bn and model.has_batch_statistics())
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=model.num_learners > 1)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp)

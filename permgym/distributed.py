@@ -9,6 +9,11 @@ Meters follow torchvision's ``references/classification/utils.py``: :class:`Smoo
 average) and a global average; :meth:`MetricLogger.synchronize` all-reduces the global counts, and
 :meth:`MetricLogger.log_every` wraps an iterable in a progress bar (with ETA) and prints the smoothed meters every
 ``print_freq`` steps, sending the same scalars to TensorBoard.
+
+Checkpoints of a multi-process run keep what differs between ranks (global RNG states, per-rank generators) as one
+entry per rank: :func:`gather_per_rank` collects them, :func:`own_entry` gives each rank its own back on resume (and
+refuses another number of processes). :func:`sync_batchnorm` turns BatchNorm into ``SyncBatchNorm`` before the DDP
+wrap on GPUs.
 """
 
 from __future__ import annotations
@@ -175,6 +180,75 @@ def gather_shards(local: torch.Tensor, world: World, count: int) -> torch.Tensor
     dist.all_gather(parts, padded)
     sizes = [World(r, world.world_size).shard(count) for r in range(world.world_size)]
     return torch.cat([part[: s.stop - s.start] for part, s in zip(parts, sizes, strict=True)])
+
+
+def gather_per_rank(obj: T) -> list[T]:
+    """Every rank's ``obj``, in rank order, on every rank; ``[obj]`` without a process group.
+
+    Use it for state that differs between processes and must be checkpointed per rank (the global RNG states, a
+    miner's generator seeded ``seed + rank``): rank 0 saves the list and, on resume, each rank takes its own entry
+    with :func:`own_entry`. Collective under ``torch.distributed``: call it on every rank.
+
+    Args:
+        obj: anything picklable (``torch.distributed.all_gather_object`` sends it).
+
+    Returns:
+        ``[obj of rank 0, obj of rank 1, ...]`` (``world_size`` entries).
+    """
+    if not dist.is_initialized():
+        return [obj]
+    objects: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(objects, obj)
+    return objects
+
+
+def own_entry(per_rank: list[T]) -> T:
+    """This rank's entry of a :func:`gather_per_rank` list read back from a checkpoint.
+
+    Args:
+        per_rank: the saved list, one entry per process of the run that wrote it.
+
+    Returns:
+        ``per_rank[rank]`` (``per_rank[0]`` without a process group).
+
+    Raises:
+        ValueError: the checkpoint was written by another number of processes (its per-rank states cannot be
+            shared out exactly).
+    """
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if len(per_rank) != world_size:
+        raise ValueError(
+            f"the checkpoint was written with {len(per_rank)} process(es) and this run has {world_size}: resume with "
+            f"the same number (torchrun --nproc_per_node={len(per_rank)}), or start afresh without --resume"
+        )
+    return per_rank[rank]
+
+
+def sync_batchnorm(module: nn.Module, device: torch.device, enabled: bool = True) -> nn.Module:
+    """``module`` with its BatchNorm layers turned into ``SyncBatchNorm`` when ``enabled`` and ``device`` is CUDA.
+
+    Call it before wrapping the module in ``DistributedDataParallel``. ``SyncBatchNorm`` computes a training batch's
+    statistics over every process of the group, and runs only on GPUs: on any other device (CPU processes with gloo)
+    the module is returned unchanged, each rank normalising with its own share's statistics.
+
+    ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` replaces the layers inside ``module`` in place (the returned
+    module is ``module`` unless ``module`` itself is a BatchNorm layer) and the new layers hold the **same**
+    ``Parameter`` and buffer tensors, so an optimiser built on ``module.parameters()`` before keeps working and
+    ``state_dict`` keys do not change (checkpoints load into plain BatchNorm and back).
+
+    Args:
+        module: the network (already on ``device``).
+        device: where it computes.
+        enabled: False keeps plain BatchNorm everywhere.
+
+    Returns:
+        The converted module, or ``module`` itself when nothing is converted.
+    """
+    if not enabled or device.type != "cuda":
+        return module
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        return module
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module)
 
 
 def max_divergence(module: nn.Module) -> float:

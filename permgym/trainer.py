@@ -12,7 +12,8 @@ share of them; ``DistributedDataParallel`` averages the gradients, the reported 
 BatchNorm running statistics are averaged after each update. So all ranks stay in lock-step: same weights, same
 validation statistics, same observations. On CUDA the BatchNorm layers become ``SyncBatchNorm`` (``sync_bn``, on by
 default), which normalises each training batch by the statistics of the global batch rather than of the rank's share;
-on the CPU (gloo) they stay plain BatchNorm, since ``SyncBatchNorm`` runs on GPUs only (see :func:`sync_batchnorm`).
+on the CPU (gloo) they stay plain BatchNorm, since ``SyncBatchNorm`` runs on GPUs only (see
+:func:`permgym.distributed.sync_batchnorm`).
 Mixed precision (:meth:`OrderingTrainer.enable_amp`, CUDA only) runs the forward passes under ``torch.autocast`` and
 scales the loss with a ``GradScaler``.
 """
@@ -32,7 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from permgym.config import PermSamplingConfig
-from permgym.distributed import World, average_buffers, resolve_device
+from permgym.distributed import World, average_buffers, resolve_device, sync_batchnorm
 from permgym.models import OrderingNet, build_trunk, per_permutation_statistics
 from permgym.permutations import PermutationBank, make_bank
 from permgym.tasks import OrderingTask, SpatialTask, TemporalTask
@@ -53,33 +54,6 @@ def build_tasks(config: PermSamplingConfig) -> dict[str, OrderingTask]:
         bank = make_bank(config.grid * config.grid, config.spatial_bank_size, config.bank_seed)
         tasks["spatial"] = SpatialTask(bank, output_size=config.tile_size)
     return tasks
-
-
-def sync_batchnorm(module: nn.Module, device: torch.device, enabled: bool = True) -> nn.Module:
-    """``module`` with its BatchNorm layers turned into ``SyncBatchNorm`` when ``enabled`` and ``device`` is CUDA.
-
-    Call it before wrapping the module in ``DistributedDataParallel``. ``SyncBatchNorm`` computes a training batch's
-    statistics over every process of the group, and runs only on GPUs: on any other device (CPU processes with gloo)
-    the module is returned unchanged, each rank normalising with its own share's statistics.
-
-    ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` replaces the layers inside ``module`` in place (the returned
-    module is ``module`` unless ``module`` itself is a BatchNorm layer) and the new layers hold the **same**
-    ``Parameter`` and buffer tensors, so an optimiser built on ``module.parameters()`` before keeps working and
-    ``state_dict`` keys do not change (checkpoints load into plain BatchNorm and back).
-
-    Args:
-        module: the network (already on ``device``).
-        device: where it computes.
-        enabled: False keeps plain BatchNorm everywhere.
-
-    Returns:
-        The converted module, or ``module`` itself when nothing is converted.
-    """
-    if not enabled or device.type != "cuda":
-        return module
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
-        return module
-    return nn.SyncBatchNorm.convert_sync_batchnorm(module)
 
 
 def batch_split(config: PermSamplingConfig, tasks: list[str]) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,11 @@ from permgym.distributed import (
     average_buffers,
     broadcast_object,
     cleanup_distributed,
+    gather_per_rank,
     gather_shards,
     init_distributed,
     max_divergence,
+    own_entry,
     save_on_main,
 )
 from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer
@@ -63,6 +66,10 @@ def test_single_process_fallbacks(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert not (tmp_path / "state.pth.tmp").exists()
     save_on_main(World(rank=1, world_size=2), {"x": x}, tmp_path / "other.pth")
     assert not (tmp_path / "other.pth").exists()
+    assert gather_per_rank("state") == ["state"] and own_entry(["state"]) == "state"
+    with pytest.raises(ValueError, match=re.escape("written with 2 process(es) and this run has 1: resume with the "
+                                                   "same number (torchrun --nproc_per_node=2)")):  # fmt: skip
+        own_entry(["rank 0", "rank 1"])
 
 
 def test_cuda_request_without_cuda_is_refused() -> None:
@@ -109,6 +116,10 @@ def _checks_in_group(world: World) -> None:
     bn.running_mean.fill_(float(rank))
     average_buffers(bn)
     assert torch.allclose(bn.running_mean, torch.full((2,), 0.5))
+    per_rank = gather_per_rank({"rank": rank})
+    assert per_rank == [{"rank": r} for r in range(world_size)] and own_entry(per_rank) == {"rank": rank}
+    with pytest.raises(ValueError, match="written with 1 process"):
+        own_entry(per_rank[:1])
 
     # ordering trainer: each rank gets its share of the same global batch, and the ranks stay in lock-step
     train, val = _clips(20, 0), _clips(4, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -214,17 +215,41 @@ def test_retrieval_averages_window_features_per_video() -> None:
     assert ten == {**{f"retrieval/{k}": pytest.approx(v) for k, v in expected.items()}, "retrieval/windows": 7.0}
 
 
-def test_two_torchrun_processes(tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
+def test_two_torchrun_processes_resume_exactly(tmp_path: Path, keep_threads: None) -> None:
+    """2 gloo processes: an uninterrupted run, and the same run stopped inside pretraining, resumed, stopped inside
+    fine-tuning and resumed again, end with the same metrics and weights. The checkpoint keeps each rank's global
+    RNG states, and a run with another number of processes refuses to resume from it."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
-    proc = _run(*TINY, "--ft-epochs", "1", "--out", str(out), launcher=torchrun)
+    common = [*TINY, "--checkpoint-every", "1"]
+    straight, parted = tmp_path / "straight", tmp_path / "parted"
+    proc = _run(*common, "--out", str(straight), launcher=torchrun)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed mode: 2 processes, backend gloo" in proc.stdout
     assert proc.stdout.count("results in") == 1  # only rank 0 reports and writes
-    metrics = _metrics(out)
+    metrics = _metrics(straight)
     assert metrics["ddp/world_size"] == 2
     assert metrics["ddp/max_weight_divergence"] == 0.0  # the ranks hold identical weights
-    assert (out / "trunk.pth").is_file() and not list(out.glob("*.tmp"))
+    assert (straight / "trunk.pth").is_file() and not list(straight.glob("*.tmp"))
+
+    # 8 pretraining updates, then 2 epochs of fine-tuning: stop after 4 (pretraining), then after epoch 1
+    for stop, stage in (["--stop-after-updates", "4"], "ssl"), (["--resume", "--stop-after-updates", "10"], "finetune"):
+        proc = _run(*common, "--out", str(parted), *stop, launcher=torchrun)
+        assert proc.returncode == 0 and "(--stop-after-updates)" in proc.stdout, proc.stderr[-3000:]
+        state = torch.load(parted / "checkpoint.pth", weights_only=False)
+        assert state["stage"] == stage and len(state["rng"]) == 2  # one entry per rank
+    assert not (parted / "metrics.json").exists()
+    proc = _run(*common, "--out", str(parted), "--resume", launcher=torchrun)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _comparable(_metrics(parted)) == _comparable(metrics)
+    for name in ("trunk.pth", "finetuned.pth"):
+        key = "state_dict" if name == "trunk.pth" else "model"
+        a, b = (torch.load(out / name, weights_only=False)[key] for out in (straight, parted))
+        assert all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys(), name
+
+    # one process cannot take over the two ranks' random states (checked on loading, before anything runs)
+    with pytest.raises(SystemExit, match=re.escape("error: --resume: the checkpoint was written with 2 process(es) "
+                                                   "and this run has 1")):  # fmt: skip
+        ssl_ucf101.main(ssl_ucf101.get_args_parser().parse_args([*common, "--out", str(parted), "--resume"]))
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,10 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from permgym.config import make_config
-from permgym.distributed import World, cleanup_distributed, max_divergence
+from permgym.distributed import World, cleanup_distributed, max_divergence, sync_batchnorm
 from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer
 from permgym.models import OrderingNet, build_trunk
-from permgym.trainer import OrderingTrainer, sync_batchnorm
+from permgym.trainer import OrderingTrainer
 
 CONFIG = make_config("tiny", batch_size=8, val_batch_size=4, clip_frames=12, frame_size=32)
 CUDA = torch.device("cuda")
