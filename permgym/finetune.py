@@ -31,12 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from permgym.distributed import World, all_reduce_sum, average_buffers, gather_shards
+from permgym.distributed import World, all_reduce_sum, average_buffers, gather_shards, sync_batchnorm
 from permgym.models import Trunk
 from permgym.permutations import PermutationBank
 from permgym.probe import clip_features
 from permgym.tasks import TemporalTask
-from permgym.trainer import sync_batchnorm
 
 
 @dataclass(frozen=True)
