@@ -136,7 +136,7 @@ def report(results: dict[str, dict], meta: dict[str, Any]) -> str:
     """The BENCHMARKS.md section for ``results`` (job name -> metrics) and the run's ``meta`` (see :func:`main`)."""
     setups, schedules, chosen = meta["setups"], meta["schedules"], {int(k): e for k, e in meta["chosen"].items()}
     selection_seeds, seeds = meta["selection_seeds"], meta["seeds"]
-    rows, shares, ratios = [], [], {}
+    rows, shares, ratios, unresolved = [], [], {}, []
     for setup in setups:
         k1 = [results[job_name(setup, 1, chosen[1], s)] for s in seeds]
         k4 = [results[job_name(setup, 4, chosen[4], s)] for s in seeds]
@@ -145,7 +145,13 @@ def report(results: dict[str, dict], meta: dict[str, Any]) -> str:
             a, b = [r[metric] for r in k1], [r[metric] for r in k4]
             ratio = ratios[setup, metric] = statistics.median(b) / max(statistics.median(a), 1e-12)
             wins = sum(x > y for x, y in zip(b, a, strict=True))
-            rows.append(f"| {setup} | {metric} | {_summary(a)} | {_summary(b)} | {ratio:.3f} | {wins}/{len(seeds)} |")
+            paired = [y - x for x, y in zip(a, b, strict=True)]
+            if len(paired) > 1 and abs(statistics.mean(paired)) <= statistics.stdev(paired):
+                unresolved.append(f"{setup} {metric}")
+            diff = _summary(paired)
+            rows.append(
+                f"| {setup} | {metric} | {_summary(a)} | {_summary(b)} | {diff} | {ratio:.3f} | {wins}/{len(seeds)} |"
+            )
     met = all(ratios[s, m] > 1 for s in setups for m in ("R@1", "NMI"))
     return "\n".join(
         [
@@ -172,8 +178,9 @@ def report(results: dict[str, dict], meta: dict[str, Any]) -> str:
             "test images); folder = PNG tree of the first frames of 30 clips per class (SyntheticActions seed 1, "
             f"900 / 900 images), `--dataset folder {' '.join(FOLDER_ARGS)}`.",
             "",
-            "| data | metric | K=1 mean ± std (median), % | K=4 mean ± std (median), % | K=4/K=1 (medians) | K=4 wins |",
-            "|---|---|---|---|---|---|",
+            "| data | metric | K=1 mean ± std (median), % | K=4 mean ± std (median), % | K=4 − K=1 paired, points "
+            "| K=4/K=1 (medians) | K=4 wins |",
+            "|---|---|---|---|---|---|---|",
             *rows,
             "",
             f"Re-clustering (feature pass + k-means) share of the K = 4 training time: median "
@@ -183,12 +190,20 @@ def report(results: dict[str, dict], meta: dict[str, Any]) -> str:
             + ("met" if met else "not met")
             + " ("
             + "; ".join(f"{s}: R@1 x{ratios[s, 'R@1']:.3f}, NMI x{ratios[s, 'NMI']:.3f}" for s in setups)
-            + ").",
+            + "). Paired differences no larger than their std over seeds: "
+            + (", ".join(unresolved) if unresolved else "none")
+            + ".",
+            "",
+            "Disclosure: an earlier version of this benchmark trained one fixed 12-epoch schedule (3 seeds) and found "
+            "K = 4 below K = 1 on R@1 (medians x0.93 embedded, x0.88 folder). The selection stage was added after "
+            "that result; it lets both K choose among the same budgets on validation data, and the evaluation "
+            "seeds and data were not used to choose anything. The 12-epoch rows of the selection table show the "
+            "earlier finding again.",
             "",
             "The regime differs from the paper's: a batch holds 20 of the 30 training classes here (on SOP, 20 of "
             "11,318), so a batch drawn from one cluster can hold only slightly harder negatives than a batch drawn from all "
-            "the data, and harder negatives are what the clusters are for. This is a likely reason for small "
-            "differences, not something this benchmark tests.",
+            "the data, and harder negatives are what the clusters are for. That may limit what divide and conquer "
+            "can add at this scale; this benchmark does not test it.",
         ]
     )
 
