@@ -15,11 +15,14 @@ Two stages, both running ``experiments/dc_transfer.py`` (one process per run, on
      clip's frames would find each other by background rather than by class), one folder per class, the first 30
      folders train, the last 30 test.
 
+3. **Cost.** Two K = 4 runs with 2 threads in one process, each with the full re-clustering pass and with the
+   features recorded by the training steps (``--frozen-bn --cluster-features cache``), for the re-clustering share.
+
 The report gives R@1, NMI and MAP@R as mean ± std and median over seeds, the K=4/K=1 ratio of the medians, how many
 seeds K=4 won, and the re-clustering share of the K=4 training time (target <= 10 %). It replaces the
 ``## Divide and conquer (bench/dc.py)`` section of BENCHMARKS.md (other sections stay) and goes to ``--out``.
 
-    python bench/dc.py                        # ~30-40 min on 2 CPU cores
+    python bench/dc.py                        # ~20-30 min on 2 CPU cores
     python bench/dc.py --seeds 1 --selection-seeds 1 --schedules 12 -- --iters-per-epoch 5   # a quick look
     python bench/dc.py --report-only          # rewrite the section from --out/results.json
 """
