@@ -1,6 +1,6 @@
 """Benchmark of the divide-and-conquer learner: K = 1 vs K = 4, and the time share of re-clustering.
 
-Two stages, both running ``experiments/dc_transfer.py`` (one process per run, one thread each):
+Three stages, all running ``experiments/dc_transfer.py`` (one process per run; one thread each unless said):
 
 1. **Selection.** For each K, every training budget of :data:`SCHEDULES` (12, 20 or 30 epochs of 20 batches, with
    the divide / conquer / fine-tune phases in fixed proportions) is trained with the selection seeds on validation
