@@ -9,7 +9,8 @@ Three stages, all running ``experiments/dc_transfer.py`` (one process per run; o
    schedule cannot favour one side only.
 2. **Evaluation.** The chosen schedule of each K, on held-out training seeds, on
 
-   * the embedded data (SyntheticActions end frames, classes 0-29 train / 30-59 test), and
+   * the embedded data (SyntheticActions end frames, seed :data:`metric.data.synthetic.DEFAULT_SEED`, classes 0-29
+     train / 30-59 test), and
    * a class-per-folder PNG tree written here (``--dataset folder``): the first frame of every clip of
      SyntheticActions with another seed, one image per clip (two frames of one clip share their background, so a
      clip's frames would find each other by background rather than by class), one folder per class, the first 30
@@ -43,6 +44,7 @@ from typing import Any
 from common import machine_info, write_section
 from PIL import Image
 
+from metric.data.synthetic import DEFAULT_SEED
 from permgym.data.synthetic import SyntheticActions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,8 +202,8 @@ def report(results: dict[str, dict], meta: dict[str, Any]) -> str:
             selection_table(results, schedules, selection_seeds, chosen),
             "",
             f"**Evaluation** (held-out seeds {', '.join(map(str, seeds))}; K = 1 trained {chosen[1]} epochs, K = 4 "
-            f"{chosen[4]} epochs). Embedded = SyntheticActions last frames (40 clips per class, 1200 train / 1200 "
-            "test images); folder = PNG tree of the first frames of 30 clips per class (SyntheticActions seed 1, "
+            f"{chosen[4]} epochs). Embedded = SyntheticActions last frames (seed {DEFAULT_SEED}, 40 clips per class, "
+            "1200 train / 1200 test images); folder = PNG tree of the first frames of 30 clips per class (SyntheticActions seed 1, "
             f"900 / 900 images), `--dataset folder {' '.join(FOLDER_ARGS)}`.",
             "",
             "| data | metric | K=1 mean ± std (median), % | K=4 mean ± std (median), % | K=4 − K=1 paired, points "

@@ -22,6 +22,8 @@ from metric.data import (
     build_eval_task,
 )
 from metric.data.base import read_rows
+from permgym.config import PermSamplingConfig
+from permgym.data.synthetic import SyntheticActions
 from tests import metric_fixtures as fx
 
 
@@ -116,6 +118,19 @@ def test_synthetic_split_is_class_disjoint_and_normalised() -> None:
     assert "split='test'" in repr(test) and "items=6" in repr(test)
     with pytest.raises(ValueError, match=re.escape("frame must be in [0, 4), got 4")):
         SyntheticRetrieval(frame=4, **kwargs)
+
+
+def test_synthetic_default_images_are_not_from_the_pretraining_videos() -> None:
+    """A clip's nuisances depend on (seed, index) only, so equal seeds would put pretraining videos in the test set."""
+    kwargs = {"num_classes": 4, "videos_per_class": 2, "frames": 8, "size": 16}
+    test = SyntheticRetrieval(split="test", **kwargs)
+    assert test.seed != PermSamplingConfig().data_seed
+    same_seed = SyntheticRetrieval(split="test", **kwargs, seed=PermSamplingConfig().data_seed)
+    pretraining = SyntheticActions(num_classes=4, num_videos=8, frames=16, size=16, seed=same_seed.seed)
+    first = pretraining.indices.tolist().index(int(same_seed.videos.indices[0]))
+    corner = (slice(None), slice(0, 2), slice(0, 2))  # background only: the object starts near the centre
+    torch.testing.assert_close(same_seed.videos.clips[0][0][corner], pretraining.clips[first][0][corner])
+    assert not torch.equal(test.videos.clips[0][0][corner], pretraining.clips[first][0][corner])
 
 
 def test_build_dataset_and_eval_task() -> None:
