@@ -58,7 +58,8 @@ DATASETS = ("synthetic", "cub200", "cars196", "sop", "inshop", "vehicleid", "fol
 # Settings that --quick changes. Every other default is in get_args_parser. The defaults fit the embedded data on
 # 2 CPU cores (<= 10 min); --quick fits 90 s.
 # The embedded data use the last frame of every clip: there the motion shows in the object's position and scale,
-# while the middle frame (SyntheticRetrieval's default) shows little more than the shape (K=1 test R@1 ~5 % vs ~22 %).
+# while the middle frame (SyntheticRetrieval's default) shows little more than the shape (K=1 test R@1 ~5 % vs ~22 %
+# in a one-off comparison by hand, `-K 1 --data-option frame=4` against the default, seed 0 data; no bench repeats it).
 # The default schedule is the 20-epoch one of bench/dc.py, which its selection stage chose for K = 1 and K = 4.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
@@ -199,7 +200,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         default="embedding",
         choices=("embedding", "backbone"),
         help="what k-means clusters: the embedding (as the paper says) or the backbone features (as the reference "
-        "code does); on this project's benchmarks the two are within noise (default: embedding)",
+        "code does); an earlier bench/dc.py found the two within noise, see metric.trainer.Schedule "
+        "(default: embedding)",
     )
     sched.add_argument("--kmeans-iters", default=20, type=int, help="k-means iterations (default: 20)")
     sched.add_argument(

@@ -53,9 +53,11 @@ class Schedule:
         finetune_epoch: from this epoch on ``K = 1``: batches from all data, full embedding, no re-clustering;
             ``None``: no fine-tuning.
         cluster_on: what k-means clusters, L2-normalised: the full ``"embedding"`` (the paper's wording; the
-            default) or the ``"backbone"`` features (what the reference code clusters). In bench/dc.py's earlier
-            12-epoch setting (K = 4, 3 seeds, the flag set by hand) they were within the spread over seeds: embedding vs backbone R@1 22.7 vs 22.6 % and NMI 42.1 vs
-            41.7 % on the embedded data, R@1 19.9 vs 20.8 % and NMI 43.7 vs 43.4 % on the PNG folder data.
+            default) or the ``"backbone"`` features (what the reference code clusters). An earlier version of
+            bench/dc.py (one 12-epoch schedule, K = 4, 3 seeds, embedded data of seed 0, run again with
+            ``-- --cluster-on backbone``) found them within the spread over seeds: embedding vs backbone R@1 22.7
+            vs 22.6 % and NMI 42.1 vs 41.7 % on the embedded data, R@1 19.9 vs 20.8 % and NMI 43.7 vs 43.4 % on the
+            PNG folder data. The current bench/dc.py does not compare them.
         kmeans_iters: k-means (Lloyd) iterations per re-clustering.
         cluster_features: where the clustered features come from: ``"pass"``, an eval-mode forward pass over the
             whole training set at every re-clustering (the reference code); or ``"cache"``, the features the

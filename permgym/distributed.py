@@ -246,9 +246,7 @@ def sync_batchnorm(module: nn.Module, device: torch.device, enabled: bool = True
     """
     if not enabled or device.type != "cuda":
         return module
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
-        return module
-    return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module)  # a module without BatchNorm comes back unchanged
 
 
 def max_divergence(module: nn.Module) -> float:

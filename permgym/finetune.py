@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from permgym.distributed import World, all_reduce_sum, average_buffers, gather_shards, sync_batchnorm
 from permgym.models import Trunk
 from permgym.permutations import PermutationBank
-from permgym.probe import clip_features
+from permgym.probe import clip_features, eval_windows
 from permgym.tasks import TemporalTask
 
 
@@ -268,17 +268,6 @@ class FinetuneTrainer:
         self.epoch = int(state["epoch"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
-
-
-def eval_windows(clip_frames: int, num_frames: int, stride: int, count: int) -> torch.Tensor:
-    """Frame indices ``[count, num_frames]`` of windows with evenly spaced centres (VCOP's test sampling).
-
-    A window spans ``(num_frames - 1) * stride + 1`` frames; a stride too long for the clip is shortened to fit.
-    """
-    stride = max(1, min(stride, (clip_frames - 1) // max(1, num_frames - 1)))
-    span = (num_frames - 1) * stride
-    starts = torch.linspace(0, clip_frames - 1 - span, count).round().long()
-    return starts[:, None] + stride * torch.arange(num_frames)
 
 
 @torch.no_grad()

@@ -5,8 +5,8 @@ frames**. Averaging the frames would erase the direction of motion, and Syntheti
 (``move_E`` and ``move_W`` differ only in the order of the same frames), so the order is kept.
 
 * :func:`clip_features` — ``[N, T, 3, H, W]`` uint8 clips -> ``[N, num_frames * trunk.out_dim]`` features.
-* :func:`retrieval_windows` and :func:`video_features` — a video's feature as the mean of the clip features of
-  several evenly spaced windows (VCOP's retrieval protocol averages 10 clips per video).
+* :func:`eval_windows`, :func:`retrieval_windows` and :func:`video_features` — evenly spaced windows of a clip, and a
+  video's feature as the mean of their clip features (VCOP's retrieval protocol averages 10 clips per video).
 * :func:`linear_probe_accuracy` — a linear classifier on standardised features of the frozen trunk, trained with a
   fixed seed; test top-1 accuracy.
 * :func:`retrieval_topk` — test clips query train clips (VCOP protocol), cosine similarity, top-k hit rate.
@@ -82,13 +82,24 @@ def clip_features(
     return torch.cat(chunks).view(n, -1)
 
 
+def eval_windows(clip_frames: int, num_frames: int, stride: int, count: int) -> torch.Tensor:
+    """Frame indices ``[count, num_frames]`` of windows with evenly spaced centres (VCOP's test sampling).
+
+    A window spans ``(num_frames - 1) * stride + 1`` frames; a stride too long for the clip is shortened to fit.
+    """
+    stride = max(1, min(stride, (clip_frames - 1) // max(1, num_frames - 1)))
+    span = (num_frames - 1) * stride
+    starts = torch.linspace(0, clip_frames - 1 - span, count).round().long()
+    return starts[:, None] + stride * torch.arange(num_frames)
+
+
 def retrieval_windows(clip_frames: int, num_frames: int, stride: int, count: int) -> torch.Tensor:
     """Frame indices ``[W, num_frames]`` of the windows whose clip features :func:`video_features` averages.
 
     * ``count == 1``: one view of ``num_frames`` frames evenly spaced from the first frame to the last (the frames
       :func:`clip_features` takes of a whole clip), so one window reproduces the one-clip-per-video features.
     * ``count >= 2``: windows of ``num_frames`` frames ``stride`` apart (shortened to fit the clip, as
-      :func:`permgym.finetune.eval_windows` does), whose starts are evenly spaced from the first to the last
+      :func:`eval_windows` does), whose starts are evenly spaced from the first to the last
       possible one (VCOP: 10 clips per video). Starts that coincide after rounding are kept once, so a clip with
       fewer than ``count`` possible starts gives one window per distinct start: ``W = min(count, clip_frames - span)``
       with ``span = (num_frames - 1) * stride`` (e.g. 16 frames, 4 per window, stride 3: 7 windows for ``count=10``).
@@ -104,10 +115,7 @@ def retrieval_windows(clip_frames: int, num_frames: int, stride: int, count: int
         )
     if count == 1:
         return torch.linspace(0, clip_frames - 1, num_frames).round().long()[None]
-    stride = max(1, min(stride, (clip_frames - 1) // max(1, num_frames - 1)))
-    span = (num_frames - 1) * stride
-    starts = torch.linspace(0, clip_frames - 1 - span, count).round().long().unique()  # sorted, distinct
-    return starts[:, None] + stride * torch.arange(num_frames)
+    return eval_windows(clip_frames, num_frames, stride, count).unique(dim=0)  # sorted by start, distinct
 
 
 @torch.no_grad()
