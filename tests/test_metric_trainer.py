@@ -17,7 +17,7 @@ from metric.miners import DistanceWeightedMiner
 from metric.model import EmbeddingNet, build_backbone
 from metric.samplers import BatchedDataset, ClassBalancedBatchSampler, ClusterBatchSampler
 from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract
-from permgym.distributed import cleanup_distributed
+from permgym.distributed import cleanup_distributed, sync_batchnorm
 
 GROUPS, CLASSES_PER_GROUP, PER_CLASS = 3, 4, 5
 
@@ -220,12 +220,12 @@ def _batchnorms(model: nn.Module) -> list[type]:
 
 
 def test_sync_batchnorm_conversion_keeps_the_parameters() -> None:
-    """convert_sync_batchnorm swaps the BatchNorm modules but keeps their Parameters and buffers, so an optimizer built
+    """sync_batchnorm (convert_sync_batchnorm) swaps the BatchNorm modules but keeps their Parameters and buffers, so an optimizer built
     before still trains the converted model (the conversion itself runs on the CPU; SyncBatchNorm's forward does not)."""
     trainer = _trainer(Schedule(epochs=1, num_learners=2))
     model = trainer.model
     parameters, buffers = list(model.parameters()), list(model.buffers())
-    assert nn.SyncBatchNorm.convert_sync_batchnorm(model) is model
+    assert sync_batchnorm(model, torch.device("cuda")) is model  # the helper the trainer calls
     assert _batchnorms(model) == [nn.SyncBatchNorm] * 3
     assert all(a is b for a, b in zip(parameters, model.parameters(), strict=True))
     assert all(a is b for a, b in zip(buffers, model.buffers(), strict=True))
