@@ -182,7 +182,7 @@ class PermSamplingEnv(gym.Env):
             stats = self.trainer.update(batch, perms)
             self._last_update = stats
             for t in self.tasks:
-                losses[t].append(stats.loss)
+                losses[t].append(stats.task_loss[t])
             if not stats.finite:
                 diverged = True
                 break

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -72,6 +72,9 @@ class UpdateStats:
     grad_norm: float
     update_ratio: float
     finite: bool
+    task_loss: dict[str, float] = field(default_factory=dict)
+    """Per task: the mean cross-entropy over that task's samples of the global batch (``loss`` sums every task's
+    share of the batch, so it mixes the tasks of a joint preset)."""
 
 
 class OrderingLoss(nn.Module):
@@ -89,20 +92,26 @@ class OrderingLoss(nn.Module):
 
     def forward(
         self, elements: dict[str, torch.Tensor], perm_index: dict[str, torch.Tensor], total: int
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy summed over the samples of every task, divided by ``total``.
 
         Args:
             elements: task -> ``[B_task, n, 3, h, w]`` natural-order elements.
             perm_index: task -> ``[B_task]`` int64 bank rows to show them in.
             total: the divisor (the number of samples of the global batch).
+
+        Returns:
+            The loss, and ``[num_tasks]`` detached cross-entropy sums per task (in ``elements`` order).
         """
         loss = torch.zeros((), device=next(self.model.parameters()).device)
+        task_sums = []
         for name, natural in elements.items():
             index = perm_index[name]
             logits = self.model.classify_ordered(self.model.element_features(natural), self.perms[name][index], name)
-            loss = loss + F.cross_entropy(logits.float(), index, reduction="sum") / total
-        return loss
+            task_sum = F.cross_entropy(logits.float(), index, reduction="sum")
+            loss = loss + task_sum / total
+            task_sums.append(task_sum.detach())
+        return loss, torch.stack(task_sums)
 
 
 class OrderingTrainer:
@@ -256,7 +265,7 @@ class OrderingTrainer:
         total = sum(len(index) for index in perm_index.values())
         local = {name: index[self.world.shard(len(index))].to(self.device) for name, index in perm_index.items()}
         with self._autocast():
-            loss = self.loss_module(elements, local, total)
+            loss, task_sums = self.loss_module(elements, local, total)
         if self.world.distributed:
             loss = loss * self.world.world_size  # DDP averages gradients over ranks; the loss is a share of a sum
         self.optimizer.zero_grad(set_to_none=True)
@@ -281,13 +290,16 @@ class OrderingTrainer:
             delta = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(params, before, strict=True)))
             norm = torch.sqrt(sum((b**2).sum() for b in before))
             ratio = float(delta / norm.clamp_min(1e-12))
-        loss_value = loss.detach()
+        sums = torch.cat([loss.detach()[None], task_sums])
         if self.world.distributed:
-            dist.all_reduce(loss_value)
-            loss_value /= self.world.world_size
-        loss_value = float(loss_value)
+            dist.all_reduce(sums)
+            sums[0] /= self.world.world_size
+        sizes = torch.tensor([len(perm_index[name]) for name in elements], dtype=sums.dtype, device=sums.device)
+        sums[1:] /= sizes  # in the loss's precision: with one task, task_loss equals loss exactly
+        loss_value, *task_means = sums.tolist()
+        task_loss = dict(zip(elements, task_means, strict=True))
         finite = math.isfinite(loss_value) and (skipped or math.isfinite(grad_norm)) and math.isfinite(ratio)
-        return UpdateStats(loss_value, grad_norm, ratio, finite)
+        return UpdateStats(loss_value, grad_norm, ratio, finite, task_loss)
 
     @torch.no_grad()
     def validate(self) -> dict[str, dict[str, torch.Tensor]]:

@@ -4,6 +4,7 @@ converted: SyncBatchNorm refuses CPU tensors in training mode)."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -112,3 +113,19 @@ def _two_gpu_checks(rank: int, world_size: int, init_file: str, sync_bn: bool) -
 def test_two_gpu_processes_sync_batchnorm(tmp_path: Path, sync_bn: bool) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(_two_gpu_checks, args=(2, str(tmp_path / "init"), sync_bn), nprocs=2, join=True)
+
+
+def test_update_reports_each_tasks_own_loss() -> None:
+    """Joint task: ``task_loss`` is each task's mean cross-entropy (near log K of its own bank for a fresh CNN), and
+    the batch loss is their sample-weighted mean."""
+    config = make_config(
+        "tiny-joint", batch_size=8, val_batch_size=4, clip_frames=12, frame_size=32, spatial_bank_size=4
+    )
+    trainer = OrderingTrainer(config, _clips(16, 0), _clips(4, 1), seed=0)
+    stats = trainer.update(trainer.sample_batch(), trainer.uniform_permutations())
+    sizes = trainer.batch_split
+    assert set(stats.task_loss) == set(sizes) == {"temporal", "spatial"}
+    weighted = sum(stats.task_loss[t] * sizes[t] for t in sizes) / sum(sizes.values())
+    assert abs(weighted - stats.loss) < 1e-5
+    for name, task in trainer.tasks.items():
+        assert abs(stats.task_loss[name] - math.log(task.bank.size)) < 0.5, (name, stats.task_loss)
