@@ -55,7 +55,6 @@ from agents.train import env_config, parse_overrides, train
 from agents.train import get_args_parser as get_train_parser
 from permgym.benchmarks import write_section
 from permgym.clip_pools import load_clip_pools
-from permgym.models import per_permutation_statistics
 from permgym.probe import evaluate_trunk, load_probe_data
 from permgym.trainer import chance_loss
 
@@ -144,16 +143,12 @@ def heldout_ordering_metrics(env: gym.Env) -> dict[str, float]:
     if len(clips) == 0:
         raise ValueError("no validation clips outside the validation batch: use more synthetic_videos")
     generator = torch.Generator().manual_seed(0)
+    elements = {name: task.elements(clips, generator).to(trainer.device) for name, task in trainer.tasks.items()}
     was_training = trainer.model.training
-    trainer.model.eval()
-    losses, accuracies = [], []
-    for name, task in trainer.tasks.items():
-        elements = task.elements(clips, generator).to(trainer.device)
-        logits = trainer.model.score_all_permutations(elements, task.bank.perms.to(trainer.device), name).float()
-        statistics = per_permutation_statistics(logits)
-        losses.append(float(statistics["loss"].mean()) / chance_loss(task.bank))
-        accuracies.append(float(statistics["accuracy"].mean()))
+    statistics = trainer.permutation_statistics(elements)
     trainer.model.train(was_training)
+    losses = [float(statistics[name]["loss"].mean()) / chance_loss(task.bank) for name, task in trainer.tasks.items()]
+    accuracies = [float(statistics[name]["accuracy"].mean()) for name in trainer.tasks]
     return {"heldout_loss": float(np.mean(losses)), "heldout_accuracy": float(np.mean(accuracies))}
 
 

@@ -301,13 +301,19 @@ class OrderingTrainer:
         finite = math.isfinite(loss_value) and (skipped or math.isfinite(grad_norm)) and math.isfinite(ratio)
         return UpdateStats(loss_value, grad_norm, ratio, finite, task_loss)
 
-    @torch.no_grad()
     def validate(self) -> dict[str, dict[str, torch.Tensor]]:
         """Per task: ``loss [K]``, ``accuracy [K]`` and ``confusion [K, K]`` over every bank permutation of the
-        fixed validation batch, by shared-trunk scoring (one trunk pass, then a gather per permutation)."""
+        fixed validation batch (:meth:`permutation_statistics`)."""
+        return self.permutation_statistics(self.val_elements)
+
+    @torch.no_grad()
+    def permutation_statistics(self, elements: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+        """Per task: ``loss [K]``, ``accuracy [K]`` and ``confusion [K, K]`` (on the CPU) of ``elements`` (task ->
+        ``[B, n, 3, h, w]`` natural-order elements on the device) shown in every bank permutation, by shared-trunk
+        scoring (one trunk pass, then a gather per permutation). Leaves the model in eval mode."""
         self.model.eval()
         stats = {}
-        for name, natural in self.val_elements.items():
+        for name, natural in elements.items():
             perms = self.tasks[name].bank.perms.to(self.device)
             with self._autocast():
                 logits = self.model.score_all_permutations(natural, perms, name).float()
