@@ -69,8 +69,9 @@ DEFAULT_SAMPLERS = ("uniform", "round_robin", "curriculum", "loss_proportional",
 #: distribution exactly) chosen afresh for every update (``updates_per_step=1``: with more updates per step the
 #: env reuses a step's draws, and "uniform" would no longer be the classic i.i.d. draw per sample and update),
 #: 200 steps of batch 16 = 200 SGD updates per run (uniform sampling reaches a held-out ordering accuracy of
-#: ~0.2-0.25 against a chance level of 1/24; batch 16 beat batch 8 with twice the updates at equal cost on training
-#: seeds), one torch thread per process (parallel workers share the cores).
+#: 28.1 ± 3.9 % against a chance level of 1/24 in BENCHMARKS.md; batch 16 was preferred to batch 8 with twice the
+#: updates after one informal look on training seeds, which no script records), one torch thread per process
+#: (parallel workers share the cores).
 COMPARISON_ENV = {"action_mode": "per_sample", "steps_per_episode": 200, "updates_per_step": 1, "batch_size": 16,
                   "torch_threads": 1}  # fmt: skip
 #: What ``--quick`` changes: a tiny run for tests and smoke checks.

@@ -7,7 +7,7 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-from permgym.permutations import num_distinct_permutations
+from permgym.permutations import MAX_ENUMERATED_N, num_distinct_permutations
 
 TaskName = Literal["temporal", "spatial", "joint"]
 ActionMode = Literal["distribution", "per_sample", "discrete"]
@@ -168,7 +168,7 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 def _check_bank(task: str, n: int, size: int | None, identify_reverse: bool) -> None:
     available = num_distinct_permutations(n, identify_reverse)
-    if n > 9 and size is None:
+    if n > MAX_ENUMERATED_N and size is None:
         raise ValueError(f"the {task} bank of n={n} elements needs an explicit size (n! = {available} is too many)")
     if size is not None and not 1 <= size <= available:
         raise ValueError(

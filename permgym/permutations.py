@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 #: Above this many elements, enumerating all n! candidates is too costly; candidates are then sampled.
-_MAX_ENUMERATED_N = 9
+MAX_ENUMERATED_N = 9
 #: Number of random candidates considered per greedy step when ``n`` is too large to enumerate.
 _SAMPLED_CANDIDATES = 20_000
 
@@ -101,7 +101,7 @@ def _all_permutations(n: int, identify_reverse: bool) -> np.ndarray:
 
 
 def _candidates(n: int, identify_reverse: bool, rng: np.random.Generator) -> np.ndarray:
-    if n <= _MAX_ENUMERATED_N:
+    if n <= MAX_ENUMERATED_N:
         return _all_permutations(n, identify_reverse)
     cands = np.stack([rng.permutation(n) for _ in range(_SAMPLED_CANDIDATES)])
     if identify_reverse:
@@ -168,7 +168,7 @@ def make_bank(n: int, size: int | None = None, seed: int = 0, identify_reverse: 
         raise ValueError(f"ordering needs at least 2 elements, got n={n}")
     available = num_distinct_permutations(n, identify_reverse)
     if size is None or size == available:
-        if n > _MAX_ENUMERATED_N:
+        if n > MAX_ENUMERATED_N:
             raise ValueError(f"n={n} has {available} permutations; pass size= to select a max-Hamming subset")
         perms = torch.from_numpy(_all_permutations(n, identify_reverse))
         return PermutationBank(perms, identify_reverse=identify_reverse)
