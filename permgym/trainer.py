@@ -273,7 +273,7 @@ class OrderingTrainer:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
         before = [p.detach().clone() for p in params]
         skipped = False
         if self.scaler is None:
@@ -289,14 +289,15 @@ class OrderingTrainer:
         with torch.no_grad():
             delta = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(params, before, strict=True)))
             norm = torch.sqrt(sum((b**2).sum() for b in before))
-            ratio = float(delta / norm.clamp_min(1e-12))
+            ratio = delta / norm.clamp_min(1e-12)
         sums = torch.cat([loss.detach()[None], task_sums])
         if self.world.distributed:
             dist.all_reduce(sums)
             sums[0] /= self.world.world_size
         sizes = torch.tensor([len(perm_index[name]) for name in elements], dtype=sums.dtype, device=sums.device)
         sums[1:] /= sizes  # in the loss's precision: with one task, task_loss equals loss exactly
-        loss_value, *task_means = sums.tolist()
+        # one device-to-host copy for every reported number
+        loss_value, *task_means, grad_norm, ratio = torch.cat([sums, torch.stack([grad_norm, ratio]).to(sums)]).tolist()
         task_loss = dict(zip(elements, task_means, strict=True))
         finite = math.isfinite(loss_value) and (skipped or math.isfinite(grad_norm)) and math.isfinite(ratio)
         return UpdateStats(loss_value, grad_norm, ratio, finite, task_loss)
