@@ -50,7 +50,7 @@ from metric.miners import DistanceWeightedMiner
 from metric.model import BACKBONES, EmbeddingNet, build_backbone
 from metric.samplers import BatchedDataset, ClusterBatchSampler
 from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract, init_distributed
-from permgym.distributed import cleanup_distributed, gather_per_rank, own_entry
+from permgym.distributed import World, cleanup_distributed, gather_per_rank, rng_states, save_on_main, set_rng_states
 from permgym.models import load_trunk
 
 DATASETS = ("synthetic", "cub200", "cars196", "sop", "inshop", "vehicleid", "folder")
@@ -419,18 +419,6 @@ def make_schedule(args: argparse.Namespace, num_learners: int) -> Schedule:
     )
 
 
-def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
-    """This process's global torch RNG states: the CPU one and, on CUDA, the device's (``None`` on the CPU)."""
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-
-
-def set_rng_state(state: dict[str, torch.Tensor | None], device: torch.device) -> None:
-    """Restore :func:`rng_state` (RNG states are CPU tensors; ``torch.load``'s map_location may have moved them)."""
-    torch.set_rng_state(state["cpu"].cpu())
-    if state["cuda"] is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-
-
 def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data, out: Path) -> dict[str, Any]:
     """Train (or resume) one learner with ``num_learners`` learners; returns its log and final test embeddings."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -490,7 +478,7 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
     if args.resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         trainer.load_state_dict(state["trainer"])
-        set_rng_state(own_entry(state["rng"]), device)
+        set_rng_states(state["rng"])
         log, start_epoch = state["log"], state["epoch"] + 1
         print(f"K={num_learners}: resumed from {checkpoint} at epoch {start_epoch}")
     writer = SummaryWriter(out / "tb" / f"K{num_learners}") if rank == 0 else None
@@ -521,7 +509,7 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
         # on every rank: trainer.state_dict() and gather_per_rank collect each rank's random states
         state = {
             "trainer": trainer.state_dict(),
-            "rng": gather_per_rank(rng_state(device)),
+            "rng": gather_per_rank(rng_states()),
             "log": log,
             "epoch": epoch,
             "args": vars(args),
@@ -536,7 +524,7 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
             )
             _log_epoch(writer, record, clustering)
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(state, checkpoint)
+            save_on_main(World(rank, world, device), state, checkpoint)
         if args.stop_after_epochs is not None and epoch + 1 - start_epoch >= args.stop_after_epochs and not last:
             if writer is not None:
                 writer.close()

@@ -51,7 +51,6 @@ import argparse
 import copy
 import json
 import math
-import random
 import re
 import sys
 import time
@@ -86,7 +85,9 @@ from permgym.distributed import (
     init_distributed,
     max_divergence,
     own_entry,
+    rng_states,
     save_on_main,
+    set_rng_states,
 )
 from permgym.env import PermSamplingEnv
 from permgym.finetune import (
@@ -463,7 +464,7 @@ class Checkpointer:
 
     def save(self, variant: str | None, stage: str | None, result: dict[str, Any] | None, state: Any) -> None:
         """Write everything: finished runs, the current run's partial result and stage state, and every rank's RNG
-        states (``"rng"``: one :func:`rng_states` per rank, in rank order). Call on every rank (it gathers).
+        states (``"rng"``: one ``permgym.distributed.rng_states`` per rank, in rank order). Call on every rank (it gathers).
 
         The stage state (env, sampler, fine-tuning trainer) is rank 0's: the ranks hold identical copies, since they
         draw every global batch alike and only split it (``permgym.trainer``, ``permgym.finetune``).
@@ -483,24 +484,6 @@ class Checkpointer:
     def finish(self, variant: str, result: dict[str, Any]) -> None:
         self.done[variant] = result
         self.save(None, None, None, None)
-
-
-def rng_states() -> dict[str, Any]:
-    """This process's torch (CPU and CUDA), NumPy and Python global RNG states. The run's own randomness uses explicit
-    generators; these cover libraries that draw from the global ones (e.g. Stable-Baselines3 policies). They differ
-    between processes (NumPy's and Python's are seeded from the OS), so checkpoints keep one per rank."""
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": np.random.get_state(), "python": random.getstate()}  # noqa: NPY002  # fmt: skip
-
-
-def set_rng_states(per_rank: list[dict[str, Any]]) -> None:
-    """Restore this rank's entry of a checkpoint's ``"rng"`` list (see :func:`permgym.distributed.own_entry`)."""
-    states = own_entry(per_rank)
-    torch.set_rng_state(states["torch"])
-    if states["cuda"]:
-        torch.cuda.set_rng_state_all(states["cuda"])
-    np.random.set_state(states["numpy"])  # noqa: NPY002 (the legacy global RNG is what libraries draw from)
-    random.setstate(states["python"])
 
 
 # ---------------------------------------------------------------------------------------------------- pretraining

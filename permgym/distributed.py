@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -222,6 +224,34 @@ def own_entry(per_rank: list[T]) -> T:
             f"the same number (torchrun --nproc_per_node={len(per_rank)}), or start afresh without --resume"
         )
     return per_rank[rank]
+
+
+def rng_states() -> dict[str, Any]:
+    """This process's global RNG states: torch (CPU and every CUDA device), NumPy and Python.
+
+    A run's own randomness should use explicit generators; these cover what draws from the global ones (dropout,
+    libraries such as Stable-Baselines3). They differ between processes (NumPy's and Python's are seeded from the
+    OS), so checkpoints keep one per rank: ``gather_per_rank(rng_states())``, restored by :func:`set_rng_states`.
+    """
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": np.random.get_state(),  # noqa: NPY002 (the legacy global RNG is what libraries draw from)
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(per_rank: list[dict[str, Any]]) -> None:
+    """Restore this rank's entry (:func:`own_entry`) of a checkpoint's ``gather_per_rank(rng_states())`` list.
+
+    RNG states are CPU tensors; ``torch.load``'s ``map_location`` may have moved them, so they are moved back.
+    """
+    states = own_entry(per_rank)
+    torch.set_rng_state(states["torch"].cpu())
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
+    np.random.set_state(states["numpy"])  # noqa: NPY002
+    random.setstate(states["python"])
 
 
 def sync_batchnorm(module: nn.Module, device: torch.device, enabled: bool = True) -> nn.Module:
