@@ -23,7 +23,7 @@ The report gives R@1, NMI and MAP@R as mean ± std and median over seeds, the K=
 seeds K=4 won, and the re-clustering share of the K=4 training time (target <= 10 %). It replaces the
 ``## Divide and conquer (bench/dc.py)`` section of BENCHMARKS.md (other sections stay) and goes to ``--out``.
 
-    python bench/dc.py                        # ~20-30 min on 2 CPU cores
+    python bench/dc.py                        # 17-25 min on 2 CPU cores in the runs behind BENCHMARKS.md
     python bench/dc.py --seeds 1 --selection-seeds 1 --schedules 12 -- --iters-per-epoch 5   # a quick look
     python bench/dc.py --report-only          # rewrite the section from --out/results.json
 """
@@ -41,13 +41,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import machine_info, write_section
+from common import ROOT, machine_info, write_section
 from PIL import Image
 
 from metric.data.synthetic import DEFAULT_SEED
 from permgym.data.synthetic import SyntheticActions
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "dc_transfer.py"
 SECTION = "## Divide and conquer (bench/dc.py)"
 METRICS = ("R@1", "NMI", "MAP@R")

@@ -33,7 +33,7 @@ import decord
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import machine_info, write_section
+from common import BENCHMARKS, machine_info, write_section
 
 from permgym.data import VideoFolder, VideoReader, build_frame_cache, sample_indices
 from permgym.data.video import AUTO_ORDER, write_video
@@ -184,7 +184,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per number, median reported (default: 5)")
     parser.add_argument("--cache-videos", type=int, default=16, help="videos in the frame-cache test (default: 16)")
-    parser.add_argument("--benchmarks", default="BENCHMARKS.md", help="file to update (default: BENCHMARKS.md)")
+    parser.add_argument(
+        "--benchmarks", default=BENCHMARKS, help="file to update (default: the repository's BENCHMARKS.md)"
+    )
     parser.add_argument("--no-write", dest="write", action="store_false", help="print only, leave BENCHMARKS.md")
     return parser
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytorch_metric_learning
 import sklearn
 import torch
-from common import machine_info, write_section
+from common import BENCHMARKS, machine_info, write_section
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
 from metric.evaluation import evaluate_retrieval
@@ -41,7 +41,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic embeddings (default: 0)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each method; median (default: 3)")
     parser.add_argument("--threads", type=int, default=None, help="faiss/torch threads (default: theirs)")
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"), help="(default: BENCHMARKS.md)")
+    parser.add_argument("--output", type=Path, default=BENCHMARKS, help="(default: the repository's BENCHMARKS.md)")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     return parser
 

@@ -1,6 +1,6 @@
 """Benchmark experiments/ssl_ucf101.py: random init vs uniform sampling vs the learned sampler, several seeds.
 
-    .venv/bin/python bench/ssl_pretraining.py --seeds 5 --jobs 2      # ~10 min on 2 idle cores; writes BENCHMARKS.md
+    .venv/bin/python bench/ssl_pretraining.py --seeds 5 --jobs 2      # writes BENCHMARKS.md (its wall time is in the section)
 
 Each seed runs ``experiments/ssl_ucf101.py --compare uniform,random-init --seed S --threads 1`` with every other
 setting at its default (SyntheticActions, temporal order of 4 frames, tiny trunk, policy-gradient sampler), in its
