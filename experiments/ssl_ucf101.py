@@ -792,9 +792,12 @@ def write_results(
     data: ActionData,
     world: World,
     out: Path,
+    total_seconds: float,
 ) -> dict[str, float]:
-    """Write metrics.json, results.md and the plots (rank 0); return the metrics."""
+    """Write metrics.json (with ``time/total_s`` = ``total_seconds``), results.md and the plots (rank 0); return the
+    metrics."""
     metrics = flat_metrics(results, args.sampler, data, world)
+    metrics["time/total_s"] = total_seconds
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     ks = [k for k in RETRIEVAL_KS if f"retrieval/top{k}" in metrics]
     lines = [
@@ -957,9 +960,7 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
     metrics = None
     if world.is_main:
         results = {v: checkpointer.done[v] for v in variants}
-        metrics = write_results(args, config, ft, results, data, world, out)
-        metrics["time/total_s"] = time.perf_counter() - start
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        metrics = write_results(args, config, ft, results, data, world, out, time.perf_counter() - start)
         print((out / "results.md").read_text())
         print(f"results in {out}/ (results.md, metrics.json, plots, tb/); pretrained trunk: {out / 'trunk.pth'}")
     cleanup_distributed()
