@@ -34,7 +34,7 @@ from metric.clustering import UNASSIGNED, assign_clusters, drop_singleton_classe
 from metric.miners import DistanceWeightedMiner
 from metric.model import EmbeddingNet
 from metric.samplers import ClusterBatchSampler
-from permgym.distributed import gather_per_rank, own_entry, sync_batchnorm
+from permgym.distributed import World, gather_per_rank, gather_shards, own_entry, sync_batchnorm
 
 
 @dataclass
@@ -162,32 +162,23 @@ def extract(
     Returns:
         ``(features [N, D] float32, labels [N] int64)``.
     """
-    rank, world = _world()
+    device = torch.device(device)
+    world = World(*_world(), device)
     n = len(dataset)  # type: ignore[arg-type]
-    shard = -(-n // world)
-    part = Subset(dataset, range(rank * shard, min((rank + 1) * shard, n))) if world > 1 else dataset
+    part = Subset(dataset, range(n)[world.shard(n)]) if world.distributed else dataset
     was_training = model.training
     model.eval()
     feats, labels = [], []
-    device = torch.device(device)
     for images, y in DataLoader(part, batch_size=batch_size, num_workers=workers):
         with torch.autocast(device_type=device.type, enabled=amp):
             x = model.backbone(_to_float(images.to(device)))
             x = x if kind == "backbone" else model.embed(x)
-        feats.append(x.float().cpu())
-        labels.append(torch.as_tensor(y))
+        feats.append(x.float())
+        labels.append(torch.as_tensor(y, device=device).long())
     model.train(was_training)
-    out = (torch.cat(feats), torch.cat(labels).long())
-    if world == 1:
-        return out
-    gathered = []
-    for t in out:  # pad every shard to the same length, all-gather (on the device: NCCL needs CUDA), cut the padding
-        padded = torch.zeros((shard, *t.shape[1:]), dtype=t.dtype, device=device)
-        padded[: len(t)] = t
-        parts = [torch.empty_like(padded) for _ in range(world)]
-        dist.all_gather(parts, padded)
-        gathered.append(torch.cat(parts)[:n].cpu())
-    return gathered[0], gathered[1]
+    # every rank's contiguous shard, gathered on the device (NCCL needs CUDA tensors, gloo runs on the CPU)
+    features, targets = (gather_shards(torch.cat(t), world, n).cpu() for t in (feats, labels))
+    return features, targets
 
 
 def build_optimizer(
