@@ -140,3 +140,39 @@ def test_prepare_cli(ucf: tuple[Path, Path], tmp_path: Path, capsys: pytest.Capt
     args = ["ucf101", "--root", str(tmp_path / "nope"), "--annotations", str(annotations), "--out", str(out)]
     assert main(get_args_parser().parse_args(args)) == 2
     assert f"UCF101 video root not found: '{tmp_path / 'nope'}'" in capsys.readouterr().err
+
+
+def test_build_never_deletes_a_folder_that_is_not_a_cache(ucf: tuple[Path, Path], tmp_path: Path) -> None:
+    """A user's folder (or a foreign ``.partial`` sibling) is refused before decoding and left untouched."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    with pytest.raises(ValueError, match=r"is not empty and is not a frame cache \(it holds notes.txt\)"):
+        build_frame_cache(make_train(ucf), out, progress=False)
+    with pytest.raises(ValueError, match="is not empty and is not a frame cache"):
+        load_or_build_cache(make_train(ucf), out, rebuild=True, progress=False)
+    assert (out / "notes.txt").read_text() == "precious" and not (tmp_path / "mine.partial").exists()
+    partial = tmp_path / "other.partial"
+    partial.mkdir()
+    (partial / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match="partial frame cache folder"):
+        build_frame_cache(make_train(ucf), tmp_path / "other", progress=False)
+    assert (partial / "keep.txt").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cache = build_frame_cache(make_train(ucf), empty, progress=False)
+    rebuilt = load_or_build_cache(make_train(ucf), empty, rebuild=True, progress=False)  # a cache may be replaced
+    assert torch.equal(cache.labels, rebuilt.labels)
+
+
+def test_prepare_refuses_the_video_tree_and_user_folders(
+    ucf: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, annotations = ucf
+    listing = sorted(p.relative_to(root) for p in root.rglob("*"))
+    for out in (root, root / "Archery", root.parent):
+        args = ["ucf101", "--root", str(root), "--annotations", str(annotations), "--out", str(out), "--rebuild"]
+        assert main(get_args_parser().parse_args(args)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("overlaps the video folder --root" in err or "is not empty" in err), err
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == listing

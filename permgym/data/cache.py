@@ -8,7 +8,9 @@ A cache folder holds
   (``{path: reason}`` of videos left out) and ``counts`` (listed, cached, skipped).
 
 ``build_frame_cache`` writes into ``<out>.partial/`` (resumable: rows already decoded are kept when it is re-run
-with the same config) and renames it to ``<out>`` when complete, so a cache folder is always whole.
+with the same config) and renames it to ``<out>`` when complete, so a cache folder is always whole. It only ever
+writes into, or replaces, a folder that is new, empty or a frame cache: a folder holding anything else (a user's
+files, a video tree) is refused before any work starts, never deleted.
 ``load_or_build_cache`` reuses a cache only when its stored config equals the dataset's.
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -34,6 +35,8 @@ from permgym.data.video_dataset import Transform
 
 FORMAT = 1
 CLIPS_FILE, INDEX_FILE, PROGRESS_FILE = "clips.u8", "index.json", "progress.json"
+#: Every file a cache folder or its ``.partial`` sibling may hold; a folder holding anything else is not replaced.
+CACHE_FILES = frozenset({CLIPS_FILE, INDEX_FILE, PROGRESS_FILE, INDEX_FILE + ".tmp", PROGRESS_FILE + ".tmp"})
 HOW_TO_BUILD = (
     "Build one with `python -m permgym.data.prepare {ucf101,hmdb51,folder} --root ... --out DIR` or "
     "permgym.data.cache.build_frame_cache(dataset, DIR)."
@@ -200,6 +203,38 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def check_replaceable(folder: Path, what: str = "frame cache") -> None:
+    """Refuse to write a cache into ``folder`` when it holds anything but cache files.
+
+    Args:
+        folder: the cache folder (or its ``.partial`` sibling) about to be created or replaced.
+        what: how the error names the folder.
+
+    Raises:
+        ValueError: ``folder`` is a file, or a folder holding other files (named in the message); it is left as is.
+    """
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"{what} folder {str(folder)!r} is a file; choose another --out")
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in CACHE_FILES or not p.is_file())
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ValueError(
+            f"{what} folder {str(folder)!r} is not empty and is not a frame cache (it holds {shown}); nothing was "
+            "written: choose a new or empty folder for the cache"
+        )
+
+
+def _remove_cache_folder(folder: Path) -> None:
+    """Delete a folder that ``check_replaceable`` accepted (cache files only), file by file."""
+    check_replaceable(folder)
+    if folder.exists():
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+
+
 def _start_partial(partial: Path, config: dict[str, Any], nbytes: int) -> dict[str, str | None]:
     """Open ``partial`` for building: ``{row: error or None}`` of rows already done by an interrupted build."""
     progress_path = partial / PROGRESS_FILE
@@ -207,7 +242,7 @@ def _start_partial(partial: Path, config: dict[str, Any], nbytes: int) -> dict[s
         progress = json.loads(progress_path.read_text())
         if progress["config"] == config and (partial / CLIPS_FILE).stat().st_size == nbytes:
             return progress["done"]
-    shutil.rmtree(partial, ignore_errors=True)
+    _remove_cache_folder(partial)
     partial.mkdir(parents=True)
     with open(partial / CLIPS_FILE, "wb") as f:
         f.truncate(nbytes)  # sparse file: no disk written until rows are
@@ -227,7 +262,8 @@ def build_frame_cache(
 
     Videos that fail to decode are left out and recorded with their reason in ``index.json`` (``skipped``,
     ``counts``), together with the videos the dataset already found missing. An interrupted build resumes from
-    ``<out_dir>.partial`` when re-run with the same dataset config; an existing ``out_dir`` is replaced.
+    ``<out_dir>.partial`` when re-run with the same dataset config. An existing ``out_dir`` is replaced only when it
+    is empty or a frame cache; any other existing folder is refused before decoding starts.
 
     Args:
         dataset: a ``VideoClipDataset`` built with ``size=(H, W)``, ``transform=None`` and
@@ -241,12 +277,15 @@ def build_frame_cache(
         The new cache: ``clips`` ``[N_ok, T, 3, H, W]`` uint8, ``labels`` ``[N_ok]`` int64.
 
     Raises:
-        ValueError: the dataset cannot be cached (see above) or no video could be decoded.
+        ValueError: the dataset cannot be cached (see above), ``out_dir`` or ``<out_dir>.partial`` holds files that
+            are not a frame cache's, or no video could be decoded.
     """
     shape = _check_cacheable(dataset)
     config = dataset.config()
     out_dir = Path(out_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
+    check_replaceable(out_dir)
+    check_replaceable(partial, "partial frame cache")
     n, row_bytes = len(dataset), int(np.prod(shape))
     done = _start_partial(partial, config, n * row_bytes)
     clips = np.memmap(partial / CLIPS_FILE, dtype=np.uint8, mode="r+", shape=(n, *shape))
@@ -308,8 +347,7 @@ def _finish(
         "counts": {"listed": len(dataset) + len(missing), "cached": len(good), "skipped": len(skipped)},
     }
     _write_json(partial / INDEX_FILE, index)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
+    _remove_cache_folder(out_dir)
     os.replace(partial, out_dir)
     return FrameCache(out_dir)
 

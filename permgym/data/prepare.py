@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from permgym.data.cache import load_or_build_cache
 from permgym.data.folder import VideoFolder
@@ -34,7 +35,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="official split (default: 1)")
     parser.add_argument("--subset", default="train", choices=("train", "test"), help="which videos (default: train)")
-    parser.add_argument("--out", required=True, help="cache folder to write (or reuse if its config matches)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="cache folder to write: a new or empty folder, or a frame cache to reuse if its config matches "
+        "(a folder holding anything else is refused, never overwritten)",
+    )
     parser.add_argument(
         "--size",
         type=int,
@@ -53,13 +59,29 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument("--backend", default="auto", choices=BACKENDS, help="decoder (default: auto)")
     parser.add_argument("-j", "--workers", type=int, default=0, help="decoding processes, 0 = this one (default: 0)")
-    parser.add_argument("--rebuild", action="store_true", help="replace an existing cache even if its config matches")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="replace an existing frame cache in --out even if its config matches"
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     return parser
 
 
+def check_out(root: str | Path, out: str | Path) -> None:
+    """Refuse an ``--out`` that is, contains or lies inside the video tree ``--root``.
+
+    Raises:
+        ValueError: naming both folders.
+    """
+    root_path, out_path = Path(root).resolve(), Path(out).resolve()
+    if out_path == root_path or root_path in out_path.parents or out_path in root_path.parents:
+        raise ValueError(
+            f"--out {str(out)!r} overlaps the video folder --root {str(root)!r}; write the cache to a separate folder"
+        )
+
+
 def make_dataset(args: argparse.Namespace) -> VideoClipDataset:
     """The dataset described by parsed ``args`` (deterministic sampling, exact size, no transform)."""
+    check_out(args.root, args.out)
     if len(args.size) not in (1, 2):
         raise ValueError(f"--size takes one value (square) or two (HEIGHT WIDTH), got {args.size}")
     size = (args.size[0], args.size[-1])
