@@ -177,3 +177,40 @@ def test_malformed_rows_name_file_and_line(tmp_path: Path) -> None:
     path.write_text("header\na 1\nb 2 extra\n")
     with pytest.raises(ValueError, match=re.escape(f"{path}:3: expected 2 fields, got 3")):
         read_rows(path, 2, skip=1)
+
+
+@pytest.mark.parametrize("kind", ["folder", "cub"])
+def test_images_that_do_not_decode_are_skipped_and_counted(kind: str, tmp_path: Path) -> None:
+    """A truncated JPEG, a zero-byte file and a text file named .png are left out and counted, in every image
+    dataset (they all build on RetrievalImageDataset), instead of crashing a run when a batch reaches them."""
+    from PIL import Image
+
+    if kind == "folder":
+        root = tmp_path / "tree"
+        for c in range(4):
+            (root / f"class{c}").mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (16, 16), (40 * c, 10 * i, 0)).save(root / f"class{c}" / f"{i}.jpg", quality=90)
+        folder = root / "class0"
+        make = lambda: ImageFolderSplit(root, "train")  # noqa: E731
+    else:
+        root = fx.make_cub(tmp_path)
+        make = lambda: CUB200(root, "train")  # noqa: E731
+        folder = make().paths[0].parent
+    intact = len(make())
+    victims = sorted(p for p in folder.iterdir() if p.suffix == ".jpg")[:1]
+    full = victims[0].read_bytes()
+    victims[0].write_bytes(full[: len(full) // 2])  # truncated
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.png").write_text("not an image")
+    dataset = make()
+    expected = {str(victims[0])}
+    if kind == "folder":  # the folder lists every image file; CUB lists only its annotated ones
+        expected |= {str(folder / "empty.jpg"), str(folder / "notes.png")}
+    assert set(dataset.skipped) == expected and len(dataset) == intact - 1
+    assert "does not decode" in dataset.skipped[str(victims[0])] and f"skipped={len(expected)}" in repr(dataset)
+    if kind == "folder":
+        assert dataset.skipped[str(folder / "empty.jpg")] == "empty file"
+        assert dataset.skipped[str(folder / "notes.png")] == "not an image PIL can read"
+    for i in range(len(dataset)):  # every image left decodes
+        dataset[i]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from metric.data.transforms import default_transform
@@ -65,6 +65,27 @@ def relabel(
     return labels, [names[c] if names else str(c) for c in ids]
 
 
+def check_image(path: Path) -> str | None:
+    """Why ``path`` cannot be used as an image, or None if it decodes.
+
+    The whole file is decoded (JPEGs at 1/8 scale, which still reads every coded byte), so a truncated JPEG, a
+    zero-byte file or a text file named ``.png`` are all caught; the pixels are not kept.
+    """
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size == 0:
+        return "empty file"
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (1, 1))  # JPEG: decode at the smallest DCT scale; other formats ignore it
+            image.load()
+    except UnidentifiedImageError:
+        return "not an image PIL can read"
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or damaged data
+        return f"does not decode: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    return None
+
+
 class RetrievalImageDataset(Dataset):
     """A list of image files with 0-based class labels, read from a dataset's official annotation files.
 
@@ -74,10 +95,14 @@ class RetrievalImageDataset(Dataset):
     ``dataset[i]`` returns ``(transform(image), label)``: with the default transform a ``[3, H, W]`` float tensor,
     ImageNet-normalised, and an ``int`` in ``[0, len(classes))``.
 
+    Every listed image is decoded once when the dataset is built (:func:`check_image`); images that are missing
+    or do not decode (truncated, empty, not an image) are left out and counted, as undecodable videos are.
+
     Attributes:
         paths: image file of every item.
         labels: ``[N]`` int64 labels, contiguous from 0 within the split (for samplers).
         classes: class names in label order.
+        skipped: ``{path: reason}`` of the listed images left out.
     """
 
     splits: tuple[str, ...] = ("train", "test")
@@ -94,12 +119,19 @@ class RetrievalImageDataset(Dataset):
         self.split = split
         self.transform = default_transform() if transform is None else transform
         annotations = self._read_split(self.root, split)
-        self.paths = annotations.paths
-        if not self.paths:
+        if not annotations.paths:
             raise ValueError(f"{name}: no images in split {split!r} of {self.root}")
-        self.labels, self.classes = relabel(annotations.class_ids, annotations.names, annotations.universe)
-        if not self.paths[0].is_file():
-            raise FileNotFoundError(self._missing(self.paths[0]))
+        reasons = [check_image(path) for path in annotations.paths]
+        if reasons[0] == "missing":  # most likely the images were not extracted where the annotations are
+            raise FileNotFoundError(self._missing(annotations.paths[0]))
+        self.skipped = {str(p): r for p, r in zip(annotations.paths, reasons, strict=True) if r is not None}
+        keep = [i for i, reason in enumerate(reasons) if reason is None]
+        if not keep:
+            raise ValueError(f"{name}: none of the {len(reasons)} images of split {split!r} decodes, e.g. "
+                             f"{next(iter(self.skipped.items()))}")  # fmt: skip
+        self.paths = [annotations.paths[i] for i in keep]
+        kept_ids = [annotations.class_ids[i] for i in keep]
+        self.labels, self.classes = relabel(kept_ids, annotations.names, annotations.universe)
 
     def _read_split(self, root: Path, split: str) -> Annotations:
         """Parse the annotation files of ``split``."""
@@ -134,5 +166,5 @@ class RetrievalImageDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(split={self.split!r}, images={len(self)}, classes={len(self.classes)}, "
-            f"root={str(self.root)!r})"
+            f"skipped={len(self.skipped)}, root={str(self.root)!r})"
         )
