@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -49,9 +50,22 @@ from metric.losses import LOSSES, build_loss
 from metric.miners import DistanceWeightedMiner
 from metric.model import BACKBONES, EmbeddingNet, build_backbone
 from metric.samplers import BatchedDataset, ClusterBatchSampler
-from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract, init_distributed
-from permgym.distributed import World, cleanup_distributed, gather_per_rank, rng_states, save_on_main, set_rng_states
+from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract
+from permgym.distributed import World, cleanup_distributed, gather_per_rank, rng_states, set_rng_states
 from permgym.models import load_trunk
+from permgym.run import (
+    Interrupted,
+    RunError,
+    RunFolder,
+    add_run_folder_arguments,
+    fill_defaults,
+    init_distributed,
+    load_checkpoint,
+    parse_key_value,
+    require_at_least,
+    run_cli,
+    save_checkpoint,
+)
 
 DATASETS = ("synthetic", "cub200", "cars196", "sop", "inshop", "vehicleid", "folder")
 
@@ -98,16 +112,11 @@ def _int_list(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,4, got {value!r}") from None
 
 
-def _data_option(value: str) -> tuple[str, Any]:
-    key, sep, raw = value.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
-    for cast in (int, float):
-        try:
-            return key, cast(raw)
-        except ValueError:
-            pass
-    return key, raw
+def default_workers(cpus: int | None = None) -> int:
+    """DataLoader workers for image datasets: one core stays with the training process, at most 4 (0 on machines
+    with 2 cores or fewer, where workers only compete with it)."""
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -145,9 +154,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--data-option",
         default=[],
         action="append",
-        type=_data_option,
+        type=parse_key_value,
         metavar="KEY=VALUE",
-        help="extra dataset argument, repeatable, e.g. train_fraction=0.5 for folder (default: none; "
+        help="extra dataset argument (JSON value, else a string), repeatable, e.g. train_fraction=0.5 for folder "
+        "(default: none; "
         f"the embedded data: {PRESETS['default']['synthetic']}, with --quick "
         f"{PRESETS['quick']['synthetic']})",
     )
@@ -236,13 +246,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     run = parser.add_argument_group("run")
     run.add_argument("--quick", action="store_true", help="a short run (< 90 s on 2 CPU cores); explicit flags win")
-    run.add_argument("--out", default="runs/dc_transfer", help="output folder (default: runs/dc_transfer)")
-    run.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    add_run_folder_arguments(run, "runs/dc_transfer")  # --out, --resume (the checkpoints in --out), --overwrite
     run.add_argument("--seed", default=0, type=int, help="seed (default: 0)")
     run.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="device (default: cuda if available, else cpu)",
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default: auto = cuda if available)"
     )
     run.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     run.add_argument(
@@ -256,7 +263,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--workers",
         default=None,
         type=int,
-        help="DataLoader workers (default: 0 for the in-memory embedded data, else 4)",
+        help="DataLoader workers (default: 0 for the in-memory embedded data, else min(4, CPU cores - 1), 0 on "
+        "machines with 2 cores or fewer)",
     )
     run.add_argument("--eval-every", default=2, type=int, help="evaluate every N epochs and at the end (default: 2)")
     run.add_argument("--print-freq", default=10, type=int, help="progress-bar refresh in steps (default: 10)")
@@ -273,26 +281,51 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+#: Options that do not change results: they may differ between a run and its --resume.
+RESUME_IGNORES = ("out", "resume", "overwrite", "stop_after_epochs", "no_progress", "print_freq", "threads",
+                  "quick", "projection")  # fmt: skip
+#: Options that must be >= 1 (0 is never "the default").
+SIZES = ("epochs", "iters_per_epoch", "recluster_every", "kmeans_iters", "batch_size", "samples_per_class",
+         "embedding_dim", "num_learners", "eval_every", "print_freq", "image_size", "resize", "threads",
+         "stop_after_epochs")  # fmt: skip
+
+
 def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the preset-dependent settings left unset, and validate combinations argparse cannot."""
+    """Fill the preset-dependent settings left unset, and validate every option before any work starts.
+
+    Raises:
+        ValueError: a size below 1, a phase epoch outside the run, or options that do not fit the dataset.
+    """
     preset = PRESETS["quick" if args.quick else "default"]
-    for name, value in preset.items():
-        if name != "synthetic" and getattr(args, name) is None:
-            setattr(args, name, value)
-    for name in ("full_embedding_epoch", "finetune_epoch"):
-        if getattr(args, name) < 0:
-            setattr(args, name, None)
+    fill_defaults(args, {k: v for k, v in preset.items() if k != "synthetic"})
     embedded = args.dataset == "synthetic"
+    fill_defaults(args, {"workers": 0 if embedded else default_workers(), "image_size": 64 if embedded else 224,
+                         "augment": "none" if embedded else "crop"})  # fmt: skip
+    require_at_least(args, 1, *SIZES)
+    require_at_least(args, 0, "workers")
+    for name in ("lr", "embedding_lr", "beta_lr"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ("full_embedding_epoch", "finetune_epoch"):
+        value = getattr(args, name)
+        if value == -1:
+            setattr(args, name, None)
+        elif not 0 <= value < args.epochs:
+            raise ValueError(f"--{name.replace('_', '-')} {value} is outside the run's epochs 0..{args.epochs - 1} "
+                             f"(--epochs {args.epochs}); give an epoch inside it, or -1 for never")  # fmt: skip
+    if args.samples_per_class > args.batch_size:
+        raise ValueError(f"--samples-per-class {args.samples_per_class} exceeds --batch-size {args.batch_size}")
+    if any(k < 1 for k in args.compare_k):
+        raise ValueError(f"--compare-k entries must be >= 1, got {args.compare_k}")
     if embedded:
+        if args.root is not None:
+            raise ValueError("--root does not apply to --dataset synthetic (the embedded data); drop it or choose "
+                             f"one of {', '.join(DATASETS[1:])}")  # fmt: skip
         args.data_option = [*preset["synthetic"].items(), *args.data_option]
-    if args.workers is None:
-        args.workers = 0 if embedded else 4
-    if args.image_size is None:
-        args.image_size = 64 if embedded else 224
-    if args.augment is None:
-        args.augment = "none" if embedded else "crop"
-    if any(k < 1 for k in [*args.compare_k, args.num_learners]):
-        raise SystemExit(f"error: K must be >= 1, got --num-learners {args.num_learners} --compare-k {args.compare_k}")
+    elif args.root is None:
+        raise ValueError(f"--dataset {args.dataset} needs --root (the dataset folder)")
+    if args.amp and args.device == "cpu":
+        raise ValueError("--amp needs CUDA; drop it or use --device cuda")
     return args
 
 
@@ -321,10 +354,6 @@ def resolve_init(init: str, backbone: str | None, runs: Path = Path("runs")) -> 
         name = load_trunk(init[4:]).name
         return init, backbone or name, f"init: {init} (trunk {name!r})"
     return init, backbone or "tiny", f"init: {init}"
-
-
-class Interrupted(Exception):
-    """Raised after a checkpoint when ``--stop-after-epochs`` is reached."""
 
 
 @dataclass
@@ -388,14 +417,14 @@ def train_one_epoch(
 
 
 def evaluate(
-    model: EmbeddingNet, data: Data, args: argparse.Namespace
+    model: EmbeddingNet, data: Data, args: argparse.Namespace, device: torch.device
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """Retrieval metrics of the full embedding on the test task (computed on rank 0; other ranks get ``{}``).
 
     Returns:
         ``(metrics, query embeddings [N, d] (L2-normalised), query labels [N])``.
     """
-    kwargs = {"batch_size": args.batch_size, "workers": args.workers, "device": args.device, "amp": args.amp}
+    kwargs = {"batch_size": args.batch_size, "workers": args.workers, "device": device, "amp": args.amp}
     query, labels = extract(model, data.task.query, "embedding", **kwargs)
     query = F.normalize(query, dim=1)
     gallery = None
@@ -419,10 +448,19 @@ def make_schedule(args: argparse.Namespace, num_learners: int) -> Schedule:
     )
 
 
-def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data, out: Path) -> dict[str, Any]:
-    """Train (or resume) one learner with ``num_learners`` learners; returns its log and final test embeddings."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    device = torch.device(args.device)
+def train_run(
+    args: argparse.Namespace,
+    num_learners: int,
+    init: str,
+    data: Data,
+    out: Path,
+    world: World,
+    config: dict[str, Any],
+    restored: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Train (or continue from ``restored``, its checkpoint) one learner with ``num_learners`` learners; returns its
+    log and final test embeddings. ``config`` is saved with every checkpoint."""
+    rank, device = world.rank, world.device
     torch.manual_seed(args.seed)
     model = EmbeddingNet(build_backbone(args.backbone, init), args.embedding_dim, num_learners, args.frozen_bn)
     model.to(device)
@@ -447,7 +485,7 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
         samples_per_class=args.samples_per_class,
         iterations_per_epoch=args.iters_per_epoch,
         seed=args.seed,
-        num_replicas=world,
+        num_replicas=world.world_size,
         rank=rank,
     )
     schedule = make_schedule(args, num_learners)
@@ -474,12 +512,11 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
         persistent_workers=args.workers > 0,
         pin_memory=device.type == "cuda",
     )
-    checkpoint, log, start_epoch = out / f"K{num_learners}" / "checkpoint.pth", [], 0
-    if args.resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        trainer.load_state_dict(state["trainer"])
-        set_rng_states(state["rng"])
-        log, start_epoch = state["log"], state["epoch"] + 1
+    checkpoint, log, start_epoch = checkpoint_path(out, num_learners), [], 0
+    if restored is not None:
+        trainer.load_state_dict(restored["trainer"])
+        set_rng_states(restored["rng"])
+        log, start_epoch = restored["log"], restored["epoch"] + 1
         print(f"K={num_learners}: resumed from {checkpoint} at epoch {start_epoch}")
     writer = SummaryWriter(out / "tb" / f"K{num_learners}") if rank == 0 else None
     if writer is not None and start_epoch == 0:
@@ -495,7 +532,7 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
         clustering = trainer.begin_epoch(epoch)
         stats = train_one_epoch(trainer, loader, epoch, args)
         last = epoch == schedule.epochs - 1
-        evaluation = evaluate(model, data, args) if last or (epoch + 1) % args.eval_every == 0 else None
+        evaluation = evaluate(model, data, args, device) if last or (epoch + 1) % args.eval_every == 0 else None
         metrics = evaluation[0] if evaluation else {}
         final = evaluation if last else None
         record = {
@@ -507,13 +544,7 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
         }
         log.append(record)
         # on every rank: trainer.state_dict() and gather_per_rank collect each rank's random states
-        state = {
-            "trainer": trainer.state_dict(),
-            "rng": gather_per_rank(rng_states()),
-            "log": log,
-            "epoch": epoch,
-            "args": vars(args),
-        }
+        state = {"trainer": trainer.state_dict(), "rng": gather_per_rank(rng_states()), "log": log, "epoch": epoch}
         if rank == 0:
             print(
                 f"K={num_learners} epoch {epoch + 1}/{schedule.epochs} [{record['phase']}] loss {stats['loss']:.4f} "
@@ -523,8 +554,7 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
                 flush=True,
             )
             _log_epoch(writer, record, clustering)
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            save_on_main(World(rank, world, device), state, checkpoint)
+            save_checkpoint(world, checkpoint, config, state)
         if args.stop_after_epochs is not None and epoch + 1 - start_epoch >= args.stop_after_epochs and not last:
             if writer is not None:
                 writer.close()
@@ -532,7 +562,7 @@ def train_run(args: argparse.Namespace, num_learners: int, init: str, data: Data
                 f"K={num_learners}: stopped after epoch {epoch + 1} (--stop-after-epochs); continue with --resume"
             )
     if final is None:  # resumed a finished run: evaluate its checkpoint
-        final = evaluate(model, data, args)
+        final = evaluate(model, data, args, device)
     if writer is not None:
         writer.close()
     return {
@@ -675,6 +705,31 @@ def plot_results(runs: list[dict[str, Any]], data_ks: list[int], out: Path, proj
     plt.close(fig)
 
 
+def checkpoint_path(out: Path, num_learners: int) -> Path:
+    """The checkpoint of the run with ``num_learners`` learners."""
+    return out / f"K{num_learners}" / "checkpoint.pth"
+
+
+def resume_points(out: Path, ks: list[int], config: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """``--resume``: the checkpoint of every K that has one, each checked against ``config``.
+
+    Raises:
+        RunError: no K has a checkpoint, or one was written with options that change results.
+    """
+    found = {k: checkpoint_path(out, k) for k in ks if checkpoint_path(out, k).is_file()}
+    if not found:
+        expected = ", ".join(str(checkpoint_path(out, k)) for k in ks)
+        raise RunError(f"--resume: no checkpoint in {str(out)!r} (looked for {expected}); start without --resume")
+    return {k: load_checkpoint(path, config, RESUME_IGNORES) for k, path in found.items()}
+
+
+def check_learners(ks: list[int], train: Dataset) -> None:
+    """Refuse a K above the number of training classes (k-means would leave learners without a class)."""
+    classes = len(np.unique(np.asarray(train.labels)))
+    if max(ks) > classes:
+        raise ValueError(f"-K/--compare-k {max(ks)} exceeds the {classes} training classes; choose K <= {classes}")
+
+
 def main(args: argparse.Namespace) -> dict[str, Any] | None:
     """Train every requested K, evaluate, and (rank 0) write the outputs.
 
@@ -685,29 +740,35 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
-    rank, world = init_distributed()
-    if world > 1 and args.device == "cuda":
-        args.device = f"cuda:{torch.cuda.current_device()}"
-    out = Path(args.out)
+    world = init_distributed(args.device)
+    with RunFolder(args.out, world, resume=args.resume, overwrite=args.overwrite):
+        return run(args, world)
+
+
+def run(args: argparse.Namespace, world: World) -> dict[str, Any] | None:
+    """:func:`main` once the output folder is this run's."""
+    out, rank = Path(args.out), world.rank
     init, args.backbone, message = resolve_init(args.init, args.backbone)
     ks = list(dict.fromkeys([*args.compare_k, args.num_learners]))
+    config = {**vars(args), "init_resolved": init}
+    restored = resume_points(out, ks, config) if args.resume else {}
     data = load_data(args)
+    check_learners(ks, data.train)
     if rank == 0:
         print(message)
         gallery = f", gallery {data.task.gallery!r}" if data.task.gallery is not None else ""
         print(f"data: train {data.train!r}, query {data.task.query!r}{gallery} ({data.task.protocol} protocol)")
         out.mkdir(parents=True, exist_ok=True)
-        config = {
-            **vars(args),
-            "init_resolved": init,
+        run_config = {
+            **config,
             "runs_k": ks,
-            "world_size": world,
+            "world_size": world.world_size,
             "command": sys.argv,
             "schedules": {f"K={k}": asdict(make_schedule(args, k)) for k in ks},
         }
-        (out / "config.json").write_text(json.dumps(config, indent=2))
+        (out / "config.json").write_text(json.dumps(run_config, indent=2))
     try:
-        runs = [train_run(args, k, init, data, out) for k in ks]
+        runs = [train_run(args, k, init, data, out, world, config, restored.get(k)) for k in ks]
     except Interrupted as stop:
         if rank == 0:
             print(stop)
@@ -722,4 +783,4 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -82,11 +82,9 @@ from permgym.distributed import (
     cleanup_distributed,
     gather_per_rank,
     gather_shards,
-    init_distributed,
     max_divergence,
     own_entry,
     rng_states,
-    save_on_main,
     set_rng_states,
 )
 from permgym.env import PermSamplingEnv
@@ -100,6 +98,19 @@ from permgym.finetune import (
 )
 from permgym.models import TRUNKS, Trunk, build_trunk, save_trunk
 from permgym.probe import RETRIEVAL_KS, retrieval_topk, retrieval_windows, standardize, video_features
+from permgym.run import (
+    Interrupted,
+    RunError,
+    RunFolder,
+    add_run_folder_arguments,
+    fill_defaults,
+    init_distributed,
+    load_checkpoint,
+    parse_key_value,
+    require_at_least,
+    run_cli,
+    save_checkpoint,
+)
 
 DATASETS = ("synthetic", "ucf101", "hmdb51", "folder")
 #: The subset of every dataset that pretraining (clip pool and validation batch) draws from: never the test videos.
@@ -152,16 +163,6 @@ def _compare_list(value: str) -> list[str]:
     return names
 
 
-def _key_value(value: str) -> tuple[str, Any]:
-    key, sep, raw = value.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
-
-
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Ordering self-supervision with a permutation sampler, then action recognition: pretraining, "
@@ -196,7 +197,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     ssl.add_argument("--sampler", default="policy-gradient", type=_sampler_choice,
                      help=f"permutation sampler: {', '.join(SAMPLERS)} or sb3:PATH (a saved Stable-Baselines3 "
                      "model) (default: policy-gradient)")  # fmt: skip
-    ssl.add_argument("--sampler-option", default=[], action="append", type=_key_value, metavar="KEY=VALUE",
+    ssl.add_argument("--sampler-option", default=[], action="append", type=parse_key_value, metavar="KEY=VALUE",
                      help="constructor argument of the --sampler run's sampler (JSON value), repeatable, e.g. "
                      'config=\'{"learning_rate": 0.003}\' (default: none)')  # fmt: skip
     ssl.add_argument("--action-mode", default="per_sample", choices=("per_sample", "distribution", "discrete"),
@@ -215,7 +216,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                      help="clips per pretraining update (default: the preset's, 32 / 64)")  # fmt: skip
     ssl.add_argument("--ssl-lr", type=float, default=None,
                      help="pretraining learning rate (default: the preset's, adam 2e-3 / sgd 0.01)")  # fmt: skip
-    ssl.add_argument("--ssl-option", default=[], action="append", type=_key_value, metavar="KEY=VALUE",
+    ssl.add_argument("--ssl-option", default=[], action="append", type=parse_key_value, metavar="KEY=VALUE",
                      help="any other PermSamplingConfig field (JSON value), repeatable, e.g. reward=uniform_relative "
                      "(default: none)")  # fmt: skip
     ft = parser.add_argument_group("fine-tuning and evaluation")
@@ -240,9 +241,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                          "e.g. uniform,random-init (default: none)")  # fmt: skip
     run = parser.add_argument_group("run")
     run.add_argument("--quick", action="store_true", help="a short run (<= 90 s on 2 CPU cores); explicit flags win")
-    run.add_argument("--out", default="runs/ssl_ucf101", help="output folder (default: runs/ssl_ucf101)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue from <out>/checkpoint.pth, with as many processes as the run that wrote it")  # fmt: skip
+    add_run_folder_arguments(run, "runs/ssl_ucf101")  # --out, --resume (same number of processes), --overwrite
     run.add_argument("--seed", default=0, type=int, help="seed of networks, data order and samplers (default: 0)")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                      help="device (default: auto = cuda if available)")  # fmt: skip
@@ -265,26 +264,42 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+#: Options that do not change results: they may differ between a run and its --resume.
+RESUME_IGNORES = ("out", "resume", "overwrite", "stop_after_updates", "no_progress", "print_freq", "threads",
+                  "workers", "cache_dir", "quick")  # fmt: skip
+#: Options that must be >= 1 when given (0 is no longer "the default").
+SIZES = ("ssl_updates", "updates_per_step", "ssl_batch_size", "ft_epochs", "ft_batch_size", "test_clips",
+         "eval_every", "checkpoint_every", "print_freq", "retrieval_clips", "frames", "frame_size",
+         "synthetic_videos", "synthetic_classes", "threads", "stop_after_updates")  # fmt: skip
+
+
 def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the settings left unset from the data regime's preset (then ``--quick``), and check combinations."""
+    """Fill the settings left unset from ``--quick`` then the data regime's preset, and check every option before
+    any work starts.
+
+    Raises:
+        ValueError: a size below 1, a learning rate not above 0, or options that do not fit the dataset.
+    """
     regime = PRESETS["synthetic" if args.dataset == "synthetic" else "video"]
-    defaults = {**regime, **(PRESETS["quick"] if args.quick else {})}
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    if args.dataset != "synthetic" and args.root is None:
-        raise SystemExit(f"error: --dataset {args.dataset} needs --root (the folder of the videos)")
+    fill_defaults(args, PRESETS["quick"] if args.quick else {}, regime)
+    require_at_least(args, 1, *SIZES)
+    require_at_least(args, 0, "workers")
+    for name in ("ssl_lr", "ft_lr", "trunk_lr_scale"):
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.dataset == "synthetic":
+        given = [flag for flag, value in (("--root", args.root), ("--annotations", args.annotations)) if value]
+        if given:
+            raise ValueError(f"{' and '.join(given)} do(es) not apply to --dataset synthetic (the embedded data); "
+                             "drop them, or choose --dataset ucf101/hmdb51/folder")  # fmt: skip
+    elif args.root is None:
+        raise ValueError(f"--dataset {args.dataset} needs --root (the folder of the videos)")
     if args.dataset in ("ucf101", "hmdb51") and args.annotations is None:
-        raise SystemExit(
-            f"error: --dataset {args.dataset} needs --annotations (the folder of the official split files)"
-        )
+        raise ValueError(f"--dataset {args.dataset} needs --annotations (the folder of the official split files)")
+    if args.dataset == "folder" and args.annotations is not None:
+        raise ValueError("--annotations does not apply to --dataset folder (its split is every 5th video per class)")
     if args.amp and args.device == "cpu":
-        raise SystemExit("error: --amp needs CUDA; drop it or use --device cuda")
-    positive = ("ssl_updates", "ft_epochs", "test_clips", "eval_every", "checkpoint_every", "print_freq",
-                "retrieval_clips")  # fmt: skip
-    for name in positive:
-        if getattr(args, name) < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+        raise ValueError("--amp needs CUDA; drop it or use --device cuda")
     return args
 
 
@@ -329,21 +344,21 @@ def make_ssl_config(args: argparse.Namespace, world: World) -> PermSamplingConfi
         overrides = {"task": args.task, "dataset": "cache", "cache_path": str(cache_path(args, PRETRAIN_SUBSET)),
                      "clip_frames": args.frames, "frame_size": args.frame_size}  # fmt: skip
     base = make_config(preset)
-    updates_per_step = args.updates_per_step or base.updates_per_step
+    updates_per_step = base.updates_per_step if args.updates_per_step is None else args.updates_per_step
     overrides.update(
         updates_per_step=updates_per_step,
         steps_per_episode=math.ceil(args.ssl_updates / updates_per_step),
         action_mode=args.action_mode,
         device=str(world.device),
         trunk=args.backbone or base.trunk,
-        batch_size=args.ssl_batch_size or base.batch_size,
-        lr=args.ssl_lr or base.lr,
+        batch_size=base.batch_size if args.ssl_batch_size is None else args.ssl_batch_size,
+        lr=base.lr if args.ssl_lr is None else args.ssl_lr,
     )
     overrides.update(dict(args.ssl_option))
     try:
         return make_config(preset, **overrides)
-    except (TypeError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+    except TypeError as err:
+        raise ValueError(str(err)) from None
 
 
 def make_finetune_config(args: argparse.Namespace, ssl: PermSamplingConfig) -> FinetuneConfig:
@@ -392,7 +407,7 @@ def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCac
     """Rank 0 builds (or reuses) the cache, then every rank opens it; if rank 0 fails, every rank stops.
 
     Raises:
-        SystemExit: the videos or split files are missing, or the cache folder holds another config.
+        ValueError: the videos or split files are missing, or the cache folder holds another config.
     """
     path = cache_path(args, subset)
     error = None
@@ -402,7 +417,7 @@ def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCac
             print(f"{subset}: {dataset!r}")
             cache = load_or_build_cache(dataset, path, workers=args.workers, progress=not args.no_progress)
         except (FileNotFoundError, ValueError) as err:
-            error = f"error: {err}"
+            error = str(err)
         else:
             counts = cache.index["counts"]
             print(
@@ -412,7 +427,7 @@ def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCac
                 print(f"  skipped {video}: {reason.splitlines()[0] if reason else ''}")
     error = broadcast_object(error)  # also the barrier: the other ranks wait for the cache
     if error is not None:
-        raise SystemExit(error)
+        raise ValueError(error)
     return FrameCache(path)
 
 
@@ -423,7 +438,7 @@ def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -
     :func:`make_ssl_config`), holding some of it out for its validation batch.
 
     Raises:
-        SystemExit: missing files or folders (the message names the path and the expected layout).
+        ValueError: missing files or folders (the message names the path and the expected layout).
     """
     if args.dataset == "synthetic":
         common = {"num_classes": ssl.synthetic_classes, "num_videos": ssl.synthetic_videos, "frames": ssl.clip_frames,
@@ -436,25 +451,31 @@ def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
-class Interrupted(Exception):
-    """Raised after a checkpoint when ``--stop-after-updates`` is reached."""
-
-
 class Checkpointer:
     """Keeps the run's progress and writes it, with the state of the stage in progress, as one ``checkpoint.pth``.
 
     Args:
         path: the checkpoint file.
         world: only rank 0 writes.
-        args: saved with every checkpoint.
+        args: the run's options (``--stop-after-updates``) and, as ``config``, saved with every checkpoint.
         restored: a loaded checkpoint to continue from (``--resume``), or None.
+
+    Attributes:
+        elapsed_s: wall-clock seconds of the earlier invocations of this run (0 for a fresh run); ``time/total_s``
+            adds this invocation's.
     """
 
     def __init__(self, path: Path, world: World, args: argparse.Namespace, restored: dict[str, Any] | None) -> None:
         self.path, self.world, self.args = path, world, args
         self.done: dict[str, dict[str, Any]] = restored["done"] if restored else {}
         self.updates: int = restored["updates"] if restored else 0
+        self.elapsed_s: float = restored["elapsed_s"] if restored else 0.0
+        self.started = time.perf_counter()
         self.restored = restored
+
+    def total_seconds(self) -> float:
+        """Wall-clock seconds of the run over all its invocations."""
+        return self.elapsed_s + time.perf_counter() - self.started
 
     def resume_point(self, variant: str) -> dict[str, Any] | None:
         """The saved stage state of ``variant`` if the checkpoint stopped inside it."""
@@ -472,9 +493,10 @@ class Checkpointer:
         Raises:
             Interrupted: ``--stop-after-updates`` is reached.
         """
-        checkpoint = {"args": vars(self.args), "done": self.done, "updates": self.updates, "variant": variant,
-                      "stage": stage, "result": result, "state": state, "rng": gather_per_rank(rng_states())}  # fmt: skip
-        save_on_main(self.world, checkpoint, self.path)
+        checkpoint = {"done": self.done, "updates": self.updates, "variant": variant, "stage": stage,
+                      "result": result, "state": state, "rng": gather_per_rank(rng_states()),
+                      "elapsed_s": self.total_seconds()}  # fmt: skip
+        save_checkpoint(self.world, self.path, vars(self.args), checkpoint)
         limit = self.args.stop_after_updates
         if limit is not None and self.updates >= limit and stage is not None:
             raise Interrupted(
@@ -496,7 +518,7 @@ def build_sampler(name: str, env: PermSamplingEnv, args: argparse.Namespace) -> 
             return SB3Sampler.load(name[4:], env, seed=args.seed, **options)
         return SAMPLERS[name](env, seed=args.seed, **options)
     except (FileNotFoundError, TypeError, ValueError) as err:
-        raise SystemExit(f"error: sampler {name!r}: {err}") from None
+        raise ValueError(f"sampler {name!r}: {err}") from None
 
 
 def pretrain(
@@ -804,7 +826,8 @@ def write_results(
         f"# Ordering self-supervision on {args.dataset}",
         "",
         f"Task {config.task} ({config.num_frames} frames{f', {config.grid}x{config.grid} jigsaw' if config.uses_spatial else ''}), "
-        f"trunk {config.trunk}, {args.ssl_updates} pretraining updates of {config.batch_size} clips "
+        f"trunk {config.trunk}, {config.steps_per_episode * config.updates_per_step} pretraining updates of "
+        f"{config.batch_size} clips "
         f"({config.updates_per_step} per sampler step, {config.optimizer} lr {config.lr}), action mode "
         f"{config.action_mode}, reward {config.reward}. Fine-tuning {ft.epochs} epochs, batch {ft.batch_size}, "
         f"{ft.optimizer} lr {ft.lr} (trunk x{ft.trunk_lr_scale}), dropout {ft.dropout}. Test: video-level accuracy, "
@@ -915,21 +938,21 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     world = init_distributed(args.device)
+    with RunFolder(args.out, world, resume=args.resume, overwrite=args.overwrite):
+        return run(args, world)
+
+
+def run(args: argparse.Namespace, world: World) -> dict[str, float] | None:
+    """:func:`main` once the output folder is this run's."""
     out = Path(args.out)
     checkpoint_path = out / "checkpoint.pth"
     restored = None
     if args.resume:
-        if not checkpoint_path.is_file():
-            raise SystemExit(f"error: --resume: no checkpoint at {checkpoint_path}")
-        restored = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        restored = load_checkpoint(checkpoint_path, vars(args), RESUME_IGNORES)
         try:
             own_entry(restored["rng"])  # one entry per process of the run that wrote it: the same number is needed
         except ValueError as err:
-            raise SystemExit(f"error: --resume: {err}") from None
-        changed = {k: (v, vars(args).get(k)) for k, v in restored["args"].items()
-                   if k not in ("resume", "stop_after_updates", "no_progress") and vars(args).get(k) != v}  # fmt: skip
-        if changed and world.is_main:
-            print(f"warning: resuming with other settings than the checkpoint's (saved, now): {changed}")
+            raise RunError(f"--resume: {err}") from None
     config = make_ssl_config(args, world)
     data = load_data(args, config, world)
     ft = make_finetune_config(args, config)
@@ -942,7 +965,6 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
                       "variants": variants, "world_size": world.world_size, "command": sys.argv}  # fmt: skip
         (out / "config.json").write_text(json.dumps(run_config, indent=2, default=str))
     checkpointer = Checkpointer(checkpoint_path, world, args, restored)
-    start = time.perf_counter()
     try:
         for variant in variants:
             if variant in checkpointer.done:
@@ -960,7 +982,7 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
     metrics = None
     if world.is_main:
         results = {v: checkpointer.done[v] for v in variants}
-        metrics = write_results(args, config, ft, results, data, world, out, time.perf_counter() - start)
+        metrics = write_results(args, config, ft, results, data, world, out, checkpointer.total_seconds())
         print((out / "results.md").read_text())
         print(f"results in {out}/ (results.md, metrics.json, plots, tb/); pretrained trunk: {out / 'trunk.pth'}")
     cleanup_distributed()
@@ -968,4 +990,4 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -9,8 +9,8 @@ One epoch of divide and conquer (driven by ``experiments/dc_transfer.py``)::
 ``num_learners=1`` runs the single-metric baseline through the same code: one cluster of all data (no k-means), the
 full embedding, one loss.
 
-Distributed data parallel: call :func:`init_distributed` first (it reads the variables torchrun sets, and falls back
-to one process). All replicas then train the same learner at each step (the sampler draws the same global batch
+Distributed data parallel: call :func:`permgym.run.init_distributed` first (it reads the variables torchrun sets,
+and falls back to one process). All replicas then train the same learner at each step (the sampler draws the same global batch
 everywhere and each keeps a slice), feature extraction is sharded and all-gathered, and k-means runs on rank 0 and
 is broadcast. On GPUs the backbone's train-mode BatchNorm becomes SyncBatchNorm (``sync_bn``). Checkpoints hold every
 rank's random state (``permgym.distributed.gather_per_rank``), so a resumed run needs the same number of processes.
@@ -18,7 +18,6 @@ rank's random state (``permgym.distributed.gather_per_rank``), so a resumed run 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -106,25 +105,6 @@ class Schedule:
         if self.num_clusters(epoch) == 1:
             return "finetune" if self.num_learners > 1 else "divide"
         return "conquer" if self.full_embedding(epoch) else "divide"
-
-
-def init_distributed() -> tuple[int, int]:
-    """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ...), else run as one process.
-
-    Uses NCCL when CUDA is available (and binds ``LOCAL_RANK``'s GPU), gloo otherwise.
-
-    Returns:
-        ``(rank, world_size)``.
-    """
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        print("Not using distributed mode")
-        return 0, 1
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size()
 
 
 def _world() -> tuple[int, int]:

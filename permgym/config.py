@@ -118,6 +118,8 @@ class PermSamplingConfig:
     ema_decay: float = 0.9
 
     def __post_init__(self) -> None:
+        _check_types(self)
+        _check_ranges(self)
         _check_choice("task", self.task, TASKS)
         _check_choice("action_mode", self.action_mode, ACTION_MODES)
         _check_choice("reward", self.reward, REWARDS)
@@ -159,6 +161,49 @@ class PermSamplingConfig:
                 "`python -m permgym.data.prepare ucf101 --root UCF-101/ --annotations ucfTrainTestlist/ --out DIR`"
             )
         return path
+
+
+#: Numeric fields and the range each must lie in (the message text); checked after the types.
+_RANGES: dict[str, tuple[Any, str]] = {
+    **{name: (lambda v: v >= 1, ">= 1") for name in (
+        "synthetic_classes", "synthetic_videos", "clip_frames", "frame_size", "min_stride", "motion_candidates",
+        "grid", "element_size", "tile_size", "projection_dim", "hidden", "torch_threads")},
+    "num_frames": (lambda v: v >= 2, ">= 2"),
+    "lr": (lambda v: 0 < v < math.inf, "a finite number > 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    "val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "joint_temporal_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "reward_scale": (lambda v: 0 < v < math.inf, "a finite number > 0"),
+    "reward_clip": (lambda v: v > 0, "> 0 (inf: no clipping)"),
+    "crash_penalty": (math.isfinite, "a finite number"),
+    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}  # fmt: skip
+
+
+def _check_types(config: PermSamplingConfig) -> None:
+    """Every field has its annotated type (ints for int fields, numbers for floats, bools for flags)."""
+    for f in fields(config):
+        value, kind = getattr(config, f.name), str(f.type)
+        if value is None and "None" in kind:
+            continue
+        if kind.startswith("int"):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind.startswith("float"):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif kind == "bool":
+            ok = isinstance(value, bool)
+        else:  # str, a Literal of str, or str | None
+            ok = isinstance(value, str)
+        if not ok:
+            raise TypeError(f"config option {f.name} must be of type {kind}, got {value!r} ({type(value).__name__})")
+
+
+def _check_ranges(config: PermSamplingConfig) -> None:
+    for name, (valid, text) in _RANGES.items():
+        value = getattr(config, name)
+        if value is not None and not valid(value):
+            raise ValueError(f"config option {name} must be {text}, got {value!r}")
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

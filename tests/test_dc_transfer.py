@@ -4,14 +4,17 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from permgym.models import build_trunk, save_trunk
+from permgym.run import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "dc_transfer.py"
@@ -21,6 +24,10 @@ TINY = [
     "2",
     "--iters-per-epoch",
     "3",
+    "--full-embedding-epoch",
+    "1",
+    "--finetune-epoch",
+    "-1",
     "--batch-size",
     "16",
     "--embedding-dim",
@@ -50,6 +57,50 @@ def _parse(*argv: str):
     return dc_transfer.get_args_parser().parse_args(list(argv))
 
 
+def _cli(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """Run the script's command line in this process; return the stderr of a failing run (exit status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(dc_transfer.main, dc_transfer.get_args_parser(), argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--full-embedding-epoch", "20"], "--full-embedding-epoch 20 is outside the run's epochs 0..19 (--epochs 20)"),
+        (["--quick", "--finetune-epoch", "4"], "--finetune-epoch 4 is outside the run's epochs 0..3 (--epochs 4)"),
+        (["--finetune-epoch", "-3"], "--finetune-epoch -3 is outside the run's epochs"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--iters-per-epoch", "0"], "--iters-per-epoch must be >= 1, got 0"),
+        (["--lr", "-1"], "--lr must be > 0, got -1.0"),
+        (["-K", "0"], "--num-learners must be >= 1, got 0"),
+        (["--root", "data/CUB"], "--root does not apply to --dataset synthetic"),
+        (["--dataset", "cub200"], "--dataset cub200 needs --root"),
+        (["--device", "gpu"], "argument --device: invalid choice: 'gpu'"),
+        (["--data-option", "frame"], "expected KEY=VALUE, got 'frame'"),
+        (["--quick", "-K", "40", "--data-option", "videos_per_class=2"], "-K/--compare-k 40 exceeds the"),
+        (["--resume"], "holds no run to continue"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_before_any_work(argv: list[str], message: str, tmp_path: Path, capsys) -> None:
+    assert message in _cli([*argv, "--out", str(tmp_path / "out")], capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.json").write_text("{}")
+    err = _cli([*TINY, "--out", str(tmp_path / "out"), "--resume"], capsys)
+    assert "--resume: no checkpoint in" in err and "K4/checkpoint.pth" in err
+
+
+def test_default_workers_leave_a_core_to_training() -> None:
+    assert [dc_transfer.default_workers(n) for n in (1, 2, 3, 4, 8, 64)] == [0, 0, 2, 3, 4, 4]
+    assert _parse().device == "auto"
+
+
 def test_cli_smoke_with_baseline_comparison(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.run(
@@ -75,7 +126,7 @@ def test_cli_smoke_with_baseline_comparison(tmp_path: Path) -> None:
         assert any((out / "tb" / f"K{k}").glob("events.out.tfevents.*"))
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tmp_path: Path, monkeypatch) -> None:
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path: Path, monkeypatch, capsys) -> None:
     argv = [*TINY, "--epochs", "3", "--num-learners", "2", "--recluster-every", "1", "--finetune-epoch", "-1"]
     straight = dc_transfer.main(_parse(*argv, "--out", str(tmp_path / "a")))
 
@@ -90,7 +141,12 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path: Path, monk
     with pytest.raises(KeyboardInterrupt):
         dc_transfer.main(_parse(*argv, "--out", str(tmp_path / "b")))
     monkeypatch.setattr(dc_transfer, "train_one_epoch", real)
-    resumed = dc_transfer.main(_parse(*argv, "--out", str(tmp_path / "b"), "--resume"))
+    for flags, named in ((["--seed", "1"], "seed: checkpoint 0, now 1"), (["--lr", "0.01"], "lr: checkpoint 0.001, "
+                         "now 0.01"), (["--batch-size", "12"], "batch_size: checkpoint 16, now 12")):  # fmt: skip
+        err = _cli([*argv, "--out", str(tmp_path / "b"), "--resume", *flags], capsys)
+        assert "--resume with options that change results (" + named in err, err
+    assert "already holds a run" in _cli([*argv, "--out", str(tmp_path / "b")], capsys)
+    resumed = dc_transfer.main(_parse(*argv, "--out", str(tmp_path / "b"), "--resume", "--threads", "1"))
 
     a = torch.load(tmp_path / "a" / "K2" / "checkpoint.pth", weights_only=False)
     b = torch.load(tmp_path / "b" / "K2" / "checkpoint.pth", weights_only=False)
@@ -114,20 +170,40 @@ def _torchrun(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_torchrun_two_processes_resume_exactly(tmp_path: Path) -> None:
+def _spawned_parted_run(rank: int, world_size: int, ports: list[int], argv: list[str]) -> None:
+    """One of ``world_size`` processes (as torchrun would start them): stop after epoch 1, then resume to the end;
+    each invocation joins a new process group on its own port."""
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1")
+    for port, extra in zip(ports, (["--stop-after-epochs", "1"], ["--resume"]), strict=True):
+        os.environ["MASTER_PORT"] = str(port)
+        result = dc_transfer.main(_parse(*argv, *extra))
+        if rank == 0 and extra[0] != "--resume":
+            assert result is None and not (Path(argv[-1]) / "metrics.json").exists()
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_two_processes_resume_exactly(tmp_path: Path) -> None:
+    """An uninterrupted torchrun run of 2 processes (the one torchrun smoke test) and the same run stopped after
+    epoch 1 and resumed (2 processes started once by torch.multiprocessing) end with the same weights and metrics."""
     argv = [*TINY, "--num-learners", "2", "--batch-size", "8"]
     straight, parted = tmp_path / "straight", tmp_path / "parted"
     proc = _torchrun(tmp_path, *argv, "--out", str(straight))
     assert proc.stdout.count("results in") == 1  # only rank 0 writes
     assert json.loads((straight / "config.json").read_text())["world_size"] == 2
     a = torch.load(straight / "K2" / "checkpoint.pth", weights_only=False)
-    assert a["args"]["batch_size"] == 8 and a["epoch"] == 1
+    assert a["config"]["batch_size"] == 8 and a["epoch"] == 1
 
-    proc = _torchrun(tmp_path, *argv, "--out", str(parted), "--stop-after-epochs", "1")
-    assert "K=2: stopped after epoch 1 (--stop-after-epochs)" in proc.stdout
-    assert not (parted / "metrics.json").exists()
-    proc = _torchrun(tmp_path, *argv, "--out", str(parted), "--resume")
-    assert "resumed from" in proc.stdout
+    mp.spawn(_spawned_parted_run, args=(2, _free_ports(2), [*argv, "--out", str(parted)]), nprocs=2, join=True)
     b = torch.load(parted / "K2" / "checkpoint.pth", weights_only=False)
     assert b["epoch"] == 1
     for (name, x), y in zip(a["trainer"]["model"].items(), b["trainer"]["model"].values(), strict=True):

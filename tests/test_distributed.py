@@ -93,7 +93,7 @@ def test_smoothed_value_and_logger(capsys: pytest.CaptureFixture[str]) -> None:
         seen.append(i)
     assert seen == [0, 1, 2, 3]
     out = capsys.readouterr().out
-    assert "h [2/4]  loss" in out and "h [4/4]  loss 1.0000 (1.5000)"  # the lower median, as torch.median in out
+    assert "h [2/4]  loss" in out and "h [4/4]  loss 1.0000 (1.5000)" in out  # the lower median, as torch.median
 
 
 # ---------------------------------------------------------------------------------------------------- 2 processes

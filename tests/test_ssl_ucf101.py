@@ -6,18 +6,20 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from permgym.clip_pools import load_clip_pools
 from permgym.distributed import World
 from permgym.models import build_trunk, load_trunk
 from permgym.probe import clip_features, retrieval_topk, retrieval_windows, standardize
+from permgym.run import RunError, RunFolder, run_cli
 from tests.video_fixtures import make_folder_tree, make_hmdb51_tree, make_ucf101_tree, write_bad_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,26 +87,57 @@ def keep_threads():
     torch.set_num_threads(threads)
 
 
-def test_interrupted_runs_resume_to_the_same_metrics(tmp_path: Path, keep_threads: None) -> None:
+def _cli(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """Run the script's command line in this process; return stderr of a failing run (exit status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(ssl_ucf101.main, ssl_ucf101.get_args_parser(), argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    return err
+
+
+def test_interrupted_runs_resume_to_the_same_metrics(
+    tmp_path: Path, keep_threads: None, capsys: pytest.CaptureFixture
+) -> None:
+    """A run stopped inside pretraining and resumed ends like an uninterrupted one (the exact resume of each stage
+    is unit-tested with the env, sampler and fine-tuning trainer state dicts); the resume refuses changed options."""
     parser = ssl_ucf101.get_args_parser()
     common = [*TINY, "--sampler", "policy-gradient", "--compare", "random-init", "--checkpoint-every", "1"]
     straight = ssl_ucf101.main(parser.parse_args([*common, "--out", str(tmp_path / "straight")]))
     out = str(tmp_path / "resumed")
-    # 8 pretraining + 2 x 6 fine-tuning updates per run: stop inside pretraining (after 2 of 4 sampler steps), inside
-    # fine-tuning (after epoch 1), then inside the random-init run (after its epoch 1), then finish
+    # 8 pretraining + 2 x 6 fine-tuning updates per run: stop inside pretraining (after 2 of 4 sampler steps)
     assert ssl_ucf101.main(parser.parse_args([*common, "--out", out, "--stop-after-updates", "4"])) is None
     state = torch.load(Path(out) / "checkpoint.pth", weights_only=False)
     assert (state["variant"], state["stage"], state["updates"]) == ("policy-gradient", "ssl", 4)
-    assert ssl_ucf101.main(parser.parse_args([*common, "--out", out, "--resume", "--stop-after-updates", "10"])) is None
-    state = torch.load(Path(out) / "checkpoint.pth", weights_only=False)
-    assert (state["variant"], state["stage"]) == ("policy-gradient", "finetune")
-    assert ssl_ucf101.main(parser.parse_args([*common, "--out", out, "--resume", "--stop-after-updates", "26"])) is None
-    state = torch.load(Path(out) / "checkpoint.pth", weights_only=False)
-    assert (state["variant"], state["stage"], state["updates"]) == ("random-init", "finetune", 26)
-    assert list(state["done"]) == ["policy-gradient"]
-    resumed = ssl_ucf101.main(parser.parse_args([*common, "--out", out, "--resume"]))
+    assert state["config"]["seed"] == 0 and state["elapsed_s"] > 0
+    # options that change results are refused, each named with both values; nothing is written
+    for flags, named in ((["--seed", "1"], "seed: checkpoint 0, now 1"),
+                         (["--ssl-lr", "0.01"], "ssl_lr: checkpoint None, now 0.01"),
+                         (["--sampler", "uniform"], "sampler: checkpoint 'policy-gradient', now 'uniform'")):  # fmt: skip
+        err = _cli([*common, "--out", out, "--resume", *flags], capsys)
+        assert "--resume with options that change results (" + named in err and err.count("\n") == 1, err
+    assert torch.load(Path(out) / "checkpoint.pth", weights_only=False)["updates"] == 4
+    # a second run into the folder of another run refuses (no --resume / --overwrite)
+    assert "already holds a run (checkpoint.pth" in _cli([*common, "--out", out], capsys)
+    elapsed = state["elapsed_s"]
+    resumed = ssl_ucf101.main(parser.parse_args([*common, "--out", out, "--resume", "--print-freq", "3"]))
     assert _comparable(resumed) == _comparable(straight)
     assert _comparable(_metrics(Path(out))) == _comparable(straight)
+    stages = sum(v for k, v in resumed.items() if k.startswith("time/") and k != "time/total_s")
+    assert resumed["time/total_s"] >= max(stages, elapsed)  # all invocations, not only the last one
+    assert "8 pretraining updates" in (Path(out) / "results.md").read_text()
+
+
+def test_run_folder_is_owned_and_locked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    with RunFolder(out):  # another run holds the folder
+        assert "is in use by another run" in _cli([*TINY, "--out", str(out)], capsys)
+    assert not out.exists()  # a folder made for a run that could not start is removed again
+    assert "holds no run to continue" in _cli([*TINY, "--out", str(out), "--resume"], capsys)
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert "--resume: no checkpoint at" in _cli([*TINY, "--out", str(out), "--resume"], capsys)
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_tiny_ucf101_tree_of_real_videos(tmp_path: Path, keep_threads: None, capsys: pytest.CaptureFixture) -> None:
@@ -127,8 +160,7 @@ def test_tiny_ucf101_tree_of_real_videos(tmp_path: Path, keep_threads: None, cap
     # the caches are reused: a second run decodes nothing and gets the same results
     index = tmp_path / "cache" / "ucf101_split1_train_12f_32px" / "index.json"
     built = index.stat().st_mtime_ns
-    shutil.rmtree(out)
-    again = ssl_ucf101.main(ssl_ucf101.get_args_parser().parse_args(argv))
+    again = ssl_ucf101.main(ssl_ucf101.get_args_parser().parse_args([*argv, "--overwrite"]))
     assert index.stat().st_mtime_ns == built
     assert _comparable(again) == _comparable(metrics)
 
@@ -215,10 +247,38 @@ def test_retrieval_averages_window_features_per_video() -> None:
     assert ten == {**{f"retrieval/{k}": pytest.approx(v) for k, v in expected.items()}, "retrieval/windows": 7.0}
 
 
-def test_two_torchrun_processes_resume_exactly(tmp_path: Path, keep_threads: None) -> None:
-    """2 gloo processes: an uninterrupted run, and the same run stopped inside pretraining, resumed, stopped inside
-    fine-tuning and resumed again, end with the same metrics and weights. The checkpoint keeps each rank's global
-    RNG states, and a run with another number of processes refuses to resume from it."""
+def _spawned_parted_run(rank: int, world_size: int, ports: list[int], argv: list[str]) -> None:
+    """One of ``world_size`` processes (as torchrun would start them): stop inside pretraining, resume and stop
+    inside fine-tuning, resume to the end; each invocation joins a new process group on its own port."""
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1")
+    parser = ssl_ucf101.get_args_parser()
+    for port, extra in zip(ports, (["--stop-after-updates", "4"], ["--resume", "--stop-after-updates", "10"],
+                                   ["--resume"]), strict=True):  # fmt: skip
+        os.environ["MASTER_PORT"] = str(port)
+        result = ssl_ucf101.main(parser.parse_args([*argv, *extra]))
+        if rank == 0 and extra[-1] != "--resume":
+            state = torch.load(Path(argv[-1]) / "checkpoint.pth", weights_only=False)
+            assert result is None and state["stage"] == ("ssl" if extra[1] == "4" else "finetune")
+            assert len(state["rng"]) == 2  # one entry per rank
+            assert not (Path(argv[-1]) / "metrics.json").exists()
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_two_processes_resume_exactly(tmp_path: Path, keep_threads: None) -> None:
+    """2 gloo processes: an uninterrupted torchrun run (the one torchrun smoke test), and the same run stopped inside
+    pretraining, resumed, stopped inside fine-tuning and resumed again (two processes started once by
+    torch.multiprocessing), end with the same metrics and weights. The checkpoint keeps each rank's global RNG
+    states, and a run with another number of processes refuses to resume from it."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
     common = [*TINY, "--checkpoint-every", "1"]
     straight, parted = tmp_path / "straight", tmp_path / "parted"
@@ -232,14 +292,7 @@ def test_two_torchrun_processes_resume_exactly(tmp_path: Path, keep_threads: Non
     assert (straight / "trunk.pth").is_file() and not list(straight.glob("*.tmp"))
 
     # 8 pretraining updates, then 2 epochs of fine-tuning: stop after 4 (pretraining), then after epoch 1
-    for stop, stage in (["--stop-after-updates", "4"], "ssl"), (["--resume", "--stop-after-updates", "10"], "finetune"):
-        proc = _run(*common, "--out", str(parted), *stop, launcher=torchrun)
-        assert proc.returncode == 0 and "(--stop-after-updates)" in proc.stdout, proc.stderr[-3000:]
-        state = torch.load(parted / "checkpoint.pth", weights_only=False)
-        assert state["stage"] == stage and len(state["rng"]) == 2  # one entry per rank
-    assert not (parted / "metrics.json").exists()
-    proc = _run(*common, "--out", str(parted), "--resume", launcher=torchrun)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    mp.spawn(_spawned_parted_run, args=(2, _free_ports(3), [*common, "--out", str(parted)]), nprocs=2, join=True)
     assert _comparable(_metrics(parted)) == _comparable(metrics)
     for name in ("trunk.pth", "finetuned.pth"):
         key = "state_dict" if name == "trunk.pth" else "model"
@@ -247,8 +300,8 @@ def test_two_torchrun_processes_resume_exactly(tmp_path: Path, keep_threads: Non
         assert all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys(), name
 
     # one process cannot take over the two ranks' random states (checked on loading, before anything runs)
-    with pytest.raises(SystemExit, match=re.escape("error: --resume: the checkpoint was written with 2 process(es) "
-                                                   "and this run has 1")):  # fmt: skip
+    with pytest.raises(RunError, match=re.escape("--resume: the checkpoint was written with 2 process(es) and this "
+                                                 "run has 1")):  # fmt: skip
         ssl_ucf101.main(ssl_ucf101.get_args_parser().parse_args([*common, "--out", str(parted), "--resume"]))
 
 
@@ -263,16 +316,23 @@ def test_two_torchrun_processes_resume_exactly(tmp_path: Path, keep_threads: Non
         (["--dataset", "ucf101", "--root", "nowhere/UCF-101", "--annotations", "nowhere/list"],
          "UCF101 video root not found: 'nowhere/UCF-101'. Expected root/<Class>/v_<Class>_gGG_cCC.avi"),
         (["--ssl-option", "colour=red"], "unknown config option(s) colour"),
+        (["--ssl-batch-size", "0"], "--ssl-batch-size must be >= 1, got 0"),
+        (["--updates-per-step", "0"], "--updates-per-step must be >= 1, got 0"),
+        (["--ssl-lr", "0"], "--ssl-lr must be > 0, got 0.0"),
+        (["--root", "data/UCF-101"], "--root do(es) not apply to --dataset synthetic"),
+        (["--dataset", "folder", "--root", "x", "--annotations", "y"], "--annotations does not apply to --dataset folder"),
+        (["--resume", "--overwrite"], "--resume and --overwrite contradict each other"),
     ],
 )  # fmt: skip
 def test_bad_input_names_the_problem(
     argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    """Bad input ends in one line on stderr (exit status 2) before any work: no output folder is made."""
     with pytest.raises(SystemExit) as exit_info:
-        ssl_ucf101.main(ssl_ucf101.get_args_parser().parse_args([*argv, "--out", str(tmp_path / "out")]))
-    text = capsys.readouterr().err + str(exit_info.value.code)
-    assert exit_info.value.code != 0
-    assert message in text, text[-2000:]
+        run_cli(ssl_ucf101.main, ssl_ucf101.get_args_parser(), [*argv, "--out", str(tmp_path / "out")])
+    text = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert message in text.strip().splitlines()[-1], text[-2000:]  # argparse's errors follow its usage lines
     assert not (tmp_path / "out").exists()
 
 

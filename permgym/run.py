@@ -1,0 +1,308 @@
+"""The run layer shared by every command-line program (experiments/, agents.train, permgym.data.prepare).
+
+One place for what a run does around its science:
+
+* **Output folder ownership** (:class:`RunFolder`): a run writes only into a new or empty folder, or into one that
+  holds a run it continues (``--resume``) or may replace (``--overwrite``); an exclusive lock file (``.lock``,
+  ``fcntl.flock``) held for the whole run makes a second concurrent run on the same folder refuse at once.
+* **Checkpoints** (:func:`save_checkpoint`, :func:`load_checkpoint`): one format, ``{"format", "config", ...}``,
+  storing the run's full config; resuming compares it with the new invocation's and refuses any difference in an
+  option that changes results, naming each option and both values (:func:`check_same_config`).
+* **Option parsing**: :func:`parse_key_value` (``KEY=VALUE``: the value as JSON if it parses, else the string) and
+  :func:`fill_defaults` (presets fill options left unset, explicit flags win).
+* **Validation before any work**: :func:`require_at_least`.
+* **Stopping**: :class:`Interrupted`, raised after a checkpoint when a ``--stop-after-*`` limit is reached.
+* **Distributed**: :func:`init_distributed` (``permgym.distributed``'s, returning a ``World``).
+* **Errors**: :func:`run_cli` runs a ``main`` and turns expected errors (``ValueError``, ``FileNotFoundError``,
+  :class:`RunError`) into one line on stderr and exit status 2.
+
+A new experiment script uses it like this::
+
+    def main(args):
+        fill_defaults(args, PRESETS["default"])
+        require_at_least(args, 1, "epochs", "batch_size")
+        world = init_distributed(args.device)
+        with RunFolder(args.out, world, resume=args.resume, overwrite=args.overwrite) as run:
+            state = load_checkpoint(run.path / "checkpoint.pth", config, IGNORED) if args.resume else None
+            ...
+            save_checkpoint(world, run.path / "checkpoint.pth", config, {"model": ..., "epoch": epoch})
+
+    if __name__ == "__main__":
+        run_cli(main, get_args_parser())
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+import torch
+
+from permgym.distributed import World, broadcast_object, init_distributed, save_on_main
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "LOCK_FILE",
+    "Interrupted",
+    "RunError",
+    "RunFolder",
+    "add_run_folder_arguments",
+    "check_same_config",
+    "fill_defaults",
+    "init_distributed",
+    "load_checkpoint",
+    "parse_key_value",
+    "require_at_least",
+    "run_cli",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = 1
+LOCK_FILE = ".lock"
+
+
+class RunError(ValueError):
+    """A run cannot start as asked (folder taken, checkpoint missing or of another config); the message says why
+    and what to do. A ``ValueError``, so callers and :func:`run_cli` treat it like any bad input."""
+
+
+class Interrupted(Exception):
+    """Raised after a checkpoint was written when a ``--stop-after-*`` limit is reached; continue with --resume."""
+
+
+# ---------------------------------------------------------------------------------------------------- options
+def parse_key_value(text: str) -> tuple[str, Any]:
+    """``"KEY=VALUE"`` -> ``(KEY, value)``: the value as JSON where it parses (``3``, ``1e-3``, ``true``, ``null``,
+    ``[1, 2]``, ``{"a": 1}``), else the string itself (``reward=uniform_relative``). An argparse ``type``.
+
+    Raises:
+        argparse.ArgumentTypeError: no ``=`` or an empty key.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def fill_defaults(args: argparse.Namespace, *presets: Mapping[str, Any]) -> argparse.Namespace:
+    """Set every option of ``args`` that is still None from the first preset that names it (explicit flags win).
+
+    Args:
+        args: parsed options; preset-dependent ones default to None in the parser.
+        presets: the presets in priority order (e.g. ``--quick``'s before the data regime's).
+
+    Returns:
+        ``args`` itself, filled in place.
+    """
+    for preset in presets:
+        for name, value in preset.items():
+            if getattr(args, name, None) is None:
+                setattr(args, name, value)
+    return args
+
+
+def require_at_least(args: argparse.Namespace, minimum: float, *names: str) -> None:
+    """Refuse any option among ``names`` below ``minimum`` (None, an unset optional, is allowed).
+
+    Raises:
+        ValueError: ``--flag-name must be >= minimum, got value``.
+    """
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
+
+
+# ---------------------------------------------------------------------------------------------------- folders
+def add_run_folder_arguments(parser: argparse.ArgumentParser | Any, default_out: str) -> None:
+    """Add ``--out``, ``--resume`` and ``--overwrite`` (to a parser or an argument group)."""
+    parser.add_argument("--out", default=default_out, help=f"output folder (default: {default_out})")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its checkpoint (same options that change results)")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an --out that holds another run's files, writing over them")  # fmt: skip
+
+
+class RunFolder:
+    """Ownership of a run's output folder for the time of the run (a context manager).
+
+    On entering (rank 0 checks, every rank learns the outcome):
+
+    * the folder is created if needed; an existing one must be empty, or ``resume`` / ``overwrite`` must be set
+      (a folder holding another run's files is never written over silently);
+    * ``resume`` needs a non-empty folder (a run to continue);
+    * ``LOCK_FILE`` is locked exclusively (``fcntl.flock``) until exit: a second run on the same folder, in this or
+      another process, refuses with a :class:`RunError` instead of mixing its files with this run's.
+
+    On exit the lock is released; a folder created here that still holds only the lock file is removed.
+
+    Args:
+        path: the output folder.
+        world: only rank 0 touches the folder; under torchrun every rank raises the same error.
+        resume: the run continues what the folder holds.
+        overwrite: the run may write over another run's files.
+
+    Raises:
+        RunError: the folder is taken (another run's files without ``resume``/``overwrite``, or locked), is a file,
+            or ``resume`` finds nothing to continue.
+    """
+
+    def __init__(self, path: str | Path, world: World | None = None, *, resume: bool = False,
+                 overwrite: bool = False) -> None:  # fmt: skip
+        if resume and overwrite:
+            raise RunError("--resume and --overwrite contradict each other: continue the run, or start afresh")
+        self.path = Path(path)
+        self.world = world or World()
+        self.resume, self.overwrite = resume, overwrite
+        self._lock: TextIO | None = None
+        self._created = False
+
+    def _claim(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"--out {str(self.path)!r} is a file, not a folder; choose another --out")
+        held = sorted(p.name for p in self.path.iterdir() if p.name != LOCK_FILE) if self.path.is_dir() else []
+        if self.resume and not held:
+            raise RunError(f"--resume: {str(self.path)!r} holds no run to continue; start without --resume")
+        if held and not (self.resume or self.overwrite):
+            shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+            raise RunError(
+                f"--out {str(self.path)!r} already holds a run ({shown}): continue it with --resume, replace it "
+                "with --overwrite, or choose another --out"
+            )
+        self._created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = open(self.path / LOCK_FILE, "a")  # held open (and locked) for the run
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise RunError(
+                f"--out {str(self.path)!r} is in use by another run (it holds the lock {LOCK_FILE}); wait for it to "
+                "finish or choose another --out"
+            ) from None
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    def __enter__(self) -> RunFolder:
+        error = None
+        if self.world.is_main:
+            try:
+                self._claim()
+            except RunError as err:
+                error = str(err)
+        error = broadcast_object(error)
+        if error is not None:
+            raise RunError(error)
+        return self
+
+    def close(self) -> None:
+        """Release the lock; a folder this run created and left holding nothing but the lock file (it failed
+        before writing) is removed again."""
+        if self._lock is None:
+            return
+        if self._created and [p.name for p in self.path.iterdir()] == [LOCK_FILE]:
+            (self.path / LOCK_FILE).unlink()
+            self.path.rmdir()
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._lock.close()
+        self._lock = None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(world: World, path: str | Path, config: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+    """Write ``state`` with the run's ``config`` as one checkpoint, on rank 0, atomically.
+
+    Args:
+        world: only rank 0 writes.
+        path: the checkpoint file (its folder is created).
+        config: the run's full config (every option after presets), compared on resume by :func:`load_checkpoint`.
+        state: everything else the run needs to continue (weights, optimiser, RNG states, logs); must not use the
+            keys ``format`` and ``config``.
+    """
+    if not world.is_main:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_on_main(world, {**state, "format": CHECKPOINT_FORMAT, "config": dict(config)}, path)
+
+
+def check_same_config(saved: Mapping[str, Any], current: Mapping[str, Any], ignored: Iterable[str] = ()) -> None:
+    """Refuse to continue a run whose results-changing options differ from the checkpoint's.
+
+    Args:
+        saved: the checkpoint's config.
+        current: this invocation's config.
+        ignored: options that do not change results (progress bars, threads, stop limits...), which may differ.
+
+    Raises:
+        RunError: naming every differing option with the checkpoint's and the new value.
+    """
+    skip = set(ignored)
+    keys = sorted(k for k in saved.keys() | current.keys() if k not in skip and saved.get(k) != current.get(k))
+    if keys:
+        diff = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}" for k in keys)
+        raise RunError(
+            f"--resume with options that change results ({diff}): resume with the checkpoint's values, or start "
+            "afresh with --overwrite or another --out"
+        )
+
+
+def load_checkpoint(
+    path: str | Path, config: Mapping[str, Any], ignored: Iterable[str] = (), map_location: Any = "cpu"
+) -> dict[str, Any]:
+    """Read a :func:`save_checkpoint` file and check that it belongs to a run of ``config``.
+
+    Args:
+        path: the checkpoint file.
+        config: this invocation's config.
+        ignored: options that may differ (see :func:`check_same_config`).
+        map_location: as for ``torch.load``.
+
+    Returns:
+        The checkpoint (``config`` included).
+
+    Raises:
+        RunError: no checkpoint at ``path``, another format, or a differing option.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"--resume: no checkpoint at {str(path)!r}; start without --resume")
+    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(
+            f"--resume: {str(path)!r} is not a checkpoint of format {CHECKPOINT_FORMAT} (written by another version); "
+            "start afresh with --overwrite"
+        )
+    check_same_config(checkpoint["config"], config, ignored)
+    return checkpoint
+
+
+# ---------------------------------------------------------------------------------------------------- entry point
+def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser,
+            argv: list[str] | None = None) -> None:  # fmt: skip
+    """Parse ``argv``, run ``main(args)`` and exit: 0 on success, 2 with one line ``error: ...`` on stderr for an
+    expected error (``ValueError``, ``FileNotFoundError``, :class:`RunError`; bad input, missing files, a taken
+    folder). Anything else is a bug and keeps its traceback."""
+    args = parser.parse_args(argv)
+    try:
+        main(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)  # no barrier: under torchrun, one rank's error must not wait for the others
+    sys.exit(0)
