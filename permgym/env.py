@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 from typing import Any, ClassVar
 
@@ -246,22 +247,31 @@ class PermSamplingEnv(gym.Env):
         return "\n".join(lines)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the episode later (checkpoint/resume of long pretraining runs)."""
+        """Everything needed to continue the episode later (checkpoint/resume of long pretraining runs).
+
+        The state is a copy: later steps do not change it (torch's ``state_dict`` methods return the live weight and
+        optimiser tensors), so it can be kept in memory, loaded into several envs, or saved later.
+        """
         if self.trainer is None:
             raise RuntimeError("call reset() before state_dict()")
-        return {
-            "trainer": self.trainer.state_dict(),
-            "tracker": self._tracker.state_dict(),
-            "step": self._step,
-            "val": self._val,
-            "last_update": self._last_update,
-            "np_random": self.np_random.bit_generator.state,
-        }
+        return copy.deepcopy(
+            {
+                "trainer": self.trainer.state_dict(),
+                "tracker": self._tracker.state_dict(),
+                "step": self._step,
+                "val": self._val,
+                "last_update": self._last_update,
+                "np_random": self.np_random.bit_generator.state,
+            }
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict` (call ``reset`` first so the trainer exists)."""
+        """Continue from :meth:`state_dict` (call ``reset`` first so the trainer exists): the env then steps exactly
+        as the one that saved it. ``state`` is copied, never shared (an optimiser loads its state tensors without
+        copying them, so two envs loaded from one state would otherwise update the same moments)."""
         if self.trainer is None:
             raise RuntimeError("call reset() before load_state_dict()")
+        state = copy.deepcopy(state)
         self.trainer.load_state_dict(state["trainer"])
         self._tracker.load_state_dict(state["tracker"])
         self._step = int(state["step"])

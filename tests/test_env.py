@@ -9,6 +9,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -155,6 +156,16 @@ def test_render_ansi_lists_every_permutation() -> None:
         ({"reward": "accuracy"}, "unknown reward 'accuracy'"),
         ({"batch_sizes": 3}, "unknown config option(s) batch_sizes"),
         ({"action_mode": "discrete", "discrete_groups": 30}, "discrete_groups=30 exceeds the smallest bank"),
+        ({"reward_scale": float("nan")}, "reward_scale must be a finite number > 0, got nan"),
+        ({"crash_penalty": float("nan")}, "crash_penalty must be a finite number, got nan"),
+        ({"reward_clip": -1.0}, "reward_clip must be > 0 (inf: no clipping), got -1.0"),
+        ({"lr": "fast"}, "lr must be of type float, got 'fast' (str)"),
+        ({"lr": -1.0}, "lr must be a finite number > 0, got -1.0"),
+        ({"batch_size": 3.7}, "batch_size must be of type int, got 3.7 (float)"),
+        ({"identify_reverse": 1}, "identify_reverse must be of type bool, got 1 (int)"),
+        ({"val_fraction": 1.5}, "val_fraction must be in (0, 1), got 1.5"),
+        ({"num_frames": 1}, "num_frames must be >= 2, got 1"),
+        ({"momentum": float("inf")}, "momentum must be in [0, 1), got inf"),
     ],
 )
 def test_invalid_configs_fail_at_construction(overrides: dict, message: str) -> None:
@@ -222,3 +233,28 @@ def test_ucf101_preset_runs_on_a_real_frame_cache(tmp_path, monkeypatch: pytest.
     assert env.action_space.shape == (24 + 100,)  # joint: temporal 4! then the 3x3 jigsaw's 100 max-Hamming rows
     _, reward, _, _, info = env.step(env.action_space.sample())
     assert isinstance(reward, float) and np.isfinite(info["spatial/val_loss"])
+
+
+def test_state_dict_restored_into_a_fresh_env_continues_identically() -> None:
+    """A fresh env of the same config (reset with another seed) that loads the state steps exactly like the env
+    that saved it, step by step; the saved state does not change when either env steps on."""
+    env = PermSamplingEnv(**{**FAST, "steps_per_episode": 5}, reward="uniform_relative")
+    env.reset(seed=0)
+    actions = [env.action_space.sample() for _ in range(5)]
+    for action in actions[:2]:
+        env.step(action)
+    state = env.state_dict()
+    restored = PermSamplingEnv(**{**FAST, "steps_per_episode": 5}, reward="uniform_relative")
+    restored.reset(seed=1)
+    restored.load_state_dict(state)
+    again = PermSamplingEnv(**{**FAST, "steps_per_episode": 5}, reward="uniform_relative")
+    again.reset(seed=2)
+    again.load_state_dict(state)  # loaded twice: the two envs must not share optimiser tensors
+    for action in actions[2:]:
+        expected = env.step(action)
+        for other in (restored, again):
+            obs, reward, terminated, truncated, info = other.step(action)
+            assert reward == expected[1] and np.array_equal(obs, expected[0])
+            assert (terminated, truncated) == expected[2:4] and info["train_loss"] == expected[4]["train_loss"]
+    for name, weight in env.trainer.model.state_dict().items():
+        assert torch.equal(weight, restored.trainer.model.state_dict()[name]), name
