@@ -47,15 +47,17 @@ from tqdm import tqdm
 
 import permgym  # noqa: F401  (registers the env ids)
 from agents.base import Sampler
-from agents.heuristics import CurriculumSampler, LossProportionalSampler, RoundRobinSampler, UniformSampler
 from agents.policy_gradient import PolicyGradientConfig, PolicyGradientSampler
+from agents.registry import SAMPLERS as REGISTERED
+from agents.registry import make_sampler
 from agents.rollout import run_episode
 from agents.sb3 import SB3Sampler
-from agents.train import env_config, parse_overrides, train
+from agents.train import env_config, train
 from agents.train import get_args_parser as get_train_parser
 from permgym.benchmarks import write_section
 from permgym.clip_pools import load_clip_pools
 from permgym.probe import evaluate_trunk, load_probe_data
+from permgym.run import RunFolder, parse_key_value, run_cli
 from permgym.trainer import chance_loss
 
 T = TypeVar("T")
@@ -121,15 +123,13 @@ def _env(env_id: str, env_kwargs: tuple[tuple[str, Any], ...]) -> gym.Env:
 
 def build_sampler(name: str, env: gym.Env, seed: int, artefacts: dict[str, str]) -> Sampler:
     """The sampler ``name`` for a run on instance ``seed`` (learned ones loaded from their training artefacts)."""
-    simple = {"uniform": UniformSampler, "round_robin": RoundRobinSampler, "curriculum": CurriculumSampler,
-              "loss_proportional": LossProportionalSampler}  # fmt: skip
-    if name in simple:
-        return simple[name](env, seed=seed)
     if name == "pg":
         return PolicyGradientSampler.load(artefacts["pg"], env, seed=seed)
     if name in ("ppo", "ppo_deterministic"):
         return SB3Sampler.load(artefacts["ppo"], env, algo="ppo", seed=seed, deterministic=name == "ppo_deterministic")
-    raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    if name not in REGISTERED:
+        raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    return make_sampler(name, env, seed=seed)  # the registry's samplers that need no training
 
 
 @torch.no_grad()
@@ -258,10 +258,10 @@ def train_ppo(env_id: str, env_kwargs: dict[str, Any], seeds: list[int], episode
     """SB3 PPO on the training seeds through ``agents.train`` (no evaluation callback: no seed beyond the training
     seeds is touched); returns the model path."""
     steps = env_config(env_id, env_kwargs).steps_per_episode
-    overrides = [f"{k}={v!r}" for k, v in env_kwargs.items()]
+    overrides = [f"{k}={json.dumps(v)}" for k, v in env_kwargs.items()]
     argv = ["--algo", "ppo", "--env-id", env_id, "--n-envs", str(n_envs), "--total-timesteps", str(episodes * steps),
             "--train-seeds", *map(str, seeds), "--eval-seeds", "--seed", str(seed), "--out", str(out / "ppo_train"),
-            "--no-progress-bar", "--env-kwargs", *overrides]  # fmt: skip
+            "--no-progress-bar", "--overwrite", "--env-kwargs", *overrides]  # fmt: skip
     print(f"agents.evaluate: training PPO for {episodes} episodes on the training seeds", flush=True)
     return train(get_train_parser().parse_args(argv))
 
@@ -403,8 +403,9 @@ BENCHMARK_HEADING = "## Sampler comparison (agents/evaluate.py)"
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, add_help=add_help, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--env-id", default="PermSampling-v0", help="registered env id (default: PermSampling-v0)")
-    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
-                        help=f"overrides on top of the comparison's {COMPARISON_ENV} (default: none)")  # fmt: skip
+    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", type=parse_key_value,
+                        help=f"overrides (JSON values, else strings) on top of the comparison's {COMPARISON_ENV} "
+                        "(default: none)")  # fmt: skip
     parser.add_argument("--samplers", nargs="+", choices=SAMPLERS[1:], default=list(DEFAULT_SAMPLERS),
                         help=f"samplers to compare; untrained is always added (default: {' '.join(DEFAULT_SAMPLERS)})")  # fmt: skip
     parser.add_argument("--train-seeds", type=int, nargs="+", default=list(range(5)),
@@ -420,6 +421,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=2, help="parallel evaluation processes (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the learners' initialisation (default: 0)")
     parser.add_argument("--out", default="runs/agents_eval", help="output folder (default: runs/agents_eval)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out that holds another run's files, over them")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help=f"tiny run: env {QUICK_ENV}, 2 training and 2 evaluation seeds, 300 probe videos")  # fmt: skip
     parser.add_argument("--benchmarks", default=None, metavar="PATH",
@@ -428,11 +431,21 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the comparison; returns what ``metrics.json`` holds."""
+    """Run the comparison for command-line arguments ``argv`` (default: ``sys.argv[1:]``); returns what
+    ``metrics.json`` holds."""
     argv = sys.argv[1:] if argv is None else argv
-    args = get_args_parser().parse_args(argv)
+    return compare(get_args_parser().parse_args(argv), argv)
+
+
+def compare(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the comparison for parsed ``args`` (given on the command line as ``argv``, default ``sys.argv[1:]``,
+    recorded in results.md); returns what ``metrics.json`` holds.
+
+    Raises:
+        ValueError: bad options, or ``--out`` holds another run (without ``--overwrite``) or is in use.
+    """
     started = time.time()
-    env_kwargs = {**COMPARISON_ENV, **(QUICK_ENV if args.quick else {}), **parse_overrides(args.env_kwargs)}
+    env_kwargs = {**COMPARISON_ENV, **(QUICK_ENV if args.quick else {}), **dict(args.env_kwargs)}
     if args.quick:
         args.train_seeds, args.eval_seeds = args.train_seeds[:2], args.eval_seeds[:2]
         args.probe_videos, args.probe_epochs, args.ppo_episodes = 300, 5, min(args.ppo_episodes, 2)
@@ -441,8 +454,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     overlap = sorted(set(args.train_seeds) & set(args.eval_seeds))
     if overlap:
         raise ValueError(f"training and evaluation seeds must be disjoint; both contain {overlap}")
+    with RunFolder(args.out, overwrite=args.overwrite):
+        return _compare(args, env_kwargs, started, sys.argv[1:] if argv is None else argv)
+
+
+def _compare(args: argparse.Namespace, env_kwargs: dict[str, Any], started: float, argv: list[str]) -> dict[str, Any]:
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({**vars(args), "env_kwargs": env_kwargs}, indent=2, default=str))
 
     artefacts: dict[str, str] = {}
@@ -492,4 +509,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(compare, get_args_parser())

@@ -13,9 +13,7 @@ groups) is set for it automatically. There is no MaskablePPO option: no action i
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +23,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback,
 import permgym  # noqa: F401  (registers the env ids)
 from agents.sb3 import ALGOS, default_algo_kwargs, make_seeded_vec_env
 from permgym.config import PermSamplingConfig, make_config
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` -> ``{key: value}``; values are Python literals where they parse (``3``, ``1e-3``,
-    ``None``, ``True``), strings otherwise."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"env override {item!r} must look like key=value, e.g. steps_per_episode=40")
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
-    return overrides
+from permgym.run import RunFolder, parse_key_value, run_cli
 
 
 def env_config(env_id: str, env_kwargs: dict[str, Any]) -> PermSamplingConfig:
@@ -64,8 +48,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, add_help=add_help, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo", help="SB3 algorithm (default: ppo)")
     parser.add_argument("--env-id", default="PermSampling-v0", help="registered env id (default: PermSampling-v0)")
-    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="env config overrides, e.g. steps_per_episode=40 batch_size=16 (default: none)")  # fmt: skip
+    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", type=parse_key_value,
+                        help="env config overrides (JSON values, else strings), e.g. steps_per_episode=40 "
+                        "batch_size=16 warm_start=null (default: none)")  # fmt: skip
     parser.add_argument("--n-envs", type=int, default=2, help="parallel envs, SubprocVecEnv if > 1 (default: 2)")
     parser.add_argument("--total-timesteps", type=int, default=2000, help="env steps in total (default: 2000)")
     parser.add_argument("--n-steps", type=int, default=None,
@@ -81,17 +66,37 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         help="checkpoint every this many steps per env (default: 2 episodes)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the agent's initialisation and sampling")
     parser.add_argument("--out", default="runs/agents_train", help="output folder (default: runs/agents_train)")
-    parser.add_argument("--resume", default=None, help="continue from this checkpoint .zip up to --total-timesteps")
+    parser.add_argument("--resume", default=None, metavar="PATH.zip",
+                        help="continue from this checkpoint .zip up to --total-timesteps")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an --out/ALGO that holds another run's files, writing over them")  # fmt: skip
     parser.add_argument("--no-progress-bar", action="store_true", help="do not show SB3's progress bar")
     parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity (default: 0)")
     return parser
 
 
 def train(args: argparse.Namespace) -> Path:
-    """Train (or resume) as ``args`` say; returns the path of the final ``model.zip``."""
-    out = Path(args.out) / args.algo
-    out.mkdir(parents=True, exist_ok=True)
-    env_kwargs = resolve_env_kwargs(args.algo, args.env_id, parse_overrides(args.env_kwargs))
+    """Train (or resume) as ``args`` say; returns the path of the final ``model.zip``.
+
+    Raises:
+        ValueError: a bad option (the message names it), or ``--out/ALGO`` holds another run (without ``--resume``
+            or ``--overwrite``) or is in use by a running one.
+        FileNotFoundError: the ``--resume`` checkpoint does not exist.
+    """
+    for name in ("n_envs", "total_timesteps", "n_steps", "eval_freq", "checkpoint_freq"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        raise ValueError(f"--learning-rate must be > 0, got {args.learning_rate}")
+    if args.resume is not None and not Path(args.resume).is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {args.resume!r} (give the .zip file itself)")
+    env_kwargs = resolve_env_kwargs(args.algo, args.env_id, dict(args.env_kwargs))
+    with RunFolder(Path(args.out) / args.algo, resume=args.resume is not None, overwrite=args.overwrite) as run:
+        return _train(args, env_kwargs, run.path)
+
+
+def _train(args: argparse.Namespace, env_kwargs: dict[str, Any], out: Path) -> Path:
     steps = env_config(args.env_id, env_kwargs).steps_per_episode
     (out / "config.json").write_text(json.dumps({**vars(args), "resolved_env_kwargs": env_kwargs}, indent=2))
 
@@ -130,12 +135,17 @@ def train(args: argparse.Namespace) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> Path:
-    args = get_args_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> Path:
+    """Train as the parsed ``args`` say and report where the model went."""
     path = train(args)
     print(f"agents.train: saved {path}")
     return path
 
 
+def main(argv: list[str] | None = None) -> Path:
+    """:func:`run` for command-line arguments ``argv`` (default: ``sys.argv[1:]``)."""
+    return run(get_args_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(run, get_args_parser())

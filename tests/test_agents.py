@@ -260,3 +260,21 @@ def test_seed_cycle_ignores_the_callers_seed() -> None:
     np.testing.assert_array_equal(first[2], first[0])
     assert not np.array_equal(first[1], first[0])
     assert env.unwrapped.trainer is not None
+
+
+def test_registry_builds_every_sampler_by_its_one_name(tmp_path) -> None:
+    from agents.registry import SAMPLERS, make_sampler
+
+    env = PermSamplingEnv(**FAST)
+    obs, _ = env.reset(seed=0)
+    for name, kind in SAMPLERS.items():
+        sampler = make_sampler(name, env, seed=3)
+        assert type(sampler) is kind and env.action_space.contains(sampler.predict(obs)[0]), name
+    assert make_sampler("policy_gradient", env, seed=0, config={"learning_rate": 0.003}).config.learning_rate == 0.003
+    for wrong in ("round-robin", "Uniform", "sb3:"):
+        with pytest.raises(ValueError, match=re.escape(f"unknown sampler {wrong!r}; choose from policy_gradient, ")):
+            make_sampler(wrong, env)
+    with pytest.raises(FileNotFoundError, match="no Stable-Baselines3 model at"):
+        make_sampler(f"sb3:{tmp_path / 'none.zip'}", env)
+    with pytest.raises(ValueError, match=r"sampler 'uniform': .*unexpected keyword argument 'speed'"):
+        make_sampler("uniform", env, speed=2)

@@ -13,7 +13,7 @@ import pytest
 
 from agents.evaluate import BENCHMARK_HEADING, main, mean_ci
 from agents.train import main as train_main
-from agents.train import parse_overrides, resolve_env_kwargs
+from agents.train import resolve_env_kwargs
 from permgym.benchmarks import write_section
 from tests.test_env import FAST
 
@@ -55,6 +55,11 @@ def test_train_ppo_in_a_subprocess_then_resume(tmp_path: Path) -> None:
     from stable_baselines3 import PPO
 
     assert PPO.load(out / "model.zip").num_timesteps == 6
+    # a second run into the same folder refuses; a missing checkpoint is named as given (not PATH.zip.zip)
+    result = _run("-m", "agents.train", *args)
+    assert result.returncode == 2 and "already holds a run" in result.stderr.strip().splitlines()[-1], result.stderr
+    with pytest.raises(FileNotFoundError, match=re.escape(f"--resume: no checkpoint at '{tmp_path}/gone.zip'")):
+        train_main([*args, "--resume", str(tmp_path / "gone.zip")])
 
 
 def test_dqn_gets_the_discrete_mode_and_refuses_others(capsys: pytest.CaptureFixture) -> None:
@@ -64,10 +69,6 @@ def test_dqn_gets_the_discrete_mode_and_refuses_others(capsys: pytest.CaptureFix
         resolve_env_kwargs("dqn", "PermSampling-v0", {"action_mode": "per_sample"})
     with pytest.raises(TypeError, match="unknown config option"):
         resolve_env_kwargs("ppo", "PermSampling-v0", {"steps": 3})
-    assert parse_overrides(["lr=1e-3", "action_mode=per_sample", "warm_start=None"]) == {
-        "lr": 1e-3, "action_mode": "per_sample", "warm_start": None}  # fmt: skip
-    with pytest.raises(ValueError, match="must look like key=value"):
-        parse_overrides(["lr"])
 
 
 def test_evaluate_end_to_end_on_a_tiny_config(tmp_path: Path) -> None:
