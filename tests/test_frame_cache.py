@@ -176,3 +176,16 @@ def test_prepare_refuses_the_video_tree_and_user_folders(
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and ("overlaps the video folder --root" in err or "is not empty" in err), err
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == listing
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--frames", "0"], "--frames must be >= 1, got 0"), (["--size", "0"], "each >= 1, got [0]"),
+     (["-j", "-1"], "--workers must be >= 0, got -1"), (["--fps", "0"], "--fps must be > 0, got 0.0")],
+)  # fmt: skip
+def test_prepare_checks_its_options_first(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["folder", "--root", str(tmp_path / "videos"), "--out", str(tmp_path / "cache"), *extra]
+    assert main(get_args_parser().parse_args(args)) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "cache").exists()

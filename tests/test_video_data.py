@@ -249,6 +249,24 @@ def test_ucf101_parser_rejects_inconsistent_lines(tmp_path: Path) -> None:
         parse_class_index(tmp_path / "classInd.txt")
 
 
+def test_ucf101_split_files_list_each_video_once_and_keep_train_and_test_apart(tmp_path: Path) -> None:
+    (tmp_path / "list.txt").write_text(
+        "YoYo/v_YoYo_g08_c01.avi 2\nYoYo/v_YoYo_g09_c01.avi 2\nYoYo/v_YoYo_g08_c01.avi 2\n"
+    )
+    with pytest.raises(
+        ValueError, match=re.escape("list.txt:3: YoYo/v_YoYo_g08_c01.avi is listed twice (also on line 1)")
+    ):
+        parse_split_list(tmp_path / "list.txt", ["ApplyEyeMakeup", "YoYo"])
+    root, annotations = make_ucf101_tree(tmp_path / "tree", groups=(1, 8), frames=8)
+    test_line = (annotations / "testlist01.txt").read_text().splitlines()[0]
+    with open(annotations / "trainlist01.txt", "a") as f:
+        label = parse_class_index(annotations / "classInd.txt").index(test_line.split("/")[0]) + 1
+        f.write(f"{test_line.split()[0]} {label}\n")
+    for train in (True, False):
+        with pytest.raises(ValueError, match=re.escape("1 video(s) are in both trainlist01.txt and testlist01.txt")):
+            UCF101(root, annotations, train=train, frames=2)
+
+
 def test_ucf101_matches_class_folders_case_insensitively(tmp_path: Path) -> None:
     # the UCF101 archive stores HandstandPushups/ while the split files say HandStandPushups/
     root, annotations = make_ucf101_tree(tmp_path, classes=("HandStandPushups",), groups=(8,), frames=8)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from permgym.data.errors import require_path
 from permgym.data.video import Backend, Size
 from permgym.data.video_dataset import Transform, VideoClipDataset
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".avi", ".mp4", ".mkv", ".webm", ".mov")
 LAYOUT = "Expected root/<class>/<video> with one sub-folder per class (sub-folders inside a class are searched too)."
+#: In a folder tree's :class:`FolderSplit`, every FOLDER_TEST_EVERY-th video of each class is a test video.
+FOLDER_TEST_EVERY = 5
 
 
 class VideoFolder(VideoClipDataset):
@@ -68,3 +72,27 @@ class VideoFolder(VideoClipDataset):
             layout_help=LAYOUT,
             source={"extensions": list(extensions)},
         )
+
+
+class FolderSplit(VideoClipDataset):
+    """The training or test part of a :class:`VideoFolder` tree, which has no official split: every
+    ``test_every``-th listed video of each class (in sorted path order) is a test video, the others train.
+
+    The split is made on the listing, before decoding, so it does not move when a video turns out undecodable.
+    ``config()`` (the frame cache key) records the part and ``test_every``.
+    """
+
+    def __init__(self, folder: VideoFolder, train: bool, test_every: int = FOLDER_TEST_EVERY) -> None:
+        rank_in_class = torch.zeros_like(folder.labels)
+        for c in folder.labels.unique():
+            members = (folder.labels == c).nonzero().squeeze(1)
+            rank_in_class[members] = torch.arange(len(members))
+        keep = (rank_in_class % test_every != test_every - 1) == train
+        super().__init__(
+            [v for v, k in zip(folder.videos, keep.tolist(), strict=True) if k], folder.labels[keep].tolist(),
+            folder.classes, root=folder.root, frames=folder.frames, size=folder.size, target_fps=folder.target_fps,
+            temporal_jitter=folder.temporal_jitter, backend=folder.backend, transform=folder.transform,
+            layout_help=LAYOUT,
+            source={"extensions": folder.config()["extensions"], "part": "train" if train else "test",
+                    "test_every": test_every},
+        )  # fmt: skip

@@ -12,12 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from permgym.data.build import VIDEO_DATASETS, build_video_dataset
 from permgym.data.cache import load_or_build_cache
-from permgym.data.folder import VideoFolder
-from permgym.data.hmdb51 import HMDB51
-from permgym.data.ucf101 import UCF101
 from permgym.data.video import BACKENDS
 from permgym.data.video_dataset import VideoClipDataset
+from permgym.run import require_at_least
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -26,7 +25,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         description="Decode a video dataset once into a uint8 memory-mapped frame cache (clips.u8 + index.json).",
         add_help=add_help,
     )
-    parser.add_argument("dataset", choices=("ucf101", "hmdb51", "folder"), help="dataset layout")
+    parser.add_argument("dataset", choices=VIDEO_DATASETS, help="dataset layout")
     parser.add_argument("--root", required=True, help="video root folder (one sub-folder per class)")
     parser.add_argument(
         "--annotations",
@@ -82,16 +81,15 @@ def check_out(root: str | Path, out: str | Path) -> None:
 def make_dataset(args: argparse.Namespace) -> VideoClipDataset:
     """The dataset described by parsed ``args`` (deterministic sampling, exact size, no transform)."""
     check_out(args.root, args.out)
-    if len(args.size) not in (1, 2):
-        raise ValueError(f"--size takes one value (square) or two (HEIGHT WIDTH), got {args.size}")
-    size = (args.size[0], args.size[-1])
-    common = {"frames": args.frames, "size": size, "target_fps": args.fps, "backend": args.backend}
-    if args.dataset == "folder":
-        return VideoFolder(args.root, **common)
-    if args.annotations is None:
-        raise ValueError(f"{args.dataset} needs --annotations (the folder of official split files)")
-    kind = UCF101 if args.dataset == "ucf101" else HMDB51
-    return kind(args.root, args.annotations, split=args.split, train=args.subset == "train", **common)
+    if len(args.size) not in (1, 2) or min(args.size) < 1:
+        raise ValueError(f"--size takes one value (square) or two (HEIGHT WIDTH), each >= 1, got {args.size}")
+    require_at_least(args, 1, "frames")
+    require_at_least(args, 0, "workers")
+    if args.fps is not None and not args.fps > 0:
+        raise ValueError(f"--fps must be > 0, got {args.fps}")
+    return build_video_dataset(args.dataset, args.root, args.annotations, split=args.split,
+                               train=args.subset == "train", frames=args.frames, size=(args.size[0], args.size[-1]),
+                               target_fps=args.fps, backend=args.backend)  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ def parse_split_list(path: Path, classes: list[str]) -> list[tuple[str, int]]:
     """
     label_of = {name: i for i, name in enumerate(classes)}
     entries = []
+    first_line: dict[str, int] = {}
     for number, text in read_listing(path):
         fields = text.split()
         folder = fields[0].split("/")[0]
@@ -51,6 +52,10 @@ def parse_split_list(path: Path, classes: list[str]) -> list[tuple[str, int]]:
         label = label_of[folder]
         if len(fields) == 2 and fields[1] != str(label + 1):
             raise ValueError(f"{path}:{number}: label {fields[1]} disagrees with folder {folder!r} (class {label + 1})")
+        if fields[0] in first_line:
+            raise ValueError(f"{path}:{number}: {fields[0]} is listed twice (also on line {first_line[fields[0]]}); "
+                             "a video must appear once per split file")  # fmt: skip
+        first_line[fields[0]] = number
         entries.append((fields[0], label))
     return entries
 
@@ -112,6 +117,12 @@ class UCF101(VideoClipDataset):
         listing = annotation_path / f"{'train' if train else 'test'}list0{split}.txt"
         classes = parse_class_index(require_path(annotation_path / "classInd.txt", "UCF101 class index", LAYOUT))
         entries = parse_split_list(require_path(listing, "UCF101 split file", LAYOUT), classes)
+        other = annotation_path / f"{'test' if train else 'train'}list0{split}.txt"
+        if other.is_file():  # the two parts of a split must be disjoint, or test videos leak into training
+            shared = sorted({v for v, _ in entries} & {v for v, _ in parse_split_list(other, classes)})
+            if shared:
+                raise ValueError(f"{len(shared)} video(s) are in both trainlist0{split}.txt and testlist0{split}.txt of "
+                                 f"{annotation_path}, e.g. {shared[0]}: the train and test lists must be disjoint")  # fmt: skip
         folders = {p.name.lower(): p.name for p in root.iterdir() if p.is_dir()}
         super().__init__(
             [_resolve(root, relative, folders) for relative, _ in entries],
