@@ -16,8 +16,8 @@ venv: $(STAMP)
 
 ## Main job on the embedded SyntheticActions data: SSL pretraining, then divide-and-conquer transfer.
 demo: $(STAMP)
-	$(PY) experiments/ssl_ucf101.py --out runs/ssl_ucf101
-	$(PY) experiments/dc_transfer.py --init ssl:runs/ssl_ucf101/trunk.pth --out runs/dc_transfer
+	$(PY) experiments/ssl_ucf101.py --out runs/ssl_ucf101 --overwrite
+	$(PY) experiments/dc_transfer.py --init ssl:runs/ssl_ucf101/trunk.pth --out runs/dc_transfer --overwrite
 
 ## The test suite (CPU only, < 10 min on 2 cores) and the linter.
 test: $(STAMP)

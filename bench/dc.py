@@ -90,7 +90,17 @@ def write_folder_dataset(root: Path, frame: int, videos_per_class: int, seed: in
 def run(name: str, argv: list[str], out: Path, threads: int = 1) -> dict:
     """One dc_transfer.py process; returns the metrics of its single K with the wall time."""
     start = time.perf_counter()
-    cmd = [sys.executable, str(SCRIPT), *argv, "--out", str(out), "--no-progress", "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        *argv,
+        "--out",
+        str(out),
+        "--overwrite",
+        "--no-progress",
+        "--threads",
+        str(threads),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     out.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,7 @@ STAGES = (("pretraining", "time/ssl_s"), ("retrieval", "time/retrieval_s"), ("fi
 def run_seed(seed: int, out: Path) -> dict[str, float]:
     folder = out / f"seed{seed}"
     command = [sys.executable, str(ROOT / "experiments/ssl_ucf101.py"), "--compare", "uniform,random-init",
-               "--seed", str(seed), "--threads", "1", "--no-progress", "--out", str(folder)]  # fmt: skip
+               "--seed", str(seed), "--threads", "1", "--no-progress", "--out", str(folder), "--overwrite"]  # fmt: skip
     subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return json.loads((folder / "metrics.json").read_text())
 

@@ -54,7 +54,7 @@ import math
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -62,19 +62,11 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from agents import (
-    CurriculumSampler,
-    LossProportionalSampler,
-    PolicyGradientSampler,
-    RoundRobinSampler,
-    Sampler,
-    SB3Sampler,
-    UniformSampler,
-)
+from agents import Sampler
+from agents.registry import SAMPLERS, check_sampler_name, make_sampler, sampler_argument
 from permgym.config import TASKS, PermSamplingConfig, make_config
-from permgym.data import HMDB51, UCF101, FrameCache, SyntheticActions, VideoFolder, load_or_build_cache
-from permgym.data.folder import LAYOUT as FOLDER_LAYOUT
-from permgym.data.video_dataset import VideoClipDataset
+from permgym.data import FrameCache, SyntheticActions, load_or_build_cache
+from permgym.data.build import build_video_dataset
 from permgym.distributed import (
     MetricLogger,
     World,
@@ -97,7 +89,7 @@ from permgym.finetune import (
     topk_accuracy,
 )
 from permgym.models import TRUNKS, Trunk, build_trunk, save_trunk
-from permgym.probe import RETRIEVAL_KS, retrieval_topk, retrieval_windows, standardize, video_features
+from permgym.probe import RETRIEVAL_KS, ProbeData, retrieval_topk, retrieval_windows, standardize, video_features
 from permgym.run import (
     Interrupted,
     RunError,
@@ -115,17 +107,7 @@ from permgym.run import (
 DATASETS = ("synthetic", "ucf101", "hmdb51", "folder")
 #: The subset of every dataset that pretraining (clip pool and validation batch) draws from: never the test videos.
 PRETRAIN_SUBSET = "train"
-#: In a --dataset folder tree, every FOLDER_TEST_EVERY-th video of each class (sorted path order) is a test video.
-FOLDER_TEST_EVERY = 5
 RANDOM_INIT = "random-init"
-#: Sampler names of --sampler / --compare; ``sb3:PATH`` loads a saved Stable-Baselines3 model instead.
-SAMPLERS: dict[str, type[Sampler]] = {
-    "policy-gradient": PolicyGradientSampler,
-    "uniform": UniformSampler,
-    "loss-proportional": LossProportionalSampler,
-    "curriculum": CurriculumSampler,
-    "round-robin": RoundRobinSampler,
-}
 
 # Settings that depend on the data regime; --quick then shortens the budget. Every other default is in the parser.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -144,19 +126,13 @@ def _preset_help(name: str, text: str) -> str:
     return f"{text} (default: {PRESETS['synthetic'][name]} on synthetic, {PRESETS['video'][name]} on videos{quick})"
 
 
-def _sampler_choice(value: str) -> str:
-    if value in SAMPLERS or (value.startswith("sb3:") and len(value) > 4):
-        return value
-    raise argparse.ArgumentTypeError(f"invalid sampler {value!r} (choose from {', '.join(SAMPLERS)}, sb3:PATH)")
-
-
 def _compare_list(value: str) -> list[str]:
     names = [v for v in value.split(",") if v]
     for name in names:
         if name != RANDOM_INIT:
             try:
-                _sampler_choice(name)
-            except argparse.ArgumentTypeError:
+                check_sampler_name(name)
+            except ValueError:
                 raise argparse.ArgumentTypeError(
                     f"invalid --compare entry {name!r} (choose from {RANDOM_INIT}, {', '.join(SAMPLERS)}, sb3:PATH)"
                 ) from None
@@ -194,9 +170,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     ssl = parser.add_argument_group("self-supervised pretraining")
     ssl.add_argument("--task", default=None, choices=TASKS,
                      help="ordering task (default: temporal on synthetic, joint on videos)")  # fmt: skip
-    ssl.add_argument("--sampler", default="policy-gradient", type=_sampler_choice,
+    ssl.add_argument("--sampler", default="policy_gradient", type=sampler_argument,
                      help=f"permutation sampler: {', '.join(SAMPLERS)} or sb3:PATH (a saved Stable-Baselines3 "
-                     "model) (default: policy-gradient)")  # fmt: skip
+                     "model) (default: policy_gradient)")  # fmt: skip
     ssl.add_argument("--sampler-option", default=[], action="append", type=parse_key_value, metavar="KEY=VALUE",
                      help="constructor argument of the --sampler run's sampler (JSON value), repeatable, e.g. "
                      'config=\'{"learning_rate": 0.003}\' (default: none)')  # fmt: skip
@@ -314,19 +290,6 @@ def variant_names(args: argparse.Namespace) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------- data
-@dataclass
-class ActionData:
-    """Labelled clips of the downstream task. ``*_clips``: ``[N, T, 3, H, W]`` uint8 (possibly memory-mapped);
-    ``*_labels``: ``[N]`` int64; ``skipped``: undecodable or missing videos left out, per split."""
-
-    train_clips: torch.Tensor
-    train_labels: torch.Tensor
-    test_clips: torch.Tensor
-    test_labels: torch.Tensor
-    classes: list[str]
-    skipped: dict[str, int]
-
-
 def cache_path(args: argparse.Namespace, subset: str) -> Path:
     """Folder of the frame cache of ``subset`` (``"train"`` or ``"test"``)."""
     split = f"split{args.split}_" if args.dataset != "folder" else ""
@@ -371,38 +334,6 @@ def make_finetune_config(args: argparse.Namespace, ssl: PermSamplingConfig) -> F
     )  # fmt: skip
 
 
-class FolderSplit(VideoClipDataset):
-    """The training or test part of a :class:`VideoFolder` tree, which has no official split: every
-    ``test_every``-th listed video of each class (in sorted path order) is a test video, the others train.
-
-    The split is made on the listing, before decoding, so it does not move when a video turns out undecodable.
-    ``config()`` (the frame cache key) records the part and ``test_every``.
-    """
-
-    def __init__(self, folder: VideoFolder, train: bool, test_every: int = FOLDER_TEST_EVERY) -> None:
-        rank_in_class = torch.zeros_like(folder.labels)
-        for c in folder.labels.unique():
-            members = (folder.labels == c).nonzero().squeeze(1)
-            rank_in_class[members] = torch.arange(len(members))
-        keep = (rank_in_class % test_every != test_every - 1) == train
-        super().__init__(
-            [v for v, k in zip(folder.videos, keep.tolist(), strict=True) if k], folder.labels[keep].tolist(),
-            folder.classes, root=folder.root, frames=folder.frames, size=folder.size, target_fps=folder.target_fps,
-            temporal_jitter=folder.temporal_jitter, backend=folder.backend, transform=folder.transform,
-            layout_help=FOLDER_LAYOUT,
-            source={"extensions": folder.config()["extensions"], "part": "train" if train else "test",
-                    "test_every": test_every},
-        )  # fmt: skip
-
-
-def _video_dataset(args: argparse.Namespace, train: bool) -> UCF101 | HMDB51 | FolderSplit:
-    common = {"frames": args.frames, "size": (args.frame_size, args.frame_size)}
-    if args.dataset == "folder":
-        return FolderSplit(VideoFolder(args.root, **common), train)
-    kind = UCF101 if args.dataset == "ucf101" else HMDB51
-    return kind(args.root, args.annotations, split=args.split, train=train, **common)
-
-
 def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCache:
     """Rank 0 builds (or reuses) the cache, then every rank opens it; if rank 0 fails, every rank stops.
 
@@ -413,7 +344,9 @@ def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCac
     error = None
     if world.is_main:
         try:
-            dataset = _video_dataset(args, subset == "train")
+            dataset = build_video_dataset(args.dataset, args.root, args.annotations, split=args.split,
+                                          train=subset == "train", frames=args.frames,
+                                          size=(args.frame_size, args.frame_size), folder_split=True)  # fmt: skip
             print(f"{subset}: {dataset!r}")
             cache = load_or_build_cache(dataset, path, workers=args.workers, progress=not args.no_progress)
         except (FileNotFoundError, ValueError) as err:
@@ -431,7 +364,7 @@ def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCac
     return FrameCache(path)
 
 
-def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -> ActionData:
+def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -> ProbeData:
     """The labelled train/test clips: SyntheticActions' train/test split; UCF101/HMDB51: the frame caches of the
     official split's two parts; folder: those of :class:`FolderSplit` (every ``FOLDER_TEST_EVERY``-th video of each
     class is a test video). Pretraining reads the ``PRETRAIN_SUBSET`` part of the same data (see
@@ -444,9 +377,9 @@ def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -
         common = {"num_classes": ssl.synthetic_classes, "num_videos": ssl.synthetic_videos, "frames": ssl.clip_frames,
                   "size": ssl.frame_size, "seed": ssl.data_seed}  # fmt: skip  # the split the env pretrains on
         train, test = SyntheticActions(split="train", **common), SyntheticActions(split="test", **common)
-        return ActionData(train.clips, train.labels, test.clips, test.labels, train.class_names, {})
+        return ProbeData(train.clips, train.labels, test.clips, test.labels, train.class_names, {})
     train, test = _open_cache(args, "train", world), _open_cache(args, "test", world)
-    return ActionData(train.clips, train.labels, test.clips, test.labels, train.classes,
+    return ProbeData(train.clips, train.labels, test.clips, test.labels, train.classes,
                       {"train": len(train.skipped), "test": len(test.skipped)})  # fmt: skip
 
 
@@ -513,12 +446,7 @@ def build_sampler(name: str, env: PermSamplingEnv, args: argparse.Namespace) -> 
     """The sampler ``name`` (or a saved SB3 model for ``sb3:PATH``, ``--sampler-option algo=...``) acting in ``env``;
     the ``--sampler-option`` arguments go to the ``--sampler`` run's sampler only."""
     options = dict(args.sampler_option) if name == args.sampler else {}
-    try:
-        if name.startswith("sb3:"):
-            return SB3Sampler.load(name[4:], env, seed=args.seed, **options)
-        return SAMPLERS[name](env, seed=args.seed, **options)
-    except (FileNotFoundError, TypeError, ValueError) as err:
-        raise ValueError(f"sampler {name!r}: {err}") from None
+    return make_sampler(name, env, seed=args.seed, **options)
 
 
 def pretrain(
@@ -539,12 +467,8 @@ def pretrain(
     Returns:
         The env (its trainer holds the pretrained network) and the sampler.
     """
-    env = PermSamplingEnv(config)
+    env = PermSamplingEnv(config, world=world, amp=args.amp, sync_bn=args.sync_bn)
     obs, _ = env.reset(seed=args.seed)
-    env.trainer.sync_bn = args.sync_bn
-    env.trainer.distribute(world)
-    if args.amp:
-        env.trainer.enable_amp()
     sampler = build_sampler(variant, env, args)
     history: list[dict[str, Any]] = result.setdefault("ssl_history", [])
     elapsed, episode_start, state = result["times"].get("ssl_s", 0.0), True, None
@@ -618,7 +542,7 @@ def initial_trunk(config: PermSamplingConfig, args: argparse.Namespace) -> Trunk
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-def retrieval(trunk: Trunk, data: ActionData, ft: FinetuneConfig, world: World, clips: int = 10) -> dict[str, float]:
+def retrieval(trunk: Trunk, data: ProbeData, ft: FinetuneConfig, world: World, clips: int = 10) -> dict[str, float]:
     """VCOP retrieval with the (pretrained, not fine-tuned) trunk: test videos query training videos.
 
     A video's feature is the mean of the clip features of ``clips`` windows (``permgym.probe.retrieval_windows``:
@@ -646,7 +570,7 @@ def retrieval(trunk: Trunk, data: ActionData, ft: FinetuneConfig, world: World, 
 
 
 def evaluate(
-    model: ActionClassifier, data: ActionData, ft: FinetuneConfig, world: World, into: dict[str, Any] | None = None
+    model: ActionClassifier, data: ProbeData, ft: FinetuneConfig, world: World, into: dict[str, Any] | None = None
 ) -> float:
     """Video-level test accuracy (softmax averaged over ``ft.test_clips`` windows per video).
 
@@ -668,7 +592,7 @@ def evaluate(
 # ---------------------------------------------------------------------------------------------------- fine-tuning
 def train_one_epoch(
     trainer: FinetuneTrainer,
-    data: ActionData,
+    data: ProbeData,
     header: str,
     args: argparse.Namespace,
     checkpointer: Checkpointer,
@@ -693,7 +617,7 @@ def train_one_epoch(
 def finetune(
     variant: str,
     trunk: Trunk,
-    data: ActionData,
+    data: ProbeData,
     ft: FinetuneConfig,
     args: argparse.Namespace,
     world: World,
@@ -751,7 +675,7 @@ def run_variant(
     variant: str,
     config: PermSamplingConfig,
     ft: FinetuneConfig,
-    data: ActionData,
+    data: ProbeData,
     args: argparse.Namespace,
     world: World,
     checkpointer: Checkpointer,
@@ -794,7 +718,7 @@ def run_variant(
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
-def flat_metrics(results: dict[str, dict[str, Any]], main_variant: str, data: ActionData, world: World) -> dict:
+def flat_metrics(results: dict[str, dict[str, Any]], main_variant: str, data: ProbeData, world: World) -> dict:
     """metrics.json: the ``--sampler`` run's metrics as they are, every ``--compare`` run's prefixed by its name."""
     metrics: dict[str, float] = dict(results[main_variant]["metrics"])
     for variant, result in results.items():
@@ -811,7 +735,7 @@ def write_results(
     config: PermSamplingConfig,
     ft: FinetuneConfig,
     results: dict[str, dict[str, Any]],
-    data: ActionData,
+    data: ProbeData,
     world: World,
     out: Path,
     total_seconds: float,

@@ -13,6 +13,7 @@ from gymnasium import spaces
 
 from permgym.clip_pools import load_clip_pools
 from permgym.config import PermSamplingConfig, make_config
+from permgym.distributed import World, resolve_device
 from permgym.observation import ObservationTracker
 from permgym.trainer import OrderingTrainer, UpdateStats, batch_split, build_tasks, chance_loss
 
@@ -65,12 +66,24 @@ class PermSamplingEnv(gym.Env):
     2x2 jigsaw, K=24), ``PermSampling-Joint-v0`` (``tiny-joint``), ``PermSampling-UCF101-v0`` (``ucf101``: joint,
     CaffeNet, UCF101 frame cache, nondeterministic). Every field of :class:`~permgym.config.PermSamplingConfig` can
     be overridden as a keyword: ``gym.make("PermSampling-v0", reward="uniform_relative", lr=1e-3)``.
+
+    ## Training options (applied to the trainer at every reset)
+    ``world`` (a :class:`~permgym.distributed.World` from ``permgym.run.init_distributed``: under torchrun every
+    rank steps its own env in lock-step and DDP splits each update's batch), ``amp`` (float16 mixed precision, CUDA
+    only) and ``sync_bn`` (SyncBatchNorm across ranks on GPUs; default True).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(
-        self, config: PermSamplingConfig | str = "tiny", render_mode: str | None = None, **overrides: Any
+        self,
+        config: PermSamplingConfig | str = "tiny",
+        render_mode: str | None = None,
+        *,
+        world: World | None = None,
+        amp: bool = False,
+        sync_bn: bool = True,
+        **overrides: Any,
     ) -> None:
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(
@@ -79,6 +92,9 @@ class PermSamplingEnv(gym.Env):
             )
         self.config = make_config(config, **overrides)
         self.render_mode = render_mode
+        if amp and resolve_device(self.config.device).type != "cuda":
+            raise ValueError(f"amp=True needs a CUDA device, the env's config has device={self.config.device!r}")
+        self.world, self.amp, self.sync_bn = world or World(), amp, sync_bn
         self._set_threads()
         self._train_clips, self._val_clips = load_clip_pools(self.config)
         self.banks = {name: task.bank for name, task in build_tasks(self.config).items()}
@@ -152,7 +168,10 @@ class PermSamplingEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         torch_seed = int(self.np_random.integers(2**62))
-        self.trainer = OrderingTrainer(self.config, self._train_clips, self._val_clips, torch_seed)
+        self.trainer = OrderingTrainer(self.config, self._train_clips, self._val_clips, torch_seed, self.sync_bn)
+        self.trainer.distribute(self.world)  # no-op in one process
+        if self.amp:
+            self.trainer.enable_amp()
         self._tracker.reset()
         self._step = 0
         self._last_update = UpdateStats(0.0, 0.0, 0.0, True)

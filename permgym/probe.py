@@ -17,7 +17,7 @@ Everything is deterministic under its arguments on the CPU and takes seconds on 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -247,13 +247,16 @@ def retrieval_topk(
 
 @dataclass(frozen=True)
 class ProbeData:
-    """The clips of a downstream action-recognition split: ``train_clips [N, T, 3, H, W]`` uint8, ``train_labels
-    [N]`` int64, and the same for ``test``."""
+    """The clips of a downstream action-recognition split: ``train_clips [N, T, 3, H, W]`` uint8 (possibly
+    memory-mapped), ``train_labels [N]`` int64, and the same for ``test``; ``classes`` names the labels and
+    ``skipped`` counts the undecodable or missing videos left out, per part (``{"train": n, "test": m}``)."""
 
     train_clips: torch.Tensor
     train_labels: torch.Tensor
     test_clips: torch.Tensor
     test_labels: torch.Tensor
+    classes: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=2)
@@ -270,7 +273,7 @@ def load_probe_data(
 
     common = {"num_classes": num_classes, "num_videos": num_videos, "frames": frames, "size": size, "seed": seed}
     train, test = SyntheticActions(split="train", **common), SyntheticActions(split="test", **common)
-    return ProbeData(train.clips, train.labels, test.clips, test.labels)
+    return ProbeData(train.clips, train.labels, test.clips, test.labels, list(train.class_names))
 
 
 def evaluate_trunk(

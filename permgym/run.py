@@ -139,8 +139,8 @@ class RunFolder:
     On entering (rank 0 checks, every rank learns the outcome):
 
     * the folder is created if needed; an existing one must be empty, or ``resume`` / ``overwrite`` must be set
-      (a folder holding another run's files is never written over silently);
-    * ``resume`` needs a non-empty folder (a run to continue);
+      (a folder holding another run's files is never written over silently); whether it holds a checkpoint to
+      resume from is :func:`load_checkpoint`'s check;
     * ``LOCK_FILE`` is locked exclusively (``fcntl.flock``) until exit: a second run on the same folder, in this or
       another process, refuses with a :class:`RunError` instead of mixing its files with this run's.
 
@@ -153,8 +153,8 @@ class RunFolder:
         overwrite: the run may write over another run's files.
 
     Raises:
-        RunError: the folder is taken (another run's files without ``resume``/``overwrite``, or locked), is a file,
-            or ``resume`` finds nothing to continue.
+        RunError: the folder is taken (another run's files without ``resume``/``overwrite``, or locked) or is a
+            file.
     """
 
     def __init__(self, path: str | Path, world: World | None = None, *, resume: bool = False,
@@ -171,8 +171,6 @@ class RunFolder:
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"--out {str(self.path)!r} is a file, not a folder; choose another --out")
         held = sorted(p.name for p in self.path.iterdir() if p.name != LOCK_FILE) if self.path.is_dir() else []
-        if self.resume and not held:
-            raise RunError(f"--resume: {str(self.path)!r} holds no run to continue; start without --resume")
         if held and not (self.resume or self.overwrite):
             shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
             raise RunError(

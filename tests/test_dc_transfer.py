@@ -81,7 +81,7 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture) -> str:
         (["--device", "gpu"], "argument --device: invalid choice: 'gpu'"),
         (["--data-option", "frame"], "expected KEY=VALUE, got 'frame'"),
         (["--quick", "-K", "40", "--data-option", "videos_per_class=2"], "-K/--compare-k 40 exceeds the"),
-        (["--resume"], "holds no run to continue"),
+        (["--resume"], "--resume: no checkpoint in"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_before_any_work(argv: list[str], message: str, tmp_path: Path, capsys) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 
 from permgym.config import make_config
 from permgym.distributed import (
@@ -26,6 +27,7 @@ from permgym.distributed import (
     own_entry,
     save_on_main,
 )
+from permgym.env import PermSamplingEnv
 from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer
 from permgym.models import build_trunk
 from permgym.trainer import OrderingTrainer
@@ -150,6 +152,14 @@ def _checks_in_group(world: World) -> None:
         assert 0.0 <= stats["accuracy"] <= 1.0
     assert max_divergence(model) == 0.0
 
+    # the env applies its world at every reset: each rank steps its own env, DDP splits the updates
+    env = PermSamplingEnv(CONFIG.replace(synthetic_videos=120, synthetic_classes=12), world=world)
+    for seed in (0, 1):
+        env.reset(seed=seed)
+        assert isinstance(env.trainer.loss_module, DistributedDataParallel) and env.trainer.world == world
+    env.step(env.action_space.sample() * 0)
+    assert max_divergence(env.trainer.model) == 0.0
+
 
 def test_two_gloo_processes_agree(tmp_path: Path) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -158,6 +168,8 @@ def test_two_gloo_processes_agree(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------- CUDA / AMP
 def test_amp_needs_cuda() -> None:
+    with pytest.raises(ValueError, match=re.escape("amp=True needs a CUDA device, the env's config has device='cpu'")):
+        PermSamplingEnv(CONFIG, amp=True)
     trainer = OrderingTrainer(CONFIG, _clips(10, 0), _clips(4, 1), seed=0)
     with pytest.raises(ValueError, match="needs a CUDA device"):
         trainer.enable_amp()

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from permgym.clip_pools import load_clip_pools
 from permgym.distributed import World
 from permgym.models import build_trunk, load_trunk
-from permgym.probe import clip_features, retrieval_topk, retrieval_windows, standardize
+from permgym.probe import ProbeData, clip_features, retrieval_topk, retrieval_windows, standardize
 from permgym.run import RunError, RunFolder, run_cli
 from tests.video_fixtures import make_folder_tree, make_hmdb51_tree, make_ucf101_tree, write_bad_video
 
@@ -60,7 +60,7 @@ def test_quick_run_on_embedded_data_with_baselines(tmp_path: Path) -> None:
     for name in OUTPUTS:
         assert (out / name).is_file(), name
     assert (out / "uniform" / "trunk.pth").is_file() and (out / "random-init" / "trunk.pth").is_file()
-    assert any((out / "tb" / "policy-gradient" / "ssl").iterdir())
+    assert any((out / "tb" / "policy_gradient" / "ssl").iterdir())
     metrics = _metrics(out)
     for key in ("ssl/val_loss", "ssl/val_accuracy", "ssl/temporal/val_accuracy", "finetune/top1", "finetune/top5",
                 "retrieval/top1", "retrieval/top50", "time/ssl_s", "uniform/finetune/top1",
@@ -70,13 +70,13 @@ def test_quick_run_on_embedded_data_with_baselines(tmp_path: Path) -> None:
     assert metrics["ssl/updates"] == 8 and metrics["data/classes"] == 12
     assert all(0.0 <= metrics[k] <= 1.0 for k in metrics if k.endswith(("top1", "top5")))
     config = json.loads((out / "config.json").read_text())
-    assert config["ssl_config"]["steps_per_episode"] == 4 and config["variants"] == ["policy-gradient", "uniform",
+    assert config["ssl_config"]["steps_per_episode"] == 4 and config["variants"] == ["policy_gradient", "uniform",
                                                                                      "random-init"]  # fmt: skip
     results = (out / "results.md").read_text()
-    assert "| policy-gradient (main) |" in results and "| random-init |" in results
+    assert "| policy_gradient (main) |" in results and "| random-init |" in results
     trunk = load_trunk(out / "trunk.pth")  # what experiments/dc_transfer.py reads
     assert trunk.name == "tiny"
-    assert torch.load(out / "trunk.pth", weights_only=True)["variant"] == "policy-gradient"
+    assert torch.load(out / "trunk.pth", weights_only=True)["variant"] == "policy_gradient"
 
 
 @pytest.fixture
@@ -102,18 +102,18 @@ def test_interrupted_runs_resume_to_the_same_metrics(
     """A run stopped inside pretraining and resumed ends like an uninterrupted one (the exact resume of each stage
     is unit-tested with the env, sampler and fine-tuning trainer state dicts); the resume refuses changed options."""
     parser = ssl_ucf101.get_args_parser()
-    common = [*TINY, "--sampler", "policy-gradient", "--compare", "random-init", "--checkpoint-every", "1"]
+    common = [*TINY, "--sampler", "policy_gradient", "--compare", "random-init", "--checkpoint-every", "1"]
     straight = ssl_ucf101.main(parser.parse_args([*common, "--out", str(tmp_path / "straight")]))
     out = str(tmp_path / "resumed")
     # 8 pretraining + 2 x 6 fine-tuning updates per run: stop inside pretraining (after 2 of 4 sampler steps)
     assert ssl_ucf101.main(parser.parse_args([*common, "--out", out, "--stop-after-updates", "4"])) is None
     state = torch.load(Path(out) / "checkpoint.pth", weights_only=False)
-    assert (state["variant"], state["stage"], state["updates"]) == ("policy-gradient", "ssl", 4)
+    assert (state["variant"], state["stage"], state["updates"]) == ("policy_gradient", "ssl", 4)
     assert state["config"]["seed"] == 0 and state["elapsed_s"] > 0
     # options that change results are refused, each named with both values; nothing is written
     for flags, named in ((["--seed", "1"], "seed: checkpoint 0, now 1"),
                          (["--ssl-lr", "0.01"], "ssl_lr: checkpoint None, now 0.01"),
-                         (["--sampler", "uniform"], "sampler: checkpoint 'policy-gradient', now 'uniform'")):  # fmt: skip
+                         (["--sampler", "uniform"], "sampler: checkpoint 'policy_gradient', now 'uniform'")):  # fmt: skip
         err = _cli([*common, "--out", out, "--resume", *flags], capsys)
         assert "--resume with options that change results (" + named in err and err.count("\n") == 1, err
     assert torch.load(Path(out) / "checkpoint.pth", weights_only=False)["updates"] == 4
@@ -133,7 +133,8 @@ def test_run_folder_is_owned_and_locked(tmp_path: Path, capsys: pytest.CaptureFi
     with RunFolder(out):  # another run holds the folder
         assert "is in use by another run" in _cli([*TINY, "--out", str(out)], capsys)
     assert not out.exists()  # a folder made for a run that could not start is removed again
-    assert "holds no run to continue" in _cli([*TINY, "--out", str(out), "--resume"], capsys)
+    assert "--resume: no checkpoint at" in _cli([*TINY, "--out", str(out), "--resume"], capsys)
+    assert not out.exists()
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     assert "--resume: no checkpoint at" in _cli([*TINY, "--out", str(out), "--resume"], capsys)
@@ -212,14 +213,14 @@ def test_pretraining_never_sees_test_videos(dataset: str, tmp_path: Path) -> Non
     assert pretraining == contents(data.train_clips)  # and the pool is the whole training split
 
 
-def _retrieval_data(videos: int = 48, frames: int = 16) -> ssl_ucf101.ActionData:
+def _retrieval_data(videos: int = 48, frames: int = 16) -> ProbeData:
     g = torch.Generator().manual_seed(0)
     clips = torch.randint(0, 256, (videos, frames, 3, 32, 32), dtype=torch.uint8, generator=g)
     labels = torch.arange(videos) % 6
-    return ssl_ucf101.ActionData(clips[:36], labels[:36], clips[36:], labels[36:], [str(c) for c in range(6)], {})
+    return ProbeData(clips[:36], labels[:36], clips[36:], labels[36:], [str(c) for c in range(6)], {})
 
 
-def _reference_topk(query: torch.Tensor, gallery: torch.Tensor, data: ssl_ucf101.ActionData) -> dict[str, float]:
+def _reference_topk(query: torch.Tensor, gallery: torch.Tensor, data: ProbeData) -> dict[str, float]:
     gallery, query = standardize(gallery, query)
     return retrieval_topk(query, data.test_labels, gallery, data.train_labels, ks=(1, 5, 10, 20))
 
@@ -308,7 +309,7 @@ def test_two_processes_resume_exactly(tmp_path: Path, keep_threads: None) -> Non
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--sampler", "best"], "invalid sampler 'best' (choose from policy-gradient, uniform"),
+        (["--sampler", "best"], "unknown sampler 'best'; choose from policy_gradient, uniform"),
         (["--compare", "uniform,foo"], "invalid --compare entry 'foo' (choose from random-init"),
         (["--dataset", "kinetics"], "invalid choice: 'kinetics'"),
         (["--task", "audio"], "invalid choice: 'audio'"),
@@ -339,6 +340,6 @@ def test_bad_input_names_the_problem(
 def test_help_states_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "300")  # no line breaks inside the help texts
     text = ssl_ucf101.get_args_parser().format_help()
-    assert "(default: policy-gradient)" in text and "(default: runs/ssl_ucf101)" in text
+    assert "(default: policy_gradient)" in text and "(default: runs/ssl_ucf101)" in text
     assert "(default: 1200 on synthetic, 20000 on videos; with --quick: 200)" in text
     assert "--retrieval-clips N" in text and "(VCOP: 10)" in text and "--no-sync-bn" in text

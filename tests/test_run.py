@@ -1,0 +1,121 @@
+"""permgym.run: the run layer every command-line program uses."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from permgym.distributed import World
+from permgym.run import (
+    LOCK_FILE,
+    RunError,
+    RunFolder,
+    check_same_config,
+    fill_defaults,
+    load_checkpoint,
+    parse_key_value,
+    require_at_least,
+    run_cli,
+    save_checkpoint,
+)
+
+
+def test_key_value_is_json_else_a_string() -> None:
+    assert parse_key_value("lr=1e-3") == ("lr", 1e-3)
+    assert parse_key_value("steps=40") == ("steps", 40) and isinstance(parse_key_value("steps=40")[1], int)
+    assert parse_key_value("warm_start=null") == ("warm_start", None)
+    assert parse_key_value("flag=true") == ("flag", True)
+    assert parse_key_value('config={"a": [1, 2]}') == ("config", {"a": [1, 2]})
+    assert parse_key_value("reward=uniform_relative") == ("reward", "uniform_relative")
+    assert parse_key_value("path=a=b") == ("path", "a=b")
+    for bad in ("lr", "=3"):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"expected KEY=VALUE, got {bad!r}")):
+            parse_key_value(bad)
+
+
+def test_presets_fill_only_unset_options_and_sizes_are_checked() -> None:
+    args = argparse.Namespace(epochs=None, lr=0.1, batch=None)
+    fill_defaults(args, {"epochs": 3}, {"epochs": 9, "lr": 1.0, "batch": 8})
+    assert (args.epochs, args.lr, args.batch) == (3, 0.1, 8)
+    args.batch = 0
+    with pytest.raises(ValueError, match=re.escape("--batch must be >= 1, got 0")):
+        require_at_least(args, 1, "epochs", "batch")
+
+
+def test_run_folder_ownership(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with RunFolder(out) as run:
+        (run.path / "metrics.json").write_text("{}")
+    assert not (out / LOCK_FILE).read_text() == ""  # the lock file names the process that held it
+    with pytest.raises(RunError, match=re.escape(f"--out '{out}' already holds a run (metrics.json): continue it")):
+        RunFolder(out).__enter__()
+    with RunFolder(out, overwrite=True), RunFolder(tmp_path / "other", resume=True):
+        pass
+    assert not (tmp_path / "other").exists()  # made for a run that wrote nothing: removed again
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunError, match="is a file, not a folder"):
+        RunFolder(tmp_path / "file").__enter__()
+    with pytest.raises(RunError, match="--resume and --overwrite contradict each other"):
+        RunFolder(out, resume=True, overwrite=True)
+
+
+def test_a_second_process_cannot_take_a_locked_folder(tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom permgym.run import RunFolder, RunError\n"
+        "try:\n    RunFolder(sys.argv[1], resume=True).__enter__()\nexcept RunError as err:\n    print(err)\n"
+    )
+    with RunFolder(tmp_path / "run"):
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                              timeout=120, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    assert "is in use by another run" in proc.stdout, proc.stderr
+    with RunFolder(tmp_path / "run", overwrite=True):  # released when the holder exits
+        pass
+
+
+def test_checkpoints_store_the_config_and_refuse_changed_options(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "checkpoint.pth"
+    config = {"seed": 0, "lr": 0.1, "threads": 1}
+    save_checkpoint(World(), path, config, {"weights": torch.ones(2)})
+    save_checkpoint(World(rank=1, world_size=2), tmp_path / "rank1.pth", config, {})
+    assert not (tmp_path / "rank1.pth").exists()  # only rank 0 writes
+    state = load_checkpoint(path, {**config, "threads": 4}, ignored=("threads",))
+    assert torch.equal(state["weights"], torch.ones(2)) and state["config"] == config
+    message = "--resume with options that change results (lr: checkpoint 0.1, now 0.2; seed: checkpoint 0, now 1)"
+    with pytest.raises(RunError, match=re.escape(message)):
+        load_checkpoint(path, {**config, "seed": 1, "lr": 0.2})
+    with pytest.raises(RunError, match="new: checkpoint None, now 3"):
+        check_same_config(config, {**config, "new": 3})
+    with pytest.raises(RunError, match=re.escape(f"--resume: no checkpoint at '{tmp_path / 'none.pth'}'")):
+        load_checkpoint(tmp_path / "none.pth", config)
+    torch.save({"args": config}, tmp_path / "old.pth")
+    with pytest.raises(RunError, match="is not a checkpoint of format 1"):
+        load_checkpoint(tmp_path / "old.pth", config)
+
+
+def test_run_cli_turns_expected_errors_into_one_line(capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser(prog="tool")
+    parser.add_argument("--n", type=int, default=1)
+
+    def main(args: argparse.Namespace) -> None:
+        if args.n == 0:
+            raise ValueError("--n must be >= 1, got 0")
+        if args.n == 1:
+            raise FileNotFoundError("data/x not found")
+        if args.n == 2:
+            raise KeyError("a bug")
+
+    for n, line in ((0, "tool: error: --n must be >= 1, got 0\n"), (1, "tool: error: data/x not found\n")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, parser, ["--n", str(n)])
+        assert exit_info.value.code == 2 and capsys.readouterr().err == line
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        run_cli(main, parser, ["--n", "2"])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, parser, ["--n", "3"])
+    assert exit_info.value.code == 0
