@@ -4,7 +4,6 @@ import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch.multiprocessing as mp
 
 from permgym.models import build_trunk, save_trunk
 from permgym.run import run_cli
+from tests.process_fixtures import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "dc_transfer.py"
@@ -182,16 +182,6 @@ def _spawned_parted_run(rank: int, world_size: int, ports: list[int], argv: list
             assert result is None and not (Path(argv[-1]) / "metrics.json").exists()
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def test_two_processes_resume_exactly(tmp_path: Path) -> None:
     """An uninterrupted torchrun run of 2 processes (the one torchrun smoke test) and the same run stopped after
     epoch 1 and resumed (2 processes started once by torch.multiprocessing) end with the same weights and metrics."""
@@ -203,7 +193,7 @@ def test_two_processes_resume_exactly(tmp_path: Path) -> None:
     a = torch.load(straight / "K2" / "checkpoint.pth", weights_only=False)
     assert a["config"]["batch_size"] == 8 and a["epoch"] == 1
 
-    mp.spawn(_spawned_parted_run, args=(2, _free_ports(2), [*argv, "--out", str(parted)]), nprocs=2, join=True)
+    mp.spawn(_spawned_parted_run, args=(2, free_ports(2), [*argv, "--out", str(parted)]), nprocs=2, join=True)
     b = torch.load(parted / "K2" / "checkpoint.pth", weights_only=False)
     assert b["epoch"] == 1
     for (name, x), y in zip(a["trainer"]["model"].items(), b["trainer"]["model"].values(), strict=True):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from permgym.distributed import World
 from permgym.models import build_trunk, load_trunk
 from permgym.probe import ProbeData, clip_features, retrieval_topk, retrieval_windows, standardize
 from permgym.run import RunError, RunFolder, run_cli
+from tests.process_fixtures import free_ports
 from tests.video_fixtures import make_folder_tree, make_hmdb51_tree, make_ucf101_tree, write_bad_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,16 +265,6 @@ def _spawned_parted_run(rank: int, world_size: int, ports: list[int], argv: list
             assert not (Path(argv[-1]) / "metrics.json").exists()
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def test_two_processes_resume_exactly(tmp_path: Path, keep_threads: None) -> None:
     """2 gloo processes: an uninterrupted torchrun run (the one torchrun smoke test), and the same run stopped inside
     pretraining, resumed, stopped inside fine-tuning and resumed again (two processes started once by
@@ -293,7 +283,7 @@ def test_two_processes_resume_exactly(tmp_path: Path, keep_threads: None) -> Non
     assert (straight / "trunk.pth").is_file() and not list(straight.glob("*.tmp"))
 
     # 8 pretraining updates, then 2 epochs of fine-tuning: stop after 4 (pretraining), then after epoch 1
-    mp.spawn(_spawned_parted_run, args=(2, _free_ports(3), [*common, "--out", str(parted)]), nprocs=2, join=True)
+    mp.spawn(_spawned_parted_run, args=(2, free_ports(3), [*common, "--out", str(parted)]), nprocs=2, join=True)
     assert _comparable(_metrics(parted)) == _comparable(metrics)
     for name in ("trunk.pth", "finetuned.pth"):
         key = "state_dict" if name == "trunk.pth" else "model"
