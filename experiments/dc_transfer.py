@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from reporting import log_dc_epoch, write_dc_results
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
@@ -553,7 +554,7 @@ def train_run(
                 + f" | {stats['seconds']:.1f}s train, {record['recluster_seconds']:.1f}s re-clustering",
                 flush=True,
             )
-            _log_epoch(writer, record, clustering)
+            log_dc_epoch(writer, record, clustering)
             save_checkpoint(world, checkpoint, config, state)
         if args.stop_after_epochs is not None and epoch + 1 - start_epoch >= args.stop_after_epochs and not last:
             if writer is not None:
@@ -573,136 +574,6 @@ def train_run(
         "embeddings": final[1],
         "labels": final[2],
     }
-
-
-def _log_epoch(writer: SummaryWriter | None, record: dict[str, Any], clustering: dict[str, Any] | None) -> None:
-    if writer is None:
-        return
-    epoch = record["epoch"]
-    writer.add_scalar("losses/train", record["loss"], epoch)
-    writer.add_scalar("charts/triplets", record["triplets"], epoch)
-    writer.add_scalar("time/train_seconds", record["seconds"], epoch)
-    writer.add_scalar("time/recluster_seconds", record["recluster_seconds"], epoch)
-    for name, value in record["metrics"].items():
-        writer.add_scalar(f"eval/{name}", value, epoch)
-    if clustering is not None:
-        writer.add_scalars("clusters/sizes", {str(k): s for k, s in enumerate(clustering["sizes"])}, epoch)
-        writer.add_scalar("clusters/unassigned", clustering["unassigned"], epoch)
-
-
-def write_results(args: argparse.Namespace, runs: list[dict[str, Any]], init: str, out: Path) -> dict[str, Any]:
-    """Write metrics.json, results.md and the plots; return the metrics.json content."""
-    summary = {}
-    for run in runs:
-        train = sum(r["seconds"] for r in run["log"])
-        recluster = sum(r["recluster_seconds"] for r in run["log"])
-        summary[f"K={run['num_learners']}"] = {
-            **run["metrics"],
-            "train_seconds": train,
-            "recluster_seconds": recluster,
-            "recluster_share": recluster / max(train + recluster, 1e-9),
-        }
-    primary = summary[f"K={args.num_learners}"]
-    metrics = {**primary, "num_learners": args.num_learners, "runs": summary}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    names = [k for k in primary if k.startswith(("R@", "NMI", "MAP"))]
-    lines = [
-        f"# Divide and conquer on {args.dataset}",
-        "",
-        f"Backbone {args.backbone}, init `{init}`, d = {args.embedding_dim}, {args.epochs} epochs x "
-        f"{args.iters_per_epoch} batches of {args.batch_size} ({args.samples_per_class} per class), loss {args.loss}, "
-        f"clusters on {args.cluster_on} features, re-clustered every {args.recluster_every} epochs, full embedding "
-        f"from epoch {args.full_embedding_epoch}, K = 1 fine-tuning from epoch {args.finetune_epoch}. Metrics of the "
-        "final epoch on the test classes (no test-set model selection).",
-        "",
-        "| K | " + " | ".join(names) + " | train s | re-clustering share |",
-        "|---|" + "---|" * (len(names) + 2),
-    ]
-    for name, row in summary.items():
-        lines.append(
-            f"| {name[2:]} | "
-            + " | ".join(f"{100 * row[n]:.2f}" for n in names)
-            + f" | {row['train_seconds']:.0f} | {100 * row['recluster_share']:.1f} % |"
-        )
-    lines += ["", "Metrics in %. Plots: recall.png, embedding.png, clusters.png, curves.png; TensorBoard: tb/."]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    plot_results(runs, data_ks=[int(n[2:]) for n in names if n.startswith("R@")], out=out, projection=args.projection)
-    return metrics
-
-
-def plot_results(runs: list[dict[str, Any]], data_ks: list[int], out: Path, projection: str) -> None:
-    """recall.png, embedding.png (t-SNE/PCA of test embeddings by class), clusters.png, curves.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for run in runs:
-        ax.plot(
-            data_ks, [100 * run["metrics"][f"R@{k}"] for k in data_ks], marker="o", label=f"K={run['num_learners']}"
-        )
-    ax.set(xscale="log", xlabel="K (neighbours)", ylabel="Recall@K (%)", title="Recall@K on the test classes")
-    ax.set_xticks(data_ks, [str(k) for k in data_ks])
-    ax.legend()
-    fig.savefig(out / "recall.png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4.5), squeeze=False)
-    for ax, run in zip(axes[0], runs, strict=True):
-        x, y = run["embeddings"].numpy(), run["labels"].numpy()
-        keep = np.random.default_rng(0).permutation(len(x))[:2000]
-        x, y = x[keep], y[keep]
-        if projection == "tsne":
-            xy = TSNE(2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=0).fit_transform(x)
-        else:
-            xy = PCA(2, random_state=0).fit_transform(x)
-        ax.scatter(xy[:, 0], xy[:, 1], c=y, cmap="gist_ncar", s=4)
-        ax.set(title=f"K={run['num_learners']}: test embeddings ({projection}), colour = class", xticks=[], yticks=[])
-    fig.savefig(out / "embedding.png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-    divided = [run for run in runs if run["num_learners"] > 1]
-    fig, axes = plt.subplots(1, max(len(divided), 1), figsize=(5 * max(len(divided), 1), 3.5), squeeze=False)
-    for ax, run in zip(axes[0], divided, strict=False):
-        entries = [h for h in run["history"] if h["num_clusters"] > 1]
-        bottom = np.zeros(len(entries))
-        for k in range(run["num_learners"]):
-            sizes = np.array([h["sizes"][k] for h in entries])
-            ax.bar([str(h["epoch"]) for h in entries], sizes, bottom=bottom, label=f"cluster {k}")
-            bottom += sizes
-        ax.bar(
-            [str(h["epoch"]) for h in entries],
-            [h["unassigned"] for h in entries],
-            bottom=bottom,
-            color="lightgrey",
-            label="unassigned",
-        )
-        ax.set(
-            xlabel="re-clustering at epoch", ylabel="training images", title=f"K={run['num_learners']} cluster sizes"
-        )
-        ax.legend(fontsize=7)
-    fig.savefig(out / "clusters.png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-    fig, (loss_ax, r1_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for run in runs:
-        log = run["log"]
-        loss_ax.plot([r["epoch"] for r in log], [r["loss"] for r in log], label=f"K={run['num_learners']}")
-        evals = [r for r in log if r["metrics"]]
-        r1_ax.plot(
-            [r["epoch"] for r in evals],
-            [100 * r["metrics"]["R@1"] for r in evals],
-            marker=".",
-            label=f"K={run['num_learners']}",
-        )
-    loss_ax.set(xlabel="epoch", ylabel="training loss")
-    r1_ax.set(xlabel="epoch", ylabel="test R@1 (%)")
-    loss_ax.legend()
-    fig.savefig(out / "curves.png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
 
 
 def checkpoint_path(out: Path, num_learners: int) -> Path:
@@ -774,7 +645,7 @@ def run(args: argparse.Namespace, world: World) -> dict[str, Any] | None:
             print(stop)
         cleanup_distributed()
         return None
-    metrics = write_results(args, runs, init, out) if rank == 0 else None
+    metrics = write_dc_results(args, runs, init, out) if rank == 0 else None
     if rank == 0:
         print(f"results in {out}/ (results.md, metrics.json, plots, tb/)")
         print((out / "results.md").read_text())

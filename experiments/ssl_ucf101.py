@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from reporting import write_ssl_results
 from torch.utils.tensorboard import SummaryWriter
 
 from agents import Sampler
@@ -73,7 +74,6 @@ from permgym.distributed import (
     broadcast_object,
     cleanup_distributed,
     gather_per_rank,
-    gather_shards,
     max_divergence,
     own_entry,
     rng_states,
@@ -89,7 +89,7 @@ from permgym.finetune import (
     topk_accuracy,
 )
 from permgym.models import TRUNKS, Trunk, build_trunk, save_trunk
-from permgym.probe import RETRIEVAL_KS, ProbeData, retrieval_topk, retrieval_windows, standardize, video_features
+from permgym.probe import ProbeData, vcop_retrieval
 from permgym.run import (
     Interrupted,
     RunError,
@@ -542,33 +542,6 @@ def initial_trunk(config: PermSamplingConfig, args: argparse.Namespace) -> Trunk
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-def retrieval(trunk: Trunk, data: ProbeData, ft: FinetuneConfig, world: World, clips: int = 10) -> dict[str, float]:
-    """VCOP retrieval with the (pretrained, not fine-tuned) trunk: test videos query training videos.
-
-    A video's feature is the mean of the clip features of ``clips`` windows (``permgym.probe.retrieval_windows``:
-    evenly spaced starts, the fine-tuning test stride, coinciding starts kept once; ``clips=1``: one view over the
-    whole clip). The means are standardised by the training videos' statistics; ``retrieval_topk`` compares them
-    by cosine similarity. Each rank computes its share of the videos (memory-mapped caches are read a few videos at
-    a time), then the shares are gathered.
-
-    Returns:
-        ``retrieval/top{k}`` for each k of ``RETRIEVAL_KS`` up to the number of training videos, and
-        ``retrieval/windows``, the number of distinct windows averaged per video.
-    """
-    frames = data.train_clips.shape[1]
-    windows = retrieval_windows(frames, ft.num_frames, ft.test_stride(frames), clips)
-
-    def features(videos: torch.Tensor) -> torch.Tensor:
-        mine = world.shard(len(videos))
-        local = video_features(trunk, videos[mine], windows, ft.image_size, crop_fraction=ft.crop_fraction)
-        return gather_shards(local.to(world.device), world, len(videos)).cpu()
-
-    gallery, query = standardize(features(data.train_clips), features(data.test_clips))
-    ks = tuple(k for k in RETRIEVAL_KS if k <= len(gallery))
-    topk = retrieval_topk(query, data.test_labels, gallery, data.train_labels, ks=ks)
-    return {**{f"retrieval/{name}": value for name, value in topk.items()}, "retrieval/windows": float(len(windows))}
-
-
 def evaluate(
     model: ActionClassifier, data: ProbeData, ft: FinetuneConfig, world: World, into: dict[str, Any] | None = None
 ) -> float:
@@ -699,7 +672,8 @@ def run_variant(
             save_trunk(trunk, folder / "trunk.pth", variant=variant, dataset=args.dataset, task=config.task,
                        ssl_updates=0 if variant == RANDOM_INIT else int(result["metrics"]["ssl/updates"]))  # fmt: skip
         start = time.perf_counter()
-        result["metrics"].update(retrieval(trunk, data, ft, world, args.retrieval_clips))
+        result["metrics"].update(vcop_retrieval(trunk, data, ft.num_frames, ft.test_stride(data.train_clips.shape[1]),
+                                                  ft.image_size, ft.crop_fraction, args.retrieval_clips, world))  # fmt: skip
         result["times"]["retrieval_s"] = time.perf_counter() - start
         checkpointer.save(variant, "finetune", result, None)
     state = torch.load(folder / "trunk.pth", map_location="cpu", weights_only=True) if world.is_main else None
@@ -718,139 +692,6 @@ def run_variant(
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
-def flat_metrics(results: dict[str, dict[str, Any]], main_variant: str, data: ProbeData, world: World) -> dict:
-    """metrics.json: the ``--sampler`` run's metrics as they are, every ``--compare`` run's prefixed by its name."""
-    metrics: dict[str, float] = dict(results[main_variant]["metrics"])
-    for variant, result in results.items():
-        if variant != main_variant:
-            metrics.update({f"{variant}/{key}": value for key, value in result["metrics"].items()})
-    metrics.update({"data/train_videos": len(data.train_labels), "data/test_videos": len(data.test_labels),
-                    "data/classes": len(data.classes), "ddp/world_size": world.world_size})  # fmt: skip
-    metrics.update({f"data/skipped_{subset}": count for subset, count in data.skipped.items()})
-    return metrics
-
-
-def write_results(
-    args: argparse.Namespace,
-    config: PermSamplingConfig,
-    ft: FinetuneConfig,
-    results: dict[str, dict[str, Any]],
-    data: ProbeData,
-    world: World,
-    out: Path,
-    total_seconds: float,
-) -> dict[str, float]:
-    """Write metrics.json (with ``time/total_s`` = ``total_seconds``), results.md and the plots (rank 0); return the
-    metrics."""
-    metrics = flat_metrics(results, args.sampler, data, world)
-    metrics["time/total_s"] = total_seconds
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    ks = [k for k in RETRIEVAL_KS if f"retrieval/top{k}" in metrics]
-    lines = [
-        f"# Ordering self-supervision on {args.dataset}",
-        "",
-        f"Task {config.task} ({config.num_frames} frames{f', {config.grid}x{config.grid} jigsaw' if config.uses_spatial else ''}), "
-        f"trunk {config.trunk}, {config.steps_per_episode * config.updates_per_step} pretraining updates of "
-        f"{config.batch_size} clips "
-        f"({config.updates_per_step} per sampler step, {config.optimizer} lr {config.lr}), action mode "
-        f"{config.action_mode}, reward {config.reward}. Fine-tuning {ft.epochs} epochs, batch {ft.batch_size}, "
-        f"{ft.optimizer} lr {ft.lr} (trunk x{ft.trunk_lr_scale}), dropout {ft.dropout}. Test: video-level accuracy, "
-        f"softmax averaged over {ft.test_clips} windows per video; retrieval: test videos query training videos "
-        f"(pretrained trunk, cosine, clip features averaged over "
-        f"{int(results[args.sampler]['metrics'].get('retrieval/windows', 1))} windows per video). "
-        f"{len(data.train_labels)} training / {len(data.test_labels)} test videos, "
-        f"{len(data.classes)} classes (chance {100 / len(data.classes):.1f} %), seed {args.seed}, "
-        f"{world.world_size} process(es).",
-        "",
-        "| run | ordering val acc | fine-tuned top-1 | top-5 | "
-        + " | ".join(f"retrieval top-{k}" for k in ks)
-        + " | pretrain s | fine-tune s | eval s |",
-        "|---|" + "---:|" * (len(ks) + 6),
-    ]
-    for variant, result in results.items():
-        m = result["metrics"]
-        ssl = f"{100 * m['ssl/val_accuracy']:.1f}" if "ssl/val_accuracy" in m else "-"
-        lines.append(
-            f"| {variant}{' (main)' if variant == args.sampler else ''} | {ssl} | {100 * m['finetune/top1']:.1f} | "
-            f"{100 * m['finetune/top5']:.1f} | " + " | ".join(f"{100 * m[f'retrieval/top{k}']:.1f}" for k in ks)
-            + f" | {m.get('time/ssl_s', 0):.0f} | {m.get('time/finetune_s', 0):.0f} | {m.get('time/eval_s', 0):.0f} |"
-        )  # fmt: skip
-    lines += ["", "Accuracies in %. Plots: loss_curves.png, permutation_usage.png, confusion_matrix.png; "
-              "TensorBoard: tb/. Pretrained trunk: trunk.pth."]  # fmt: skip
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    plot_results(results, args.sampler, data.classes, out)
-    return metrics
-
-
-def plot_results(results: dict[str, dict[str, Any]], main_variant: str, classes: list[str], out: Path) -> None:
-    """loss_curves.png, permutation_usage.png (share of samples per permutation over pretraining) and
-    confusion_matrix.png (of the ``--sampler`` run)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colours = {variant: f"C{i}" for i, variant in enumerate(results)}
-    pretrained = {v: r for v, r in results.items() if r.get("ssl_history")}
-    fig, axes = plt.subplots(1, 4, figsize=(20, 3.8), layout="constrained")
-    for variant, result in pretrained.items():
-        history = result["ssl_history"]
-        updates = [r["update"] for r in history]
-        window = max(1, len(history) // 20)
-        smooth = np.convolve([r["train_loss"] for r in history], np.ones(window) / window, mode="valid")
-        axes[0].plot(updates[window - 1 :], smooth, color=colours[variant], label=f"{variant} (train, smoothed)")
-        tasks = [k.split("/")[0] for k in history[0] if k.endswith("/val_loss")]
-        for style, task in zip(("--", ":"), tasks, strict=False):
-            axes[0].plot(updates, [r[f"{task}/val_loss"] for r in history], style, color=colours[variant],
-                         label=f"{variant} ({task}, held-out)")  # fmt: skip
-            axes[1].plot(updates, [100 * r[f"{task}/val_accuracy"] for r in history], style, color=colours[variant],
-                         label=f"{variant} ({task})")  # fmt: skip
-    axes[0].set(xlabel="pretraining update", ylabel="ordering loss", title="pretraining loss")
-    axes[1].set(xlabel="pretraining update", ylabel="held-out ordering accuracy (%)", title="pretraining accuracy")
-    for variant, result in results.items():
-        history = result["finetune_history"]
-        axes[2].plot([r["epoch"] for r in history], [r["loss"] for r in history], color=colours[variant], label=variant)
-        tested = [r for r in history if "test_top1" in r]
-        axes[3].plot([r["epoch"] for r in tested], [100 * r["test_top1"] for r in tested], marker="o",
-                     color=colours[variant], label=variant)  # fmt: skip
-    axes[2].set(xlabel="epoch", ylabel="training loss", title="fine-tuning loss")
-    axes[3].set(xlabel="epoch", ylabel="video-level top-1 (%)", title="test accuracy")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    fig.savefig(out / "loss_curves.png", dpi=100)
-    plt.close(fig)
-
-    rows = [(v, task) for v, r in pretrained.items() for task in r["ssl_history"][0]["counts"]]
-    fig, axes = plt.subplots(max(1, len(rows)), 1, figsize=(10, 3 * max(1, len(rows))), squeeze=False,
-                             layout="constrained")  # fmt: skip
-    for ax, (variant, task) in zip(axes[:, 0], rows, strict=False):
-        history = pretrained[variant]["ssl_history"]
-        counts = np.array([r["counts"][task] for r in history], dtype=np.float64)
-        bins = np.array_split(np.arange(len(counts)), min(len(counts), 30))
-        share = np.stack([counts[b].sum(0) / max(counts[b].sum(), 1) for b in bins]).T  # [K, bins]
-        k = share.shape[0]
-        image = ax.imshow(share * k, aspect="auto", cmap="viridis", origin="lower", vmin=0,
-                          extent=(0, history[-1]["update"], -0.5, k - 0.5))  # fmt: skip
-        ax.set(xlabel="pretraining update", ylabel=f"{task} bank row",
-               title=f"{variant}: share of samples per permutation x K (1 = uniform)")  # fmt: skip
-        fig.colorbar(image, ax=ax)
-    fig.savefig(out / "permutation_usage.png", dpi=100)
-    plt.close(fig)
-
-    confusion = np.array(results[main_variant]["confusion"], dtype=np.float64)
-    normalised = confusion / np.clip(confusion.sum(1, keepdims=True), 1, None)
-    side = min(12.0, 3 + 0.12 * len(classes))
-    fig, ax = plt.subplots(figsize=(side, side))
-    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    if len(classes) <= 60:
-        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=5)
-        ax.set_yticks(range(len(classes)), classes, fontsize=5)
-    ax.set(xlabel="predicted class", ylabel="true class", title=f"{main_variant}: test confusion (row-normalised)")
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.savefig(out / "confusion_matrix.png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> dict[str, float] | None:
     """Run every variant (or continue after an interruption) and, on rank 0, write the outputs.
@@ -906,7 +747,7 @@ def run(args: argparse.Namespace, world: World) -> dict[str, float] | None:
     metrics = None
     if world.is_main:
         results = {v: checkpointer.done[v] for v in variants}
-        metrics = write_results(args, config, ft, results, data, world, out, checkpointer.total_seconds())
+        metrics = write_ssl_results(args, config, ft, results, data, world, out, checkpointer.total_seconds())
         print((out / "results.md").read_text())
         print(f"results in {out}/ (results.md, metrics.json, plots, tb/); pretrained trunk: {out / 'trunk.pth'}")
     cleanup_distributed()

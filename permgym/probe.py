@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from permgym.distributed import World, gather_shards
 from permgym.tasks import _MEAN, _STD
 
 #: Retrieval cut-offs reported by :func:`evaluate_trunk` (the VCOP video-retrieval table).
@@ -302,3 +303,47 @@ def evaluate_trunk(
     retrieval = retrieval_topk(query, data.test_labels, gallery, data.train_labels, ks=ks)
     metrics.update({f"retrieval_{key}": value for key, value in retrieval.items()})
     return metrics
+
+
+def vcop_retrieval(
+    trunk: nn.Module,
+    data: ProbeData,
+    num_frames: int,
+    stride: int,
+    image_size: int,
+    crop_fraction: float,
+    clips: int = 10,
+    world: World | None = None,
+) -> dict[str, float]:
+    """VCOP retrieval with a (pretrained, not fine-tuned) trunk: test videos query training videos.
+
+    A video's feature is the mean of the clip features of ``clips`` windows (:func:`retrieval_windows`: evenly
+    spaced starts, ``num_frames`` frames ``stride`` apart, coinciding starts kept once; ``clips=1``: one view over the
+    whole clip). The means are standardised by the training videos' statistics; :func:`retrieval_topk` compares them
+    by cosine similarity. Each rank computes its share of the videos (memory-mapped caches are read a few videos at
+    a time), then the shares are gathered.
+
+    Args:
+        trunk: the frame encoder.
+        data: the labelled train (gallery) and test (query) clips.
+        num_frames, stride, image_size, crop_fraction: the fine-tuning test windows' frames, frame gap, input size
+            and centre-crop fraction.
+        clips: windows averaged per video.
+        world: the run's processes (default: this one only).
+
+    Returns:
+        ``retrieval/top{k}`` for each k of ``RETRIEVAL_KS`` up to the number of training videos, and
+        ``retrieval/windows``, the number of distinct windows averaged per video.
+    """
+    world = world or World()
+    windows = retrieval_windows(data.train_clips.shape[1], num_frames, stride, clips)
+
+    def features(videos: torch.Tensor) -> torch.Tensor:
+        mine = world.shard(len(videos))
+        local = video_features(trunk, videos[mine], windows, image_size, crop_fraction=crop_fraction)
+        return gather_shards(local.to(world.device), world, len(videos)).cpu()
+
+    gallery, query = standardize(features(data.train_clips), features(data.test_clips))
+    ks = tuple(k for k in RETRIEVAL_KS if k <= len(gallery))
+    topk = retrieval_topk(query, data.test_labels, gallery, data.train_labels, ks=ks)
+    return {**{f"retrieval/{name}": value for name, value in topk.items()}, "retrieval/windows": float(len(windows))}

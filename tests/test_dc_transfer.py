@@ -18,6 +18,7 @@ from tests.process_fixtures import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "dc_transfer.py"
+sys.path.insert(0, str(SCRIPT.parent))  # the script imports its sibling experiments/reporting.py
 TINY = [
     "--quick",
     "--epochs",

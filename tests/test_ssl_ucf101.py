@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from permgym.clip_pools import load_clip_pools
 from permgym.distributed import World
 from permgym.models import build_trunk, load_trunk
-from permgym.probe import ProbeData, clip_features, retrieval_topk, retrieval_windows, standardize
+from permgym.probe import ProbeData, clip_features, retrieval_topk, retrieval_windows, standardize, vcop_retrieval
 from permgym.run import RunError, RunFolder, run_cli
 from tests.process_fixtures import free_ports
 from tests.video_fixtures import make_folder_tree, make_hmdb51_tree, make_ucf101_tree, write_bad_video
@@ -232,7 +232,7 @@ def test_retrieval_averages_window_features_per_video() -> None:
     data = _retrieval_data()
     ft = ssl_ucf101.FinetuneConfig(num_frames=4, image_size=32, min_stride=2)  # test stride 3 on 16 frames
     # one clip: the protocol of earlier versions, one view of 4 frames spread over the whole clip
-    one = ssl_ucf101.retrieval(trunk, data, ft, World(), clips=1)
+    one = vcop_retrieval(trunk, data, ft.num_frames, ft.test_stride(16), ft.image_size, ft.crop_fraction, clips=1)
     old = _reference_topk(clip_features(trunk, data.test_clips), clip_features(trunk, data.train_clips), data)
     assert one == {**{f"retrieval/{k}": v for k, v in old.items()}, "retrieval/windows": 1.0}
     # ten clips: 7 distinct windows fit in 16 frames; each video's feature is the mean of its window features
@@ -243,7 +243,7 @@ def test_retrieval_averages_window_features_per_video() -> None:
         return torch.stack([torch.stack([clip_features(trunk, clip[None, w])[0] for w in windows]).mean(0)
                             for clip in clips])  # fmt: skip
 
-    ten = ssl_ucf101.retrieval(trunk, data, ft, World(), clips=10)
+    ten = vcop_retrieval(trunk, data, ft.num_frames, ft.test_stride(16), ft.image_size, ft.crop_fraction, clips=10)
     expected = _reference_topk(brute_force(data.test_clips), brute_force(data.train_clips), data)
     assert ten == {**{f"retrieval/{k}": pytest.approx(v) for k, v in expected.items()}, "retrieval/windows": 7.0}
 
