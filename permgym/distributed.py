@@ -1,7 +1,7 @@
 """torchrun helpers: join the process group or fall back to one process, write on rank 0 only, reduce meters.
 
 ``torchrun --nproc_per_node=N script.py ...`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
-``MASTER_PORT``; :func:`init_distributed` reads them and joins the group (NCCL when the run uses CUDA, one GPU per
+``MASTER_PORT``; :func:`permgym.run.init_distributed` reads them and joins the group (NCCL when the run uses CUDA, one GPU per
 process chosen by ``LOCAL_RANK``; gloo on the CPU). Without them it prints "Not using distributed mode" and the same
 code runs as one process: every helper below is then a no-op or the identity.
 
@@ -72,38 +72,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def init_distributed(device: str = "auto") -> World:
-    """Join the process group that torchrun describes, or run as one process.
-
-    Args:
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``; with CUDA each process takes GPU ``LOCAL_RANK`` and the group
-            uses NCCL, on the CPU gloo.
-
-    Returns:
-        This process's :class:`World`.
-
-    Raises:
-        ValueError: CUDA was asked for but is not available.
-    """
-    target = resolve_device(device)
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} needs CUDA, which is not available here; use --device cpu")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if "RANK" not in os.environ or world_size < 2:
-        print("Not using distributed mode")
-        return World(device=target)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if target.type == "cuda":
-        target = torch.device("cuda", local_rank)
-        torch.cuda.set_device(target)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
-    world = World(dist.get_rank(), dist.get_world_size(), target)
-    if world.is_main:
-        print(f"distributed mode: {world.world_size} processes, backend {dist.get_backend()}, device {target.type}")
-    return world
 
 
 def cleanup_distributed() -> None:

@@ -12,7 +12,8 @@ One place for what a run does around its science:
   :func:`fill_defaults` (presets fill options left unset, explicit flags win).
 * **Validation before any work**: :func:`require_at_least`.
 * **Stopping**: :class:`Interrupted`, raised after a checkpoint when a ``--stop-after-*`` limit is reached.
-* **Distributed**: :func:`init_distributed` (``permgym.distributed``'s, returning a ``World``).
+* **Distributed**: :func:`init_distributed` joins the process group torchrun describes (or runs as one process)
+  and returns this process's ``permgym.distributed.World``.
 * **Errors**: :func:`run_cli` runs a ``main`` and turns expected errors (``ValueError``, ``FileNotFoundError``,
   :class:`RunError`) into one line on stderr and exit status 2.
 
@@ -44,8 +45,9 @@ from types import TracebackType
 from typing import Any, TextIO
 
 import torch
+import torch.distributed as dist
 
-from permgym.distributed import World, broadcast_object, init_distributed, save_on_main
+from permgym.distributed import World, broadcast_object, resolve_device, save_on_main
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -121,6 +123,39 @@ def require_at_least(args: argparse.Namespace, minimum: float, *names: str) -> N
         value = getattr(args, name)
         if value is not None and value < minimum:
             raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
+
+
+# ---------------------------------------------------------------------------------------------------- distributed
+def init_distributed(device: str = "auto") -> World:
+    """Join the process group that torchrun describes, or run as one process.
+
+    Args:
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``; with CUDA each process takes GPU ``LOCAL_RANK`` and the group
+            uses NCCL, on the CPU gloo.
+
+    Returns:
+        This process's :class:`World`.
+
+    Raises:
+        ValueError: CUDA was asked for but is not available.
+    """
+    target = resolve_device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} needs CUDA, which is not available here; use --device cpu")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if "RANK" not in os.environ or world_size < 2:
+        print("Not using distributed mode")
+        return World(device=target)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if target.type == "cuda":
+        target = torch.device("cuda", local_rank)
+        torch.cuda.set_device(target)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+    world = World(dist.get_rank(), dist.get_world_size(), target)
+    if world.is_main:
+        print(f"distributed mode: {world.world_size} processes, backend {dist.get_backend()}, device {target.type}")
+    return world
 
 
 # ---------------------------------------------------------------------------------------------------- folders

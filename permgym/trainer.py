@@ -179,7 +179,7 @@ class OrderingTrainer:
         parameters and ``self.model`` stay the same objects.
 
         Args:
-            world: this process's place in the group (see :func:`permgym.distributed.init_distributed`).
+            world: this process's place in the group (see :func:`permgym.run.init_distributed`).
         """
         if not world.distributed:
             return

@@ -22,7 +22,6 @@ from permgym.distributed import (
     cleanup_distributed,
     gather_per_rank,
     gather_shards,
-    init_distributed,
     max_divergence,
     own_entry,
     save_on_main,
@@ -30,6 +29,7 @@ from permgym.distributed import (
 from permgym.env import PermSamplingEnv
 from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer
 from permgym.models import build_trunk
+from permgym.run import init_distributed
 from permgym.trainer import OrderingTrainer
 
 #: A small joint config: both tasks, so the DDP forward covers the two heads in one call.
