@@ -23,7 +23,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback,
 import permgym  # noqa: F401  (registers the env ids)
 from agents.sb3 import ALGOS, default_algo_kwargs, make_seeded_vec_env
 from permgym.config import PermSamplingConfig, make_config
-from permgym.run import RunFolder, parse_key_value, run_cli
+from permgym.run import RunFolder, check_same_config, parse_key_value, run_cli
 
 
 def env_config(env_id: str, env_kwargs: dict[str, Any]) -> PermSamplingConfig:
@@ -96,9 +96,18 @@ def train(args: argparse.Namespace) -> Path:
         return _train(args, env_kwargs, run.path)
 
 
+#: Options that do not change how the agent trains: they may differ between a run and its --resume (the env's
+#: options are compared through ``resolved_env_kwargs``).
+RESUME_IGNORES = ("resume", "total_timesteps", "out", "overwrite", "no_progress_bar", "verbose", "eval_seeds",
+                  "eval_freq", "checkpoint_freq", "env_kwargs")  # fmt: skip
+
+
 def _train(args: argparse.Namespace, env_kwargs: dict[str, Any], out: Path) -> Path:
     steps = env_config(args.env_id, env_kwargs).steps_per_episode
-    (out / "config.json").write_text(json.dumps({**vars(args), "resolved_env_kwargs": env_kwargs}, indent=2))
+    config = json.loads(json.dumps({**vars(args), "resolved_env_kwargs": env_kwargs}))  # as config.json holds it
+    if args.resume is not None and (out / "config.json").is_file():  # SB3 restores the agent's own settings
+        check_same_config(json.loads((out / "config.json").read_text()), config, RESUME_IGNORES)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
 
     venv = make_seeded_vec_env(args.env_id, args.train_seeds, args.n_envs, env_kwargs)
     callbacks: list[BaseCallback] = [

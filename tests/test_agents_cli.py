@@ -55,7 +55,14 @@ def test_train_ppo_in_a_subprocess_then_resume(tmp_path: Path) -> None:
     from stable_baselines3 import PPO
 
     assert PPO.load(out / "model.zip").num_timesteps == 6
-    # a second run into the same folder refuses; a missing checkpoint is named as given (not PATH.zip.zip)
+    # a resume with another seed or env option refuses, naming it; a second run into the same folder refuses; a
+    # missing checkpoint is named as given (not PATH.zip.zip)
+    with pytest.raises(ValueError, match=re.escape("seed: checkpoint 0, now 1")):
+        train_main([*args[: args.index("--eval-seeds")], *resumed, "--seed", "1", "--out", str(tmp_path),
+                    "--env-kwargs", *FAST_ARGS])  # fmt: skip
+    with pytest.raises(ValueError, match=re.escape("resolved_env_kwargs: checkpoint {")):
+        train_main([*args[: args.index("--eval-seeds")], *resumed, "--out", str(tmp_path), "--env-kwargs",
+                    *FAST_ARGS, "lr=0.5"])  # fmt: skip
     result = _run("-m", "agents.train", *args)
     assert result.returncode == 2 and "already holds a run" in result.stderr.strip().splitlines()[-1], result.stderr
     with pytest.raises(FileNotFoundError, match=re.escape(f"--resume: no checkpoint at '{tmp_path}/gone.zip'")):
