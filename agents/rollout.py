@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -48,6 +50,46 @@ class EpisodeLog:
                 self.val_accuracy.setdefault(task, []).append(float(value))
 
 
+@dataclass
+class Step:
+    """One sampler decision and the env step it drove (see :func:`take_step`)."""
+
+    obs: np.ndarray
+    reward: float
+    done: bool
+    info: dict[str, Any]
+    state: Any
+    learned: dict[str, float]
+
+
+def take_step(
+    env: gym.Env,
+    sampler: Sampler,
+    obs: np.ndarray,
+    state: Any = None,
+    episode_start: bool = False,
+    learn: bool = True,
+    decide: Callable[[Any], Any] | None = None,
+) -> Step:
+    """The sampler acts (``predict``), the env steps, and a learning sampler learns (``observe``).
+
+    Args:
+        env: a PermSampling env.
+        sampler: the sampler.
+        obs, state, episode_start: the observation, the policy state and whether the episode just started.
+        learn: call ``sampler.observe`` (online learning); ``False`` freezes learners.
+        decide: applied to the action before the step, e.g. ``permgym.distributed.broadcast_object`` so that every
+            rank of a multi-process run takes rank 0's action.
+    """
+    action, state = sampler.predict(obs, state, np.array([episode_start]), deterministic=False)
+    if decide is not None:
+        action = decide(action)
+    obs, reward, terminated, truncated, info = env.step(action)
+    done = bool(terminated or truncated)
+    learned = sampler.observe(float(reward), obs, done, info) if learn else {}
+    return Step(obs, float(reward), done, info, state, learned)
+
+
 def run_episode(env: gym.Env, sampler: Sampler, seed: int, learn: bool = True) -> EpisodeLog:
     """Reset ``env`` with ``seed`` and let ``sampler`` choose permutations until the episode ends.
 
@@ -64,16 +106,15 @@ def run_episode(env: gym.Env, sampler: Sampler, seed: int, learn: bool = True) -
     log = EpisodeLog(seed=seed)
     obs, info = env.reset(seed=seed)
     log.record(info, 0)
-    done, first = False, True
+    done, first, state = False, True, None
     while not done:
-        action, _ = sampler.predict(obs, episode_start=np.array([first]))
-        obs, reward, terminated, truncated, info = env.step(action)
-        done, first = bool(terminated or truncated), False
-        log.rewards.append(float(reward))
-        log.record(info, len(log.rewards) * updates_per_step)
-        for task, counts in info["selection_counts"].items():
+        step = take_step(env, sampler, obs, state, first, learn)
+        obs, state, done, first = step.obs, step.state, step.done, False
+        log.rewards.append(step.reward)
+        log.record(step.info, len(log.rewards) * updates_per_step)
+        for task, counts in step.info["selection_counts"].items():
             log.selection_counts.setdefault(task, []).append(np.asarray(counts).copy())
-        log.diverged = bool(info["diverged"])
+        log.diverged = bool(step.info["diverged"])
         if learn:
-            log.learner_logs.append(sampler.observe(float(reward), obs, done, info))
+            log.learner_logs.append(step.learned)
     return log

@@ -65,6 +65,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from agents import Sampler
 from agents.registry import SAMPLERS, check_sampler_name, make_sampler, sampler_argument
+from agents.rollout import take_step
 from permgym.config import TASKS, PermSamplingConfig, make_config
 from permgym.data import FrameCache, SyntheticActions, load_or_build_cache
 from permgym.data.build import build_video_dataset
@@ -486,11 +487,10 @@ def pretrain(
     steps = logger.log_every(range(done, total), args.print_freq, f"pretrain [{variant}]", total=total, initial=done,
                              writer=writer, tb_prefix="ssl", progress=not args.no_progress)  # fmt: skip
     for step in steps:
-        action, state = sampler.predict(obs, state, np.array([episode_start]), deterministic=False)
-        action = broadcast_object(action)  # rank 0 decides, so the ranks never drift apart (e.g. GPU nondeterminism)
-        obs, reward, terminated, truncated, info = env.step(action)
-        learned = sampler.observe(reward, obs, terminated or truncated, info)
-        episode_start = False
+        # rank 0 decides, so the ranks never drift apart (e.g. GPU nondeterminism)
+        taken = take_step(env, sampler, obs, state, episode_start, decide=broadcast_object)
+        obs, state, info, episode_start = taken.obs, taken.state, taken.info, False
+        reward, learned = taken.reward, taken.learned
         checkpointer.updates += config.updates_per_step
         record = {"update": env.trainer.updates_done, "reward": reward, "train_loss": info["train_loss"],
                   "diverged": info["diverged"], "counts": {t: c.tolist() for t, c in info["selection_counts"].items()}}  # fmt: skip
@@ -502,7 +502,7 @@ def pretrain(
         meters.update({"train_loss": info["train_loss"], "reward": reward},
                       **{f"{t}_val_accuracy": info[f"{t}/val_accuracy"] for t in env.tasks})  # fmt: skip
         logger.update(**meters)
-        finished = terminated or truncated or step + 1 == total
+        finished = taken.done or step + 1 == total
         if finished or (step + 1) % args.checkpoint_every == 0:
             result["times"]["ssl_s"] = elapsed + time.perf_counter() - start
             state_dict = {"env": env.state_dict(), "sampler": sampler.state_dict(), "obs": obs, "policy_state": state}
