@@ -382,7 +382,10 @@ def load_data(args: argparse.Namespace) -> Data:
     else:
         eval_tf = eval_transform(args.image_size, args.resize or args.image_size * 8 // 7)
         train_tf = train_transform(args.image_size) if args.augment == "crop" else eval_tf
-    train = build_dataset(args.dataset, args.root, "train", train_tf, **options)
+    try:
+        train = build_dataset(args.dataset, args.root, "train", train_tf, **options)
+    except TypeError as err:  # an option the dataset does not take
+        raise ValueError(f"--data-option {', '.join(options)} for --dataset {args.dataset}: {err}") from None
     cluster = train if train_tf is eval_tf else build_dataset(args.dataset, args.root, "train", eval_tf, **options)
     task = build_eval_task(args.dataset, args.root, transform=eval_tf, **options)
     return Data(train, cluster, replace(task, ks=tuple(sorted({1, 2, 4, 8, *task.ks}))))

@@ -83,6 +83,7 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture) -> str:
         (["--data-option", "frame"], "expected KEY=VALUE, got 'frame'"),
         (["--quick", "-K", "40", "--data-option", "videos_per_class=2"], "-K/--compare-k 40 exceeds the"),
         (["--resume"], "--resume: no checkpoint in"),
+        (["--data-option", "colour=red"], "unexpected keyword argument 'colour'"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_before_any_work(argv: list[str], message: str, tmp_path: Path, capsys) -> None:
