@@ -49,11 +49,10 @@ from metric.data import RetrievalTask, build_dataset, build_eval_task, eval_tran
 from metric.data.transforms import normalize_uint8
 from metric.losses import LOSSES, build_loss
 from metric.miners import DistanceWeightedMiner
-from metric.model import BACKBONES, EmbeddingNet, build_backbone
+from metric.model import BACKBONES, EmbeddingNet, build_backbone, resolve_init
 from metric.samplers import BatchedDataset, ClusterBatchSampler
 from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract
 from permgym.distributed import World, cleanup_distributed, gather_per_rank, rng_states, set_rng_states
-from permgym.models import load_trunk
 from permgym.run import (
     Interrupted,
     RunError,
@@ -328,33 +327,6 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     if args.amp and args.device == "cpu":
         raise ValueError("--amp needs CUDA; drop it or use --device cuda")
     return args
-
-
-def resolve_init(init: str, backbone: str | None, runs: Path = Path("runs")) -> tuple[str, str, str]:
-    """Resolve ``--init auto`` (the newest ``runs/ssl_ucf101*/trunk.pth`` if it fits ``backbone``, else random) and
-    the backbone name (an ssl checkpoint's trunk, else ``tiny``, unless ``backbone`` is given).
-
-    Returns:
-        ``(init, backbone, message)``: the init and backbone to use and a log line saying which and why.
-    """
-    if init == "auto":
-        checkpoints = sorted(runs.glob("ssl_ucf101*/trunk.pth"), key=lambda p: p.stat().st_mtime)
-        if not checkpoints:
-            message = f"init: random (no {runs}/ssl_ucf101*/trunk.pth; run experiments/ssl_ucf101.py to make one)"
-            return "random", backbone or "tiny", message
-        latest = checkpoints[-1]
-        name = load_trunk(latest).name
-        if backbone is not None and name != backbone:
-            return (
-                "random",
-                backbone,
-                f"init: random (the last ssl_ucf101 trunk {latest} is {name!r}, not {backbone!r})",
-            )
-        return f"ssl:{latest}", name, f"init: ssl checkpoint {latest} (the last ssl_ucf101 run, trunk {name!r})"
-    if init.startswith("ssl:"):
-        name = load_trunk(init[4:]).name
-        return init, backbone or name, f"init: {init} (trunk {name!r})"
-    return init, backbone or "tiny", f"init: {init}"
 
 
 @dataclass

@@ -47,6 +47,33 @@ def _load_imagenet(net: nn.Module, name: str) -> None:
     net.load_state_dict(state)
 
 
+def resolve_init(init: str, backbone: str | None, runs: Path = Path("runs")) -> tuple[str, str, str]:
+    """Resolve ``--init auto`` (the newest ``runs/ssl_ucf101*/trunk.pth`` if it fits ``backbone``, else random) and
+    the backbone name (an ssl checkpoint's trunk, else ``tiny``, unless ``backbone`` is given).
+
+    Returns:
+        ``(init, backbone, message)``: the init and backbone to use and a log line saying which and why.
+    """
+    if init == "auto":
+        checkpoints = sorted(runs.glob("ssl_ucf101*/trunk.pth"), key=lambda p: p.stat().st_mtime)
+        if not checkpoints:
+            message = f"init: random (no {runs}/ssl_ucf101*/trunk.pth; run experiments/ssl_ucf101.py to make one)"
+            return "random", backbone or "tiny", message
+        latest = checkpoints[-1]
+        name = load_trunk(latest).name
+        if backbone is not None and name != backbone:
+            return (
+                "random",
+                backbone,
+                f"init: random (the last ssl_ucf101 trunk {latest} is {name!r}, not {backbone!r})",
+            )
+        return f"ssl:{latest}", name, f"init: ssl checkpoint {latest} (the last ssl_ucf101 run, trunk {name!r})"
+    if init.startswith("ssl:"):
+        name = load_trunk(init[4:]).name
+        return init, backbone or name, f"init: {init} (trunk {name!r})"
+    return init, backbone or "tiny", f"init: {init}"
+
+
 def build_backbone(name: str | None = None, init: str = "random") -> Trunk:
     """Build a backbone ``[B, 3, H, W] -> [B, out_dim]``.
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,6 +59,9 @@ class FinetuneConfig:
         momentum: SGD momentum.
         weight_decay: L2 penalty (decoupled for AdamW).
         dropout: dropout probability on the concatenated clip feature.
+        multilabel: targets are ``[B, C]`` int8 in VOC's coding (``1`` present, ``-1`` absent, ``0`` difficult) and
+            the loss is binary cross-entropy per class with the ``0`` entries left out; otherwise targets are ``[B]``
+            class ids and the loss is softmax cross-entropy.
     """
 
     num_frames: int = 4
@@ -76,6 +79,7 @@ class FinetuneConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     dropout: float = 0.5
+    multilabel: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
@@ -155,6 +159,10 @@ class FinetuneTrainer:
         sync_bn: with several processes on CUDA, convert the model's BatchNorm layers to ``SyncBatchNorm`` (in
             place, before the optimiser is built) so that training batches are normalised by the global batch's
             statistics; on the CPU (gloo) plain BatchNorm is kept, since ``SyncBatchNorm`` runs on GPUs only.
+        augment: maps a global batch passed to :meth:`step` to the model's input ``[B, n, 3, h, w]`` float, drawing
+            any randomness from the generator it is given (the trainer's). Default: the temporal task's training
+            clips (frames, crop, flip) of ``[B, T, 3, H, W]`` uint8 clips. Inputs augmented elsewhere (e.g. image
+            views made by a data loader) pass :func:`prepared`.
     """
 
     def __init__(
@@ -166,6 +174,7 @@ class FinetuneTrainer:
         seed: int = 0,
         amp: bool = False,
         sync_bn: bool = True,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ) -> None:
         self.world = world or World()
         self.config = config
@@ -188,6 +197,7 @@ class FinetuneTrainer:
         identity = PermutationBank(torch.arange(config.num_frames)[None])
         self.task = TemporalTask(identity, min_stride=config.min_stride, crop_fraction=config.crop_fraction,
                                  output_size=config.image_size, flip=config.flip)  # fmt: skip
+        self.augment = augment or self.task.elements
         self.forward_module: nn.Module = self.model
         if self.world.distributed:
             device_ids = [self.world.device.index] if self.world.device.type == "cuda" else None
@@ -208,15 +218,18 @@ class FinetuneTrainer:
         """One update on a global batch.
 
         Args:
-            clips: ``[B, T, 3, H, W]`` uint8 clips of the global batch (every rank passes the same).
-            labels: ``[B]`` int64 classes.
+            clips: the global batch (every rank passes the same), as ``augment`` takes it: by default
+                ``[B, T, 3, H, W]`` uint8 clips.
+            labels: ``[B]`` int64 classes, or ``[B, C]`` int8 VOC-coded targets with ``config.multilabel``.
 
         Returns:
             ``{"loss", "accuracy", "lr"}`` over the global batch (the trunk's learning rate is ``lr *
-            trunk_lr_scale``).
+            trunk_lr_scale``). Multi-label: the loss is the per-class binary cross-entropy summed over the classes
+            (difficult entries left out) and averaged over images, the accuracy the share of the non-difficult
+            (image, class) decisions that the sign of the logit gets right.
         """
         self.model.train()
-        frames = self.task.elements(clips, self.generator)
+        frames = self.augment(clips, self.generator)
         size = len(labels)
         keep = None
         if self.config.dropout > 0:
@@ -228,7 +241,15 @@ class FinetuneTrainer:
         local_labels = labels[shard].to(device)
         with self._autocast():
             logits = self.forward_module(frames[shard].to(device), None if keep is None else keep[shard].to(device))
-        loss_sum = F.cross_entropy(logits.float(), local_labels, reduction="sum")
+        if self.config.multilabel:
+            counted = local_labels != 0
+            losses = F.binary_cross_entropy_with_logits(logits.float(), (local_labels > 0).float(), reduction="none")
+            loss_sum = (losses * counted).sum()
+            correct = (((logits > 0) == (local_labels > 0)) & counted).sum()
+            decisions = counted.sum()
+        else:
+            loss_sum = F.cross_entropy(logits.float(), local_labels, reduction="sum")
+            correct, decisions = (logits.argmax(1) == local_labels).sum(), torch.tensor(len(local_labels))
         loss = loss_sum / size * self.world.world_size  # DDP averages gradients over ranks
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
@@ -242,11 +263,12 @@ class FinetuneTrainer:
         self.scheduler.step()
         if self.world.distributed:
             average_buffers(self.model)
-        totals = torch.stack([loss_sum.detach().float(), (logits.argmax(1) == local_labels).sum().float()])
-        totals = all_reduce_sum(totals).cpu() / size
-        if not math.isfinite(float(totals[0])):
-            raise FloatingPointError(f"fine-tuning diverged (loss {float(totals[0])}); lower --ft-lr")
-        return {"loss": float(totals[0]), "accuracy": float(totals[1]), "lr": lr}
+        totals = torch.stack([loss_sum.detach().float(), correct.float(), decisions.to(correct.device).float()])
+        totals = all_reduce_sum(totals).cpu()
+        loss_value = float(totals[0]) / size
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"fine-tuning diverged (loss {loss_value}); lower --ft-lr")
+        return {"loss": loss_value, "accuracy": float(totals[1] / totals[2].clamp_min(1)), "lr": lr}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything :meth:`step` changes, for checkpoints (tensors shared with the live objects, as
@@ -268,6 +290,11 @@ class FinetuneTrainer:
         self.epoch = int(state["epoch"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+
+
+def prepared(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The ``augment`` of :class:`FinetuneTrainer` for batches that already are the model's input: ``batch``."""
+    return batch
 
 
 @torch.no_grad()

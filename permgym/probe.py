@@ -7,8 +7,9 @@ frames**. Averaging the frames would erase the direction of motion, and Syntheti
 * :func:`clip_features` — ``[N, T, 3, H, W]`` uint8 clips -> ``[N, num_frames * trunk.out_dim]`` features.
 * :func:`eval_windows`, :func:`retrieval_windows` and :func:`video_features` — evenly spaced windows of a clip, and a
   video's feature as the mean of their clip features (VCOP's retrieval protocol averages 10 clips per video).
-* :func:`linear_probe_accuracy` — a linear classifier on standardised features of the frozen trunk, trained with a
-  fixed seed; test top-1 accuracy.
+* :func:`linear_probe_scores` and :func:`linear_probe_accuracy` — a linear classifier on standardised features of the
+  frozen trunk (softmax, or one logistic regression per class for multi-label targets), trained with a fixed seed;
+  test logits and top-1 accuracy.
 * :func:`retrieval_topk` — test clips query train clips (VCOP protocol), cosine similarity, top-k hit rate.
 * :func:`load_probe_data` and :func:`evaluate_trunk` — the SyntheticActions split and everything above in one call.
 
@@ -164,6 +165,68 @@ def standardize(reference: torch.Tensor, *others: torch.Tensor) -> tuple[torch.T
     return tuple(((x - mean) / std).float() for x in (reference, *others))
 
 
+def linear_probe_scores(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    num_classes: int | None = None,
+    seed: int = 0,
+    epochs: int = 50,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-3,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Test logits of a linear classifier trained on frozen features.
+
+    Features are standardised with the training set's statistics; the layer is trained with AdamW on minibatches
+    whose order and initial weights come from ``torch.Generator().manual_seed(seed)`` (torch's global RNG is never
+    touched), so equal arguments give equal logits.
+
+    Args:
+        train_x, test_x: ``[N, D]`` and ``[M, D]`` features.
+        train_y: ``[N]`` int64 class ids (multinomial logistic regression), or ``[N, C]`` int8 multi-label targets
+            in VOC's coding (``1`` present, ``-1`` absent, ``0`` difficult): one logistic regression per class,
+            binary cross-entropy averaged over the non-difficult entries.
+        num_classes: C for class ids (default ``train_y.max() + 1``); ignored for multi-label targets.
+        seed: seeds initialisation and minibatch order.
+        epochs: passes over the training set.
+        lr, weight_decay: AdamW step size and decoupled L2 penalty.
+        batch_size: training minibatch size.
+
+    Returns:
+        ``[M, C]`` float32 logits.
+    """
+    if len(train_x) != len(train_y):
+        raise ValueError(f"features and labels differ in length: {len(train_x)} vs {len(train_y)}")
+    multilabel = train_y.ndim == 2
+    train_x, test_x = standardize(train_x, test_x)
+    if multilabel:
+        num_classes = train_y.shape[1]
+    elif num_classes is None:
+        num_classes = int(train_y.max()) + 1
+    generator = torch.Generator().manual_seed(seed)
+    bound = 1.0 / train_x.shape[1] ** 0.5
+    weight = ((torch.rand(num_classes, train_x.shape[1], generator=generator) * 2 - 1) * bound).requires_grad_()
+    bias = torch.zeros(num_classes, requires_grad=True)
+    optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
+    with torch.enable_grad():
+        for _ in range(epochs):
+            for index in torch.randperm(len(train_x), generator=generator).split(batch_size):
+                logits = F.linear(train_x[index], weight, bias)
+                if multilabel:
+                    target = train_y[index]
+                    counted = (target != 0).float()
+                    losses = F.binary_cross_entropy_with_logits(logits, (target > 0).float(), reduction="none")
+                    loss = (losses * counted).sum() / counted.sum().clamp_min(1)
+                else:
+                    loss = F.cross_entropy(logits, train_y[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+    with torch.no_grad():
+        return F.linear(test_x, weight, bias)
+
+
 def linear_probe_accuracy(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -175,19 +238,13 @@ def linear_probe_accuracy(
     weight_decay: float = 1e-3,
     batch_size: int = 256,
 ) -> float:
-    """Top-1 test accuracy of a linear classifier on frozen features (multinomial logistic regression).
-
-    Features are standardised with the training set's statistics; the layer is trained with AdamW on minibatches
-    whose order and initial weights come from ``torch.Generator().manual_seed(seed)`` (torch's global RNG is never
-    touched), so equal arguments give equal accuracies.
+    """Top-1 test accuracy of a linear classifier on frozen features (multinomial logistic regression, trained by
+    :func:`linear_probe_scores`).
 
     Args:
         train_x, test_x: ``[N, D]`` and ``[M, D]`` features.
         train_y, test_y: ``[N]`` and ``[M]`` int64 labels; the number of classes is ``max(train_y, test_y) + 1``.
-        seed: seeds initialisation and minibatch order.
-        epochs: passes over the training set.
-        lr, weight_decay: AdamW step size and decoupled L2 penalty.
-        batch_size: training minibatch size.
+        seed, epochs, lr, weight_decay, batch_size: as in :func:`linear_probe_scores`.
 
     Returns:
         The fraction of test samples whose arg-max class is their label.
@@ -197,23 +254,9 @@ def linear_probe_accuracy(
             f"features and labels differ in length: train {len(train_x)} vs {len(train_y)}, "
             f"test {len(test_x)} vs {len(test_y)}"
         )
-    train_x, test_x = standardize(train_x, test_x)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    generator = torch.Generator().manual_seed(seed)
-    bound = 1.0 / train_x.shape[1] ** 0.5
-    weight = ((torch.rand(num_classes, train_x.shape[1], generator=generator) * 2 - 1) * bound).requires_grad_()
-    bias = torch.zeros(num_classes, requires_grad=True)
-    optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
-    with torch.enable_grad():
-        for _ in range(epochs):
-            for index in torch.randperm(len(train_x), generator=generator).split(batch_size):
-                loss = F.cross_entropy(F.linear(train_x[index], weight, bias), train_y[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-    with torch.no_grad():
-        predicted = F.linear(test_x, weight, bias).argmax(1)
-    return float((predicted == test_y).float().mean())
+    logits = linear_probe_scores(train_x, train_y, test_x, num_classes, seed, epochs, lr, weight_decay, batch_size)
+    return float((logits.argmax(1) == test_y).float().mean())
 
 
 def retrieval_topk(

@@ -118,38 +118,79 @@ def _shape_distance(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return arm  # cross
 
 
+def _background(p: dict[str, np.ndarray], xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """``[size, size, 3]`` float background: a two-colour gradient along a random direction, a sinusoidal texture
+    and static noise."""
+    size = xx.shape[0]
+    proj = (np.cos(p["bg_dir"]) * xx + np.sin(p["bg_dir"]) * yy) / size
+    w = np.clip(proj - proj.min(), 0, None)
+    w = (w / max(float(w.max()), 1e-6))[..., None]
+    texture = 12 * np.sin(2 * np.pi * p["bg_freq"][0] * xx / size) * np.cos(2 * np.pi * p["bg_freq"][1] * yy / size)
+    noise = np.random.default_rng(int(p["noise_seed"])).normal(0, 6, size=(size, size, 1))
+    return (1 - w) * p["bg_colours"][0] + w * p["bg_colours"][1] + texture[..., None] + noise
+
+
+def _draw_distractors(out: np.ndarray, p: dict[str, np.ndarray], xx: np.ndarray, yy: np.ndarray) -> None:
+    """Paint the small drifting blobs of ``p`` into ``out`` (``[T, size, size, 3]`` float, in place)."""
+    size = xx.shape[0]
+    for d in range(int(p["n_distractors"])):
+        c = p["distractor_pos"][:, d].astype(np.float32)  # [T, 2]
+        r2 = (xx[None] - c[:, 0, None, None]) ** 2 + (yy[None] - c[:, 1, None, None]) ** 2
+        m = np.clip(1.0 - (np.sqrt(r2) - size * 0.05), 0, 1)[..., None]
+        out[:] = out * (1 - m) + m * p["distractor_colour"][d].astype(np.float32)
+
+
+def draw_object(
+    out: np.ndarray,
+    shape: int,
+    pos: np.ndarray,
+    angle: np.ndarray,
+    scale: np.ndarray,
+    colours: np.ndarray,
+    xx: np.ndarray,
+    yy: np.ndarray,
+) -> np.ndarray:
+    """Paint a two-tone object into ``out`` (in place) with a soft one-pixel edge; return its coverage.
+
+    Args:
+        out: ``[T, size, size, 3]`` float32 frames.
+        shape: index into :data:`SHAPES`.
+        pos: ``[T, 2]`` centre (x, y) in pixels; angle: ``[T]`` radians; scale: ``[T]`` radius in pixels.
+        colours: ``[2, 3]`` the colours of the halves ``u > 0`` and ``u <= 0`` in object coordinates.
+        xx, yy: ``[size, size]`` pixel-centre coordinates (``np.mgrid + 0.5``).
+
+    Returns:
+        ``[T, size, size, 1]`` float32 coverage in [0, 1] (1 inside the object).
+    """
+    dx = xx[None] - pos[:, 0, None, None].astype(np.float32)
+    dy = yy[None] - pos[:, 1, None, None].astype(np.float32)
+    cos = np.cos(angle).astype(np.float32)[:, None, None]
+    sin = np.sin(angle).astype(np.float32)[:, None, None]
+    s = scale.astype(np.float32)[:, None, None]
+    u = (cos * dx - sin * dy) / s
+    v = (sin * dx + cos * dy) / s
+    field = _shape_distance(shape, u, v) * s  # in pixels
+    m = np.clip(0.5 - field, 0, 1)[..., None]
+    colour = np.where((u > 0)[..., None], colours[0], colours[1]).astype(np.float32)
+    out[:] = out * (1 - m) + m * colour
+    return m
+
+
+def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(yy, xx)``: ``[size, size]`` float32 pixel-centre coordinates."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    return yy, xx
+
+
 def _render_chunk(params: list[dict[str, np.ndarray]], frames: int, size: int) -> np.ndarray:
     """Render clips to ``[B, frames, 3, size, size]`` uint8."""
     b = len(params)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    yy, xx = pixel_grid(size)
     out = np.empty((b, frames, size, size, 3), dtype=np.float32)
     for i, p in enumerate(params):
-        # background: two-colour gradient along a random direction, a sinusoidal texture, static noise
-        proj = (np.cos(p["bg_dir"]) * xx + np.sin(p["bg_dir"]) * yy) / size
-        w = np.clip(proj - proj.min(), 0, None)
-        w = (w / max(float(w.max()), 1e-6))[..., None]
-        texture = 12 * np.sin(2 * np.pi * p["bg_freq"][0] * xx / size) * np.cos(2 * np.pi * p["bg_freq"][1] * yy / size)
-        noise = np.random.default_rng(int(p["noise_seed"])).normal(0, 6, size=(size, size, 1))
-        bg = (1 - w) * p["bg_colours"][0] + w * p["bg_colours"][1] + texture[..., None] + noise
-        out[i] = bg[None].astype(np.float32)
-        # distractors: small drifting blobs
-        for d in range(int(p["n_distractors"])):
-            c = p["distractor_pos"][:, d].astype(np.float32)  # [T, 2]
-            r2 = (xx[None] - c[:, 0, None, None]) ** 2 + (yy[None] - c[:, 1, None, None]) ** 2
-            m = np.clip(1.0 - (np.sqrt(r2) - size * 0.05), 0, 1)[..., None]
-            out[i] = out[i] * (1 - m) + m * p["distractor_colour"][d].astype(np.float32)
-        # the object, in object coordinates u, v (rotated and scaled), with a soft one-pixel edge
-        dx = xx[None] - p["pos"][:, 0, None, None].astype(np.float32)
-        dy = yy[None] - p["pos"][:, 1, None, None].astype(np.float32)
-        cos = np.cos(p["angle"]).astype(np.float32)[:, None, None]
-        sin = np.sin(p["angle"]).astype(np.float32)[:, None, None]
-        s = p["scale"].astype(np.float32)[:, None, None]
-        u = (cos * dx - sin * dy) / s
-        v = (sin * dx + cos * dy) / s
-        field = _shape_distance(int(p["shape"]), u, v) * s  # in pixels
-        m = np.clip(0.5 - field, 0, 1)[..., None]
-        colour = np.where((u > 0)[..., None], p["colours"][0], p["colours"][1]).astype(np.float32)
-        out[i] = out[i] * (1 - m) + m * colour
+        out[i] = _background(p, xx, yy)[None].astype(np.float32)
+        _draw_distractors(out[i], p, xx, yy)
+        draw_object(out[i], int(p["shape"]), p["pos"], p["angle"], p["scale"], p["colours"], xx, yy)
     return np.clip(out, 0, 255).astype(np.uint8).transpose(0, 1, 4, 2, 3)
 
 

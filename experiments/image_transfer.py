@@ -1,0 +1,409 @@
+"""Image-classification transfer of a pretrained trunk (PASCAL VOC 2007 protocol): linear probe and fine-tuning.
+
+The trunk (``--init``: random, ImageNet, or an ``experiments/ssl_ucf101.py`` ``trunk.pth`` from the spatial, temporal
+or joint task) is evaluated two ways on multi-label image classification, both reported:
+
+1. **Linear probe**: one logistic regression per class on the frozen trunk's features of the centre view
+   (``permgym.probe.linear_probe_scores``).
+2. **Fine-tuning**: trunk + dropout + a linear layer, per-class binary cross-entropy (objects marked difficult left
+   out), the trunk at ``--trunk-lr-scale`` times the layer's learning rate (``permgym.finetune``).
+
+Test scores are averaged over ``--test-crops`` views per image (1 = centre crop, 10 = ten-crop) of the image resized
+to a shorter side of ``--resize`` (``permgym.image_transfer`` describes the views). Metrics: average precision per
+class and its mean over the classes, as VOC 2007's 11-point interpolated AP (``mAP``, the number the protocol and the
+literature report) and as the area under the precision-recall curve (``mAP_auc``); images labelled difficult (0) for
+a class are left out of that class's AP (``permgym.average_precision``).
+
+Datasets: ``synthetic`` (embedded, SyntheticObjects: 20 classes of colour x shape, several objects per image),
+``voc2007`` (``--root VOCdevkit/VOC2007``: train on ``trainval``, test on ``test``) and ``folder`` (a class-per-folder
+tree, single-label: every 5th image of a class is a test image; also reports top-1).
+
+Examples::
+
+    python experiments/image_transfer.py                      # embedded data, --init auto (a few minutes on a CPU)
+    python experiments/image_transfer.py --quick              # < 1 min
+    python experiments/image_transfer.py --init ssl:runs/ssl_ucf101/trunk.pth --out runs/image_ssl
+    python experiments/image_transfer.py --dataset voc2007 --root data/VOCdevkit/VOC2007 --backbone caffenet --amp
+    torchrun --nproc_per_node=2 experiments/image_transfer.py --quick      # DDP: gloo on CPUs, NCCL on GPUs
+    python experiments/image_transfer.py --out runs/image_transfer --resume  # continue, same options
+
+Outputs in ``--out`` (rank 0 writes): ``config.json``, ``metrics.json`` (``mAP``, ``mAP_auc``, ``AP/<class>``,
+``AP_auc/<class>``, the same under ``probe/``, ``top1`` for single-label data, ``time/...``), ``results.md``,
+``curves.png``, ``ap_per_class.png``, TensorBoard logs in ``tb/``, ``checkpoint.pth`` and ``finetuned.pth``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+
+from metric.model import BACKBONES, build_backbone, resolve_init
+from permgym.average_precision import average_precisions
+from permgym.data.images import ImageFolderClassification, ImageSet
+from permgym.data.synthetic_images import SyntheticObjects
+from permgym.data.voc import VOC2007
+from permgym.distributed import (
+    MetricLogger,
+    World,
+    cleanup_distributed,
+    gather_per_rank,
+    init_distributed,
+    rng_states,
+    save_on_main,
+    set_rng_states,
+)
+from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer, prepared
+from permgym.image_transfer import (
+    TrainViews,
+    epoch_items,
+    normalize,
+    predict_scores,
+    top1_accuracy,
+    train_targets,
+    trunk_features,
+)
+from permgym.probe import linear_probe_scores
+
+DATASETS = ("synthetic", "voc2007", "folder")
+# Settings that depend on the data; --quick then shortens the run. Every other default is in the parser.
+PRESETS: dict[str, dict[str, Any]] = {
+    "synthetic": {"epochs": 20, "batch_size": 64, "image_size": 32, "optimizer": "adam", "lr": 2e-3, "test_crops": 1,
+                  "eval_every": 5, "workers": 0, "synthetic_images": 1800, "probe_epochs": 100},
+    "images": {"epochs": 30, "batch_size": 64, "image_size": 224, "optimizer": "sgd", "lr": 0.01, "test_crops": 10,
+               "eval_every": 5, "workers": 4, "synthetic_images": None, "probe_epochs": 100},
+    "quick": {"epochs": 4, "eval_every": 2, "synthetic_images": 450, "probe_epochs": 30},
+}  # fmt: skip
+#: Options that may differ on --resume (they do not change results).
+RESUMABLE = ("resume", "no_progress", "print_freq", "workers")
+
+
+def _preset_help(name: str, text: str) -> str:
+    quick = f"; with --quick: {PRESETS['quick'][name]}" if name in PRESETS["quick"] else ""
+    return f"{text} (default: {PRESETS['synthetic'][name]} on synthetic, {PRESETS['images'][name]} on images{quick})"
+
+
+def _init_choice(value: str) -> str:
+    if value in ("auto", "random", "imagenet") or (value.startswith("ssl:") and len(value) > 4):
+        return value
+    raise argparse.ArgumentTypeError(f"invalid init {value!r} (choose from auto, random, imagenet, ssl:PATH)")
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Image-classification transfer of a trunk (VOC 2007 protocol): linear probe and fine-tuning",
+        add_help=add_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="On voc2007 / folder the defaults are our choice in the style of ImageNet fine-tuning (the ordering "
+        "paper does not give its image-classification schedule): 224 px random-resized crops (area >= 35 %%) and "
+        "flips, SGD lr 0.01 (trunk x0.1), batch 64, 30 epochs, dropout 0.5, ten-crop testing at shorter side 256.",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="synthetic", choices=DATASETS, help="dataset (default: synthetic)")
+    data.add_argument("--root", default=None, help="VOCdevkit/VOC2007, or the folder of class folders")
+    data.add_argument("--labels", default="lists", choices=("lists", "annotations"),
+                      help="voc2007: labels from ImageSets/Main/<class>_<split>.txt or from Annotations/*.xml "
+                      "(default: lists)")  # fmt: skip
+    data.add_argument("--synthetic-images", type=int, help=_preset_help("synthetic_images", "embedded images"))
+    data.add_argument("--image-size", type=int, help=_preset_help("image_size", "side of the views in pixels"))
+    data.add_argument("--resize", type=int, default=None,
+                      help="test: shorter side before cropping (default: image size * 8 / 7)")  # fmt: skip
+    data.add_argument("--min-crop-scale", type=float, default=0.35,
+                      help="training crops cover at least this share of the image (default: 0.35)")  # fmt: skip
+    data.add_argument("--test-crops", type=int, choices=(1, 10), help=_preset_help("test_crops", "test views"))
+    data.add_argument("-j", "--workers", type=int, help=_preset_help("workers", "loader processes"))
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", default=None, choices=BACKBONES,
+                       help="trunk (default: the ssl checkpoint's, else tiny)")  # fmt: skip
+    model.add_argument("--init", default="auto", type=_init_choice,
+                       help="trunk weights: random, imagenet (torchvision cache), ssl:PATH (a trunk.pth of "
+                       "experiments/ssl_ucf101.py), or auto = the newest runs/ssl_ucf101*/trunk.pth if any, else "
+                       "random (default: auto)")  # fmt: skip
+    ft = parser.add_argument_group("fine-tuning and probe")
+    ft.add_argument("--epochs", type=int, help=_preset_help("epochs", "fine-tuning epochs (0 = probe only)"))
+    ft.add_argument("-b", "--batch-size", type=int, help=_preset_help("batch_size", "images per update (global)"))
+    ft.add_argument("--optimizer", choices=("sgd", "adam"), help=_preset_help("optimizer", "optimizer"))
+    ft.add_argument("--lr", type=float, help=_preset_help("lr", "learning rate of the new layer"))
+    ft.add_argument("--trunk-lr-scale", type=float, default=0.1, help="trunk lr / layer lr (default: 0.1)")
+    ft.add_argument("--dropout", type=float, default=0.5, help="dropout on the trunk features (default: 0.5)")
+    ft.add_argument("--eval-every", type=int, help=_preset_help("eval_every", "test evaluation every N epochs"))
+    ft.add_argument("--probe-epochs", type=int, help=_preset_help("probe_epochs", "linear-probe epochs"))
+    run = parser.add_argument_group("run")
+    run.add_argument("--quick", action="store_true", help="a short run (< 1 min on a CPU); explicit flags win")
+    run.add_argument("--out", default="runs/image_transfer", help="output folder (default: runs/image_transfer)")
+    run.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pth (same options)")
+    run.add_argument("--seed", type=int, default=0, help="seed of weights, data order and views (default: 0)")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default: auto)")
+    run.add_argument("--amp", action="store_true", help="mixed precision, CUDA only (default: off)")
+    run.add_argument("--no-sync-bn", dest="sync_bn", action="store_false",
+                     help="under torchrun on GPUs keep per-process BatchNorm (default: SyncBatchNorm on CUDA)")  # fmt: skip
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads per process (default: 1 on synthetic, else torch's default)")  # fmt: skip
+    run.add_argument("--print-freq", type=int, default=20, help="print smoothed meters every N steps (default: 20)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill unset settings from the data's preset (then ``--quick``) and check what argparse cannot."""
+    embedded = args.dataset == "synthetic"
+    defaults = {**PRESETS["synthetic" if embedded else "images"], **(PRESETS["quick"] if args.quick else {})}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.resize = args.resize or args.image_size * 8 // 7
+    args.threads = args.threads if args.threads is not None else (1 if embedded else None)
+    if embedded and args.root is not None:
+        raise SystemExit("error: --root is for --dataset voc2007/folder; the embedded data needs none")
+    if not embedded and args.root is None:
+        raise SystemExit(f"error: --dataset {args.dataset} needs --root")
+    if args.amp and args.device == "cpu":
+        raise SystemExit("error: --amp needs CUDA; drop it or use --device cuda")
+    if args.resize < args.image_size:
+        raise SystemExit(f"error: --resize {args.resize} is smaller than --image-size {args.image_size}")
+    for name in ("batch_size", "image_size", "eval_every", "probe_epochs", "print_freq"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.epochs < 0 or args.workers < 0 or not 0 < args.min_crop_scale <= 1:
+        raise SystemExit("error: need --epochs >= 0, --workers >= 0 and --min-crop-scale in (0, 1]")
+    return args
+
+
+def load_data(args: argparse.Namespace) -> tuple[ImageSet, ImageSet]:
+    """The training and test images of ``--dataset`` (missing files end the run with a one-line error)."""
+    try:
+        if args.dataset == "synthetic":
+            common = {"num_images": args.synthetic_images, "seed": 3, "size": max(48, args.resize)}
+            return SyntheticObjects("trainval", **common), SyntheticObjects("test", **common)
+        if args.dataset == "voc2007":
+            return VOC2007(args.root, "trainval", args.labels), VOC2007(args.root, "test", args.labels)
+        return ImageFolderClassification(args.root, "train"), ImageFolderClassification(args.root, "test")
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def scores_metrics(scores: torch.Tensor, test: ImageSet, prefix: str = "") -> dict[str, float]:
+    """AP both ways per class, their means and (single-label data) top-1, keys prefixed by ``prefix``."""
+    metrics = average_precisions(scores, test.targets, test.classes)
+    if not test.multilabel:
+        metrics["top1"] = top1_accuracy(scores, test.targets)
+    return {f"{prefix}{key}": value for key, value in metrics.items()}
+
+
+def linear_probe(trunk: torch.nn.Module, train: ImageSet, test: ImageSet, args: argparse.Namespace,
+                 world: World) -> dict[str, float]:  # fmt: skip
+    """Linear probe on the frozen trunk's centre-view features: ``probe/mAP``, ``probe/AP/<class>``, ..."""
+    train_x = trunk_features(trunk, train, args.image_size, args.resize, world, args.workers)
+    test_x = trunk_features(trunk, test, args.image_size, args.resize, world, args.workers)
+    targets = train_targets(train.targets, train.multilabel)
+    logits = linear_probe_scores(train_x, targets, test_x, len(train.classes), seed=args.seed,
+                                 epochs=args.probe_epochs)  # fmt: skip
+    return scores_metrics(logits.sigmoid() if train.multilabel else logits.softmax(-1), test, "probe/")
+
+
+def train_one_epoch(trainer: FinetuneTrainer, train: ImageSet, args: argparse.Namespace, epoch: int,
+                    writer: SummaryWriter | None) -> dict[str, float]:  # fmt: skip
+    """One pass over the training images (views drawn up front, :func:`epoch_items`); mean loss and accuracy."""
+    logger = MetricLogger(trainer.world)
+    items = epoch_items(trainer)
+    loader = DataLoader(TrainViews(train, args.image_size, args.min_crop_scale), batch_sampler=items,
+                        num_workers=args.workers)  # fmt: skip
+    batches = logger.log_every(loader, args.print_freq, f"finetune epoch {epoch}/{args.epochs}", total=len(items),
+                               writer=writer, tb_prefix="finetune", step_offset=(epoch - 1) * len(items),
+                               progress=not args.no_progress)  # fmt: skip
+    for pixels, targets in batches:
+        stats = trainer.step(normalize(pixels)[:, None], train_targets(targets, train.multilabel))
+        logger.update(n=len(targets), loss=stats["loss"], accuracy=stats["accuracy"], lr=stats["lr"])
+    logger.synchronize()
+    return {name: logger.meters[name].global_avg for name in ("loss", "accuracy")}
+
+
+def finetune(trunk: torch.nn.Module, train: ImageSet, test: ImageSet, args: argparse.Namespace, world: World,
+             state: dict[str, Any], out: Path) -> ActionClassifier:  # fmt: skip
+    """Fine-tune (or continue from ``state["trainer"]``), evaluating every ``--eval-every`` epochs and at the end;
+    writes the checkpoint after every epoch and fills ``state["history"]`` and ``state["metrics"]``."""
+    with torch.random.fork_rng(devices=[]):  # the new layer's initialisation is seeded, the global RNG untouched
+        torch.manual_seed(args.seed)
+        model = ActionClassifier(copy.deepcopy(trunk), 1, len(train.classes))
+    config = FinetuneConfig(num_frames=1, image_size=args.image_size, epochs=args.epochs,
+                            batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                            trunk_lr_scale=args.trunk_lr_scale, dropout=args.dropout, multilabel=train.multilabel)  # fmt: skip
+    trainer = FinetuneTrainer(model, config, len(train), world, seed=args.seed, amp=args.amp, sync_bn=args.sync_bn,
+                              augment=prepared)  # fmt: skip
+    if state.get("trainer") is not None:
+        trainer.load_state_dict(state["trainer"])
+    writer = (
+        SummaryWriter(out / "tb", purge_step=trainer.epoch * trainer.steps_per_epoch or None) if world.is_main else None
+    )
+    for epoch in range(trainer.epoch + 1, args.epochs + 1):
+        start = time.perf_counter()
+        record: dict[str, Any] = {"epoch": epoch, **train_one_epoch(trainer, train, args, epoch, writer)}
+        state["times"]["finetune_s"] = state["times"].get("finetune_s", 0.0) + time.perf_counter() - start
+        if epoch % args.eval_every == 0 or epoch == args.epochs:
+            start = time.perf_counter()
+            scores = predict_scores(model, test, args.image_size, args.resize, args.test_crops, world, args.workers)
+            state["metrics"] = scores_metrics(scores, test)
+            state["times"]["eval_s"] = state["times"].get("eval_s", 0.0) + time.perf_counter() - start
+            record["test_mAP"] = state["metrics"]["mAP"]
+            if writer is not None:
+                writer.add_scalar("test/mAP", record["test_mAP"], epoch * trainer.steps_per_epoch)
+        state["history"].append(record)
+        if world.is_main:
+            tested = f"  test mAP {100 * record['test_mAP']:.2f}" if "test_mAP" in record else ""
+            print(f"finetune epoch {epoch}: loss {record['loss']:.4f}  accuracy {record['accuracy']:.4f}{tested}")
+        state["trainer"] = trainer.state_dict()
+        save_checkpoint(state, args, world, out)
+    if writer is not None:
+        writer.close()
+    return model
+
+
+def save_checkpoint(state: dict[str, Any], args: argparse.Namespace, world: World, out: Path) -> None:
+    """Everything ``--resume`` needs, with every rank's RNG states (call on every rank: it gathers)."""
+    save_on_main(world, {**state, "args": vars(args), "rng": gather_per_rank(rng_states())}, out / "checkpoint.pth")
+
+
+def restore(args: argparse.Namespace, out: Path) -> dict[str, Any] | None:
+    """The checkpoint to continue from (``--resume``), after checking that it is this run's; None for a new run.
+
+    Raises:
+        SystemExit: ``--resume`` without a checkpoint or with changed options; a new run in a folder holding
+            another run's results.
+    """
+    path = out / "checkpoint.pth"
+    if not args.resume:
+        if path.exists() or (out / "metrics.json").exists():
+            raise SystemExit(f"error: {out} holds another run's results; use --resume to continue it or another --out")
+        return None
+    if not path.is_file():
+        raise SystemExit(f"error: --resume: no checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    changed = [f"--{k.replace('_', '-')} {v!r} -> {vars(args).get(k)!r}" for k, v in state["args"].items()
+               if k not in RESUMABLE and vars(args).get(k) != v]  # fmt: skip
+    if changed:
+        raise SystemExit(f"error: --resume with other options than the checkpoint's: {', '.join(changed)}")
+    try:
+        set_rng_states(state["rng"])
+    except ValueError as err:
+        raise SystemExit(f"error: --resume: {err}") from None
+    return state
+
+
+def write_results(state: dict[str, Any], args: argparse.Namespace, train: ImageSet, test: ImageSet, init: str,
+                  out: Path) -> dict[str, float]:  # fmt: skip
+    """metrics.json, results.md, curves.png and ap_per_class.png; returns the metrics."""
+    times = {f"time/{k}": v for k, v in state["times"].items()}
+    metrics = {**state["metrics"], **state["probe"], **times, "data/train_images": len(train),
+               "data/test_images": len(test), "data/skipped_train": len(train.skipped),
+               "data/skipped_test": len(test.skipped)}  # fmt: skip
+    if state["history"]:
+        metrics["finetune/train_loss"] = state["history"][-1]["loss"]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    tuned = bool(state["metrics"])
+    top1 = "" if test.multilabel else " top-1 |"
+    lines = [f"# Image-classification transfer on {args.dataset}", "",
+             f"Trunk {args.backbone}, init `{init}`; {len(train)} training / {len(test)} test images, "
+             f"{len(test.classes)} classes; views {args.image_size} px (test: shorter side {args.resize}, "
+             f"{args.test_crops} crop(s)). Fine-tuning {args.epochs} epochs, batch {args.batch_size}, {args.optimizer} "
+             f"lr {args.lr} (trunk x{args.trunk_lr_scale}); probe {args.probe_epochs} epochs on frozen features. "
+             f"mAP = VOC 2007 11-point interpolated AP averaged over classes; AUC = area under the PR curve.", "",
+             f"| evaluation | mAP | mAP (AUC) |{top1}", "|---|---:|---:|" + ("" if test.multilabel else "---:|")]  # fmt: skip
+    for name, prefix in ((("fine-tuned", ""),) if tuned else ()) + (("linear probe", "probe/"),):
+        extra = "" if test.multilabel else f" {100 * metrics[prefix + 'top1']:.1f} |"
+        lines.append(
+            f"| {name} | {100 * metrics[prefix + 'mAP']:.2f} | {100 * metrics[prefix + 'mAP_auc']:.2f} |{extra}"
+        )
+    lines += ["", "| class | AP fine-tuned | AP probe |", "|---|---:|---:|"]
+    lines += [f"| {c} | {100 * metrics.get(f'AP/{c}', float('nan')):.1f} | {100 * metrics[f'probe/AP/{c}']:.1f} |"
+              for c in test.classes]  # fmt: skip
+    lines += ["", "AP in %. Plots: curves.png, ap_per_class.png; TensorBoard: tb/."]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    plot_results(state, metrics, test.classes, out)
+    return metrics
+
+
+def plot_results(state: dict[str, Any], metrics: dict[str, float], classes: list[str], out: Path) -> None:
+    """curves.png (fine-tuning loss, test mAP) and ap_per_class.png (11-point AP, fine-tuned vs probe)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = state["history"]
+    fig, (loss_ax, map_ax) = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
+    loss_ax.plot([r["epoch"] for r in history], [r["loss"] for r in history], marker=".")
+    tested = [r for r in history if "test_mAP" in r]
+    map_ax.plot([r["epoch"] for r in tested], [100 * r["test_mAP"] for r in tested], marker="o", label="fine-tuned")
+    map_ax.axhline(100 * metrics["probe/mAP"], color="C1", linestyle="--", label="linear probe")
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="fine-tuning loss")
+    map_ax.set(xlabel="epoch", ylabel="test mAP (%)", title="test mAP (11-point)")
+    map_ax.legend()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classes)), 3.5), layout="constrained")
+    x = torch.arange(len(classes)).float()
+    for shift, (name, prefix) in zip((-0.2, 0.2), (("fine-tuned", "AP/"), ("linear probe", "probe/AP/")), strict=True):
+        ax.bar(x + shift, [100 * metrics.get(prefix + c, float("nan")) for c in classes], width=0.4, label=name)
+    ax.set_xticks(x.tolist(), classes, rotation=90, fontsize=7)
+    ax.set(ylabel="AP (%)", title="test AP per class (11-point)")
+    ax.legend()
+    fig.savefig(out / "ap_per_class.png", dpi=100)
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> dict[str, float] | None:
+    """Probe, fine-tune and evaluate (or continue after an interruption); rank 0 writes the outputs.
+
+    Returns:
+        The content of metrics.json on rank 0, None on other ranks.
+    """
+    args = apply_preset(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    world = init_distributed(args.device)
+    out = Path(args.out)
+    state = restore(args, out) or {"probe": None, "trainer": None, "history": [], "metrics": {}, "times": {}}
+    try:
+        init, args.backbone, message = resolve_init(args.init, args.backbone)
+        with torch.random.fork_rng(devices=[]):  # a random trunk is seeded without touching the global RNG
+            torch.manual_seed(args.seed)
+            trunk = build_backbone(args.backbone, init).to(world.device)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    train, test = load_data(args)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"{message}\ndata: train {train!r}, test {test!r}")
+        config = {"args": vars(args), "init_resolved": init, "world_size": world.world_size, "command": sys.argv}
+        (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    if state["probe"] is None:
+        start = time.perf_counter()
+        state["probe"] = linear_probe(trunk, train, test, args, world)
+        state["times"]["probe_s"] = time.perf_counter() - start
+        if world.is_main:
+            print(f"linear probe: mAP {100 * state['probe']['probe/mAP']:.2f}")
+        save_checkpoint(state, args, world, out)
+    model = finetune(trunk, train, test, args, world, state, out) if args.epochs > 0 else None
+    metrics = None
+    if world.is_main:
+        state["times"]["total_s"] = sum(state["times"].values())
+        if model is not None:
+            torch.save({"model": model.state_dict(), "classes": test.classes, "trunk_name": args.backbone},
+                       out / "finetuned.pth")  # fmt: skip
+        metrics = write_results(state, args, train, test, init, out)
+        print((out / "results.md").read_text())
+        print(f"results in {out}/ (results.md, metrics.json, curves.png, ap_per_class.png, tb/)")
+    cleanup_distributed()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

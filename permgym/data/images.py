@@ -1,0 +1,163 @@
+"""Labelled still images for classification transfer: the common interface, file checks and a class-per-folder tree.
+
+Every image dataset here (:class:`permgym.data.voc.VOC2007`, :class:`ImageFolderClassification`,
+:class:`permgym.data.synthetic_images.SyntheticObjects`) is an :class:`ImageSet`: ``dataset[i]`` returns
+``(image, target)`` with ``image`` a ``[3, H, W]`` uint8 tensor at the file's own size (not square in general) and
+``target`` a ``[C]`` int8 tensor in VOC's coding (``1`` present, ``-1`` absent, ``0`` difficult: ignored by the AP
+and the loss). Single-label datasets use ``1`` for the class and ``-1`` elsewhere. Resizing and cropping belong to
+:mod:`permgym.image_transfer`.
+
+Files that cannot be decoded (empty, not an image, a JPEG cut short) are found when the dataset is built, skipped and
+listed in ``skipped`` (path -> reason), as the video datasets skip undecodable videos.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.io import ImageReadMode, decode_image
+
+JPEG_END = b"\xff\xd9"  # a complete JPEG ends with the EOI marker
+
+
+def check_image(path: Path) -> str | None:
+    """Why the image file at ``path`` cannot be used, or ``None`` if it can.
+
+    Checks what is cheap to check for every file of a dataset: the file exists and is not empty, PIL recognises its
+    format and header, and a JPEG ends with its end-of-image marker (a download cut short does not).
+    """
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        return f"cannot read: {err.strerror}"
+    if size == 0:
+        return "empty file"
+    try:
+        with Image.open(path) as image:
+            kind = image.format
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        return f"not a readable image: {err}"
+    if kind == "JPEG":
+        with path.open("rb") as handle:
+            handle.seek(max(0, size - 64))
+            if JPEG_END not in handle.read():  # trailing bytes after EOI happen; look at the last few
+                return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """``[3, H, W]`` uint8 RGB pixels of an image file (grey and palette images converted)."""
+    return decode_image(str(path), mode=ImageReadMode.RGB)
+
+
+class ImageSet(Dataset):
+    """Images with VOC-coded targets (see the module docstring); subclasses fill the attributes.
+
+    Attributes:
+        classes: class names, in target order.
+        targets: ``[N, C]`` int8 in ``{1, -1, 0}``.
+        multilabel: False when every image has exactly one class (top-1 accuracy is then also reported).
+        skipped: files left out, path -> reason.
+        split: the split's name.
+    """
+
+    classes: list[str]
+    targets: torch.Tensor
+    multilabel: bool = True
+    skipped: dict[str, str]
+    split: str
+
+    def image(self, index: int) -> torch.Tensor:
+        """``[3, H, W]`` uint8 pixels of image ``index``."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.image(index), self.targets[index]
+
+    def __repr__(self) -> str:
+        skipped = f", skipped={len(self.skipped)}" if self.skipped else ""
+        return f"{type(self).__name__}(split={self.split!r}, images={len(self)}, classes={len(self.classes)}{skipped})"
+
+
+class ImageFiles(ImageSet):
+    """An :class:`ImageSet` of image files: checks every file once (:func:`check_image`) and keeps the readable ones.
+
+    Args:
+        paths: the image files.
+        targets: ``[N, C]`` int8 targets of ``paths``.
+        classes: class names.
+        split: the split's name.
+        multilabel: see :class:`ImageSet`.
+    """
+
+    def __init__(
+        self, paths: list[Path], targets: torch.Tensor, classes: list[str], split: str, multilabel: bool = True
+    ) -> None:
+        reasons = [check_image(path) for path in paths]
+        keep = torch.tensor([reason is None for reason in reasons], dtype=torch.bool)
+        self.skipped = {str(p): r for p, r in zip(paths, reasons, strict=True) if r is not None}
+        self.paths = [p for p, k in zip(paths, keep.tolist(), strict=True) if k]
+        self.targets = targets[keep]
+        self.classes, self.split, self.multilabel = classes, split, multilabel
+
+    def image(self, index: int) -> torch.Tensor:
+        return read_image(self.paths[index])
+
+
+#: The layout :class:`ImageFolderClassification` expects, for error messages.
+FOLDER_LAYOUT = "ROOT/<class>/<image>.jpg (or .png, ...), one folder per class"
+
+
+class ImageFolderClassification(ImageFiles):
+    """A class-per-folder image tree ``root/<class>/<image>`` for single-label classification.
+
+    The tree has no official split, so one is made per class: in sorted path order, every ``test_every``-th image of
+    each class is a test image, the others train (the split is made on the listing, so it does not move when a file
+    turns out unreadable). Every class appears in both splits. (``metric.data.ImageFolderSplit`` splits by class, for
+    retrieval, which does not fit classification.)
+
+    Args:
+        root: the folder of class folders.
+        split: ``"train"`` or ``"test"``.
+        test_every: every ``test_every``-th image of a class is a test image (default 5: a 80/20 split).
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder (names the expected layout).
+        ValueError: a bad split, fewer than two classes, or a class with no image in the requested split.
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", test_every: int = 5) -> None:
+        root = Path(root)
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if test_every < 2:
+            raise ValueError(f"test_every must be >= 2, got {test_every}")
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {str(root)!r}. Expected {FOLDER_LAYOUT}")
+        classes, index = find_classes(str(root))
+        if len(classes) < 2:
+            raise ValueError(f"{root} needs >= 2 class folders ({FOLDER_LAYOUT}), found {len(classes)}")
+        items = make_dataset(str(root), index, extensions=IMG_EXTENSIONS, allow_empty=True)
+        rank = {c: 0 for c in range(len(classes))}
+        chosen = []
+        for path, label in items:
+            is_test = rank[label] % test_every == test_every - 1
+            rank[label] += 1
+            if is_test == (split == "test"):
+                chosen.append((Path(path), label))
+        empty = sorted(set(classes) - {classes[label] for _, label in chosen})
+        if empty:
+            raise ValueError(f"classes without a {split} image in {root}: {', '.join(empty)} (each class needs at "
+                             f"least {test_every} images)")  # fmt: skip
+        targets = torch.full((len(chosen), len(classes)), -1, dtype=torch.int8)
+        targets[torch.arange(len(chosen)), torch.tensor([label for _, label in chosen])] = 1
+        super().__init__([path for path, _ in chosen], targets, classes, split, multilabel=False)
+        self.root = root
