@@ -6,7 +6,7 @@ their aspect ratio until the crop):
 * training (:func:`train_view`): a random crop covering ``min_scale`` to all of the image's area with aspect ratio
   in ``[3/4, 4/3]`` (``RandomResizedCrop``; the centre square if no draw fits), resized to ``size x size``, then a
   horizontal flip with probability 1/2.
-* testing (:func:`test_views`): the image resized so that its **shorter side** is ``resize`` (``size * 8 / 7``:
+* testing (:func:`eval_views`): the image resized so that its **shorter side** is ``resize`` (``size * 8 / 7``:
   256 for 224), then the ``size x size`` **centre crop** (``crops=1``), or the four corner and the centre crops and
   their mirror images (``crops=10``, "ten-crop"); an image's scores are averaged over its views.
 
@@ -75,7 +75,7 @@ def train_view(image: torch.Tensor, size: int, generator: torch.Generator, min_s
     return view
 
 
-def test_views(image: torch.Tensor, size: int, resize: int, crops: int = 1) -> torch.Tensor:
+def eval_views(image: torch.Tensor, size: int, resize: int, crops: int = 1) -> torch.Tensor:
     """The evaluation views of ``image``: shorter side resized to ``resize``, then the centre crop or ten crops.
 
     Args:
@@ -113,7 +113,7 @@ class TrainViews(Dataset):
         return train_view(image, self.size, torch.Generator().manual_seed(seed), self.min_scale), target
 
 
-class TestViews(Dataset):
+class EvalViews(Dataset):
     """Evaluation views of an :class:`ImageSet`: item ``i`` -> ``(views [crops, 3, s, s] uint8, target [C])``."""
 
     def __init__(self, images: ImageSet, size: int, resize: int, crops: int) -> None:
@@ -124,7 +124,7 @@ class TestViews(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, target = self.images[index]
-        return test_views(image, self.size, self.resize, self.crops), target
+        return eval_views(image, self.size, self.resize, self.crops), target
 
 
 def epoch_items(trainer: FinetuneTrainer) -> list[list[tuple[int, int]]]:
@@ -149,7 +149,7 @@ def _views_forward(
 ) -> torch.Tensor:
     """``forward`` on every image's views (this rank's share), averaged over the views, gathered in image order."""
     mine = world.shard(len(images))
-    views = torch.utils.data.Subset(TestViews(images, size, resize, crops), range(mine.start, mine.stop))
+    views = torch.utils.data.Subset(EvalViews(images, size, resize, crops), range(mine.start, mine.stop))
     outputs = []
     for pixels, _ in DataLoader(views, batch_size=batch, num_workers=workers):
         b, v = pixels.shape[:2]

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-from torchvision.io import ImageReadMode, decode_image
 
 JPEG_END = b"\xff\xd9"  # a complete JPEG ends with the EOI marker
 
@@ -52,7 +52,8 @@ def check_image(path: Path) -> str | None:
 
 def read_image(path: Path) -> torch.Tensor:
     """``[3, H, W]`` uint8 RGB pixels of an image file (grey and palette images converted)."""
-    return decode_image(str(path), mode=ImageReadMode.RGB)
+    with Image.open(path) as image:
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 class ImageSet(Dataset):
