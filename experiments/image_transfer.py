@@ -297,7 +297,7 @@ def restore(args: argparse.Namespace, out: Path) -> dict[str, Any] | None:
     return state
 
 
-def write_results(state: dict[str, Any], args: argparse.Namespace, train: ImageSet, test: ImageSet, init: str,
+def write_results(state: dict[str, Any], args: argparse.Namespace, train: ImageSet, test: ImageSet,
                   out: Path) -> dict[str, float]:  # fmt: skip
     """metrics.json, results.md, curves.png and ap_per_class.png; returns the metrics."""
     times = {f"time/{k}": v for k, v in state["times"].items()}
@@ -310,7 +310,7 @@ def write_results(state: dict[str, Any], args: argparse.Namespace, train: ImageS
     tuned = bool(state["metrics"])
     top1 = "" if test.multilabel else " top-1 |"
     lines = [f"# Image-classification transfer on {args.dataset}", "",
-             f"Trunk {args.backbone}, init `{init}`; {len(train)} training / {len(test)} test images, "
+             f"Trunk {args.backbone}, init `{args.init_resolved}`; {len(train)} training / {len(test)} test images, "
              f"{len(test.classes)} classes; views {args.image_size} px (test: shorter side {args.resize}, "
              f"{args.test_crops} crop(s)). Fine-tuning {args.epochs} epochs, batch {args.batch_size}, {args.optimizer} "
              f"lr {args.lr} (trunk x{args.trunk_lr_scale}); probe {args.probe_epochs} epochs on frozen features. "
@@ -370,19 +370,19 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
         torch.set_num_threads(args.threads)
     world = init_distributed(args.device)
     out = Path(args.out)
-    state = restore(args, out) or {"probe": None, "trainer": None, "history": [], "metrics": {}, "times": {}}
-    try:
-        init, args.backbone, message = resolve_init(args.init, args.backbone)
+    try:  # resolved first, so that --resume refuses an --init auto that now finds another trunk
+        args.init_resolved, args.backbone, message = resolve_init(args.init, args.backbone)
         with torch.random.fork_rng(devices=[]):  # a random trunk is seeded without touching the global RNG
             torch.manual_seed(args.seed)
-            trunk = build_backbone(args.backbone, init).to(world.device)
+            trunk = build_backbone(args.backbone, args.init_resolved).to(world.device)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
+    state = restore(args, out) or {"probe": None, "trainer": None, "history": [], "metrics": {}, "times": {}}
     train, test = load_data(args)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         print(f"{message}\ndata: train {train!r}, test {test!r}")
-        config = {"args": vars(args), "init_resolved": init, "world_size": world.world_size, "command": sys.argv}
+        config = {"args": vars(args), "world_size": world.world_size, "command": sys.argv}
         (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
     if state["probe"] is None:
         start = time.perf_counter()
@@ -398,7 +398,7 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
         if model is not None:
             torch.save({"model": model.state_dict(), "classes": test.classes, "trunk_name": args.backbone},
                        out / "finetuned.pth")  # fmt: skip
-        metrics = write_results(state, args, train, test, init, out)
+        metrics = write_results(state, args, train, test, out)
         print((out / "results.md").read_text())
         print(f"results in {out}/ (results.md, metrics.json, curves.png, ap_per_class.png, tb/)")
     cleanup_distributed()

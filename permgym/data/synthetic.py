@@ -31,6 +31,8 @@ MOTIONS: tuple[str, ...] = (
     "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out", "circle_cw", "circle_ccw", "bounce",
 )  # fmt: skip
 SHAPES: tuple[str, ...] = ("square", "disk", "triangle", "cross")
+#: Every shape the renderer draws: the video shapes, then shapes no video shows (SyntheticObjects' unseen classes).
+ALL_SHAPES: tuple[str, ...] = (*SHAPES, "ring", "star", "bar", "crescent")
 MAX_CLASSES = len(MOTIONS) * len(SHAPES)
 
 _CHUNK = 32  # clips rendered at once per thread; bounds peak memory to ~_CHUNK * frames * size^2 * 40 bytes
@@ -114,8 +116,16 @@ def _shape_distance(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.sqrt(u * u + v * v) - 1.0
     if shape == 2:  # triangle pointing up
         return np.maximum(-v - 0.6, np.maximum(v * 0.5 + np.abs(u) * 0.866, 0) - 0.5)
-    arm = np.minimum(np.maximum(np.abs(u) - 1.0, np.abs(v) - 0.33), np.maximum(np.abs(v) - 1.0, np.abs(u) - 0.33))
-    return arm  # cross
+    if shape == 3:  # cross
+        return np.minimum(np.maximum(np.abs(u) - 1.0, np.abs(v) - 0.33), np.maximum(np.abs(v) - 1.0, np.abs(u) - 0.33))
+    r = np.sqrt(u * u + v * v)
+    if shape == 4:  # ring
+        return np.abs(r - 0.72) - 0.28
+    if shape == 5:  # five-pointed star (radius varying with the angle; distance-like, not exact)
+        return r - (0.62 + 0.38 * np.cos(5 * np.arctan2(v, u)))
+    if shape == 6:  # bar
+        return np.maximum(np.abs(u) - 1.0, np.abs(v) - 0.3)
+    return np.maximum(r - 1.0, 0.8 - np.sqrt((u - 0.5) ** 2 + v * v))  # crescent: a disk minus an offset disk
 
 
 def _background(p: dict[str, np.ndarray], xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
@@ -154,7 +164,7 @@ def draw_object(
 
     Args:
         out: ``[T, size, size, 3]`` float32 frames.
-        shape: index into :data:`SHAPES`.
+        shape: index into :data:`ALL_SHAPES`.
         pos: ``[T, 2]`` centre (x, y) in pixels; angle: ``[T]`` radians; scale: ``[T]`` radius in pixels.
         colours: ``[2, 3]`` the colours of the halves ``u > 0`` and ``u <= 0`` in object coordinates.
         xx, yy: ``[size, size]`` pixel-centre coordinates (``np.mgrid + 0.5``).

@@ -1,12 +1,13 @@
 """SyntheticObjects: the embedded multi-label image dataset, drawn with the SyntheticActions renderer (no download).
 
 An image holds 1 to ``max_objects`` objects on a SyntheticActions background (gradient, texture, noise, 0-2
-distractor blobs). Each object is one of the 4 SyntheticActions shapes in one of 5 colour families (a two-tone object
-whose halves share the hue), so there are 20 classes, as in VOC 2007: ``"red/square"``, ``"green/disk"``, ...
-An image's label for a class is VOC's: ``1`` if an easy object of the class is in the image, ``0`` if only objects
-marked *difficult* are (more than ``1 - min_visible`` of the object hidden by later objects or cut by the border,
-VOC's *truncated* and occluded cases), ``-1`` otherwise. Telling classes apart needs shape and colour of the same
-object: an image with a red disk and a blue square is not ``red/square``.
+distractor blobs). The classes are the 8 shapes of the renderer (:data:`permgym.data.synthetic.ALL_SHAPES`): the 4
+that SyntheticActions videos show (square, disk, triangle, cross) and 4 that no video shows (ring, star, bar,
+crescent), so transfer is measured on seen and unseen object kinds. Colours (two-tone, as in the videos), size,
+position and rotation are nuisances drawn per object, so a class is its form, as in VOC. An image's label for a
+class is VOC's: ``1`` if an easy object of the class is in the image, ``0`` if only objects marked *difficult* are
+(less than ``min_visible`` of the object's area visible: hidden by later objects or cut by the border, VOC's
+occluded and truncated cases), ``-1`` otherwise.
 
 Everything is drawn from ``numpy.random.Generator(PCG64(SeedSequence([seed, index, 1])))`` plus the SyntheticActions
 clip parameters of ``(seed, index)`` for the background: an image depends only on ``(seed, index, size, ...)``.
@@ -21,24 +22,13 @@ import numpy as np
 import torch
 
 from permgym.data.images import ImageSet
-from permgym.data.synthetic import SHAPES, _background, _clip_params, _draw_distractors, draw_object, pixel_grid
+from permgym.data.synthetic import ALL_SHAPES, _background, _clip_params, _draw_distractors, draw_object, pixel_grid
 
-#: Colour families: name -> hue in [0, 1) (HSV).
-COLOURS: dict[str, float] = {"red": 0.0, "yellow": 0.15, "green": 0.33, "blue": 0.62, "purple": 0.8}
-CLASSES: tuple[str, ...] = tuple(f"{colour}/{shape}" for colour in COLOURS for shape in SHAPES)
+CLASSES: tuple[str, ...] = ALL_SHAPES
 DEFAULT_SEED = 3
 
 
-def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
-    """One HSV colour (each in [0, 1]) as RGB in [0, 255]."""
-    i = int(h * 6) % 6
-    f = h * 6 - int(h * 6)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
-    return 255 * np.array(rgb)
-
-
-@lru_cache(maxsize=len(SHAPES))
+@lru_cache(maxsize=len(ALL_SHAPES))
 def _unit_area(shape: int) -> float:
     """Area of a shape of radius 1 (pixels^2 per radius^2), measured on a fine grid with the renderer's field."""
     yy, xx = pixel_grid(400)
@@ -56,18 +46,16 @@ def render_image(
     yy, xx = pixel_grid(size)
     canvas = _background(scene, xx, yy)[None].astype(np.float32)
     _draw_distractors(canvas, scene, xx, yy)
-    hues = list(COLOURS.values())
     coverages, drawn = [], []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         label = int(rng.integers(len(CLASSES)))
-        colour, shape = divmod(label, len(SHAPES))
-        radius = rng.uniform(0.13, 0.24) * size
+        radius = rng.uniform(0.15, 0.26) * size
         centre = rng.uniform(0.12, 0.88, size=2) * size
-        bright = _hsv_to_rgb((hues[colour] + rng.uniform(-0.03, 0.03)) % 1, rng.uniform(0.65, 1), rng.uniform(0.7, 1))
-        tones = np.stack([bright, bright * rng.uniform(0.45, 0.7)])
-        coverage = draw_object(canvas, shape, centre[None], np.array([rng.uniform(0, 2 * np.pi)]), np.array([radius]),
+        tones = rng.uniform(0, 255, size=(2, 3))
+        tones[1] = 255 - tones[0] * rng.uniform(0.3, 0.7)  # two-tone, as SyntheticActions colours its objects
+        coverage = draw_object(canvas, label, centre[None], np.array([rng.uniform(0, 2 * np.pi)]), np.array([radius]),
                                tones, xx, yy)[0, ..., 0]  # fmt: skip
-        coverages.append((coverage, _unit_area(shape) * radius**2))
+        coverages.append((coverage, _unit_area(label) * radius**2))
         drawn.append(label)
     objects = []
     for k, (label, (coverage, area)) in enumerate(zip(drawn, coverages, strict=True)):
@@ -79,7 +67,7 @@ def render_image(
 
 
 class SyntheticObjects(ImageSet):
-    """Procedurally drawn multi-label images, 20 classes (colour family x shape), no download.
+    """Procedurally drawn multi-label images, 8 shape classes, no download.
 
     Args:
         split: ``"trainval"`` (training) or ``"test"``; image ``i`` of the ``num_images`` is a test image when
@@ -93,10 +81,10 @@ class SyntheticObjects(ImageSet):
 
     Attributes:
         images: ``[N, 3, size, size]`` uint8.
-        targets: ``[N, 20]`` int8 in ``{1, -1, 0}``.
+        targets: ``[N, 8]`` int8 in ``{1, -1, 0}``.
         objects: per image, ``(class index, difficult)`` of each object in drawing order.
 
-    ``dataset[i]`` returns ``(image [3, size, size] uint8, target [20] int8)``.
+    ``dataset[i]`` returns ``(image [3, size, size] uint8, target [8] int8)``.
     """
 
     splits = ("trainval", "test")
