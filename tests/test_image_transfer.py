@@ -15,7 +15,7 @@ from permgym.data.voc import VOC_CLASSES
 from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer, prepared
 from permgym.models import build_trunk, save_trunk
 from permgym.probe import linear_probe_scores
-from tests.image_fixtures import make_voc
+from tests.image_fixtures import make_folder, make_voc
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "image_transfer.py"
@@ -132,3 +132,14 @@ def test_multilabel_probe_separates_separable_classes() -> None:
     features = (targets.float() > 0).float() * 2 + 0.1 * torch.randn(200, 4, generator=generator)
     logits = linear_probe_scores(features[:150], targets[:150], features[150:], epochs=300)
     assert average_precisions(logits, targets[150:], list("abcd"))["mAP"] == 1.0
+
+
+def test_folder_tree_is_single_label_with_top1(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "tree", classes=("a", "b", "c"))
+    argv = ["--dataset", "folder", "--root", str(root), "--image-size", "16", "--epochs", "1", "--batch-size", "8",
+            "--probe-epochs", "2", "--workers", "0", "--test-crops", "1", "--init", "random", "--no-progress",
+            "--threads", "1", "--out", str(tmp_path / "run")]  # fmt: skip
+    metrics = image_transfer.main(_parse(*argv))
+    assert metrics["data/train_images"] == 24 and metrics["data/test_images"] == 6
+    assert 0 <= metrics["top1"] <= 1 and 0 <= metrics["probe/top1"] <= 1 and 0 < metrics["mAP"] <= 1
+    assert "| fine-tuned |" in (tmp_path / "run" / "results.md").read_text()
