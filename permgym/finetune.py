@@ -11,6 +11,10 @@ one linear layer. The trunk trains with a lower learning rate than the new layer
   the video (VCOP's protocol, ``np.linspace(span / 2, T - span / 2, test_clips)``), each window's frames at
   ``eval_stride`` and centre-cropped; the softmax is averaged over the windows, giving the video-level prediction.
 
+The same trainer fine-tunes still images (``experiments/image_transfer.py``): one "frame" per sample, inputs augmented
+by the caller (``augment=prepared``), and with ``FinetuneConfig.multilabel`` a per-class binary cross-entropy that
+leaves VOC's difficult (0) targets out.
+
 :class:`FinetuneTrainer` holds model, optimiser, cosine learning-rate schedule, optional AMP scaler and one
 ``torch.Generator`` (data order, augmentation, dropout), so a run is reproducible on the CPU and resumes exactly from
 :meth:`FinetuneTrainer.state_dict`. Under torchrun every rank draws the same global batch and trains on its share

@@ -1,7 +1,7 @@
 """Image-classification transfer of a trunk: views of non-square images, fine-tuning batches, scores, probe features.
 
-**Views** (the crop protocol of ImageNet-style fine-tuning, which transfer work on VOC 2007 follows; images keep
-their aspect ratio until the crop):
+**Views** (the crops of ImageNet-style fine-tuning, as commonly used for transfer to VOC 2007; images keep their
+aspect ratio until the crop, never warped to a square):
 
 * training (:func:`train_view`): a random crop covering ``min_scale`` to all of the image's area with aspect ratio
   in ``[3/4, 4/3]`` (``RandomResizedCrop``; the centre square if no draw fits), resized to ``size x size``, then a
