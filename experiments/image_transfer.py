@@ -103,7 +103,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         add_help=add_help,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="On voc2007 / folder the defaults are our choice in the style of ImageNet fine-tuning (not the "
-        "paper's schedule, which this project does not have): 224 px random-resized crops (area >= 35 %) and flips, SGD lr 0.01 (trunk x0.1), batch 64, 30 epochs, dropout 0.5, ten-crop testing at shorter side 256.",
+        "paper's schedule, which this project does not have): 224 px random-resized crops (area >= 35 %) and flips, "
+        "SGD lr 0.01 (trunk x0.1), batch 64, 30 epochs, dropout 0.5, ten-crop testing at shorter side 256.",
     )
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="synthetic", choices=DATASETS, help="dataset (default: synthetic)")
