@@ -62,9 +62,8 @@ def test_quick_run_end_to_end_with_an_ssl_trunk(tmp_path: Path) -> None:
     for name in ("curves.png", "ap_per_class.png"):
         assert (out / name).stat().st_size > 1000
     assert any((out / "tb").glob("events.out.tfevents.*")) and (out / "finetuned.pth").is_file()
-    again = subprocess.run([sys.executable, str(SCRIPT), *TINY, "--out", str(out)], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert again.returncode != 0 and "holds another run's results; use --resume" in again.stderr
+    with pytest.raises(SystemExit, match="holds another run's results; use --resume"):
+        image_transfer.main(_parse(*TINY, "--out", str(out)))
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path: Path, monkeypatch) -> None:
