@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from reporting import write_image_results
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
@@ -51,16 +52,7 @@ from permgym.average_precision import average_precisions
 from permgym.data.images import ImageFolderClassification, ImageSet
 from permgym.data.synthetic_images import SyntheticObjects
 from permgym.data.voc import VOC2007
-from permgym.distributed import (
-    MetricLogger,
-    World,
-    cleanup_distributed,
-    gather_per_rank,
-    init_distributed,
-    rng_states,
-    save_on_main,
-    set_rng_states,
-)
+from permgym.distributed import MetricLogger, World, cleanup_distributed, gather_per_rank, rng_states, set_rng_states
 from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer, prepared
 from permgym.image_transfer import (
     TrainViews,
@@ -72,6 +64,16 @@ from permgym.image_transfer import (
     trunk_features,
 )
 from permgym.probe import linear_probe_scores
+from permgym.run import (
+    RunFolder,
+    add_run_folder_arguments,
+    fill_defaults,
+    init_distributed,
+    load_checkpoint,
+    require_at_least,
+    run_cli,
+    save_checkpoint,
+)
 
 DATASETS = ("synthetic", "voc2007", "folder")
 # Settings that depend on the data; --quick then shortens the run. Every other default is in the parser.
@@ -82,8 +84,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                "eval_every": 5, "workers": 4, "synthetic_images": None, "probe_epochs": 100},
     "quick": {"epochs": 4, "eval_every": 2, "synthetic_images": 450, "probe_epochs": 30},
 }  # fmt: skip
-#: Options that may differ on --resume (they do not change results).
-RESUMABLE = ("resume", "no_progress", "print_freq", "workers")
+#: Options that may differ on --resume (they do not change results; --quick acts through the values it fills in).
+RESUME_IGNORES = ("out", "resume", "overwrite", "quick", "no_progress", "print_freq", "workers", "threads")
 
 
 def _preset_help(name: str, text: str) -> str:
@@ -138,8 +140,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     ft.add_argument("--probe-epochs", type=int, help=_preset_help("probe_epochs", "linear-probe epochs"))
     run = parser.add_argument_group("run")
     run.add_argument("--quick", action="store_true", help="a short run (< 1 min on a CPU); explicit flags win")
-    run.add_argument("--out", default="runs/image_transfer", help="output folder (default: runs/image_transfer)")
-    run.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pth (same options)")
+    add_run_folder_arguments(run, "runs/image_transfer")
     run.add_argument("--seed", type=int, default=0, help="seed of weights, data order and views (default: 0)")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default: auto)")
     run.add_argument("--amp", action="store_true", help="mixed precision, CUDA only (default: off)")
@@ -153,41 +154,38 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill unset settings from the data's preset (then ``--quick``) and check what argparse cannot."""
+    """Fill unset settings from ``--quick`` and the data's preset (explicit flags win); check what argparse cannot.
+
+    Raises:
+        ValueError: an option out of range or not for this dataset.
+    """
     embedded = args.dataset == "synthetic"
-    defaults = {**PRESETS["synthetic" if embedded else "images"], **(PRESETS["quick"] if args.quick else {})}
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    fill_defaults(args, PRESETS["quick"] if args.quick else {}, PRESETS["synthetic" if embedded else "images"])
     args.resize = args.resize or args.image_size * 8 // 7
     args.threads = args.threads if args.threads is not None else (1 if embedded else None)
     if embedded and args.root is not None:
-        raise SystemExit("error: --root is for --dataset voc2007/folder; the embedded data needs none")
+        raise ValueError("--root is for --dataset voc2007/folder; the embedded data needs none")
     if not embedded and args.root is None:
-        raise SystemExit(f"error: --dataset {args.dataset} needs --root")
+        raise ValueError(f"--dataset {args.dataset} needs --root")
     if args.amp and args.device == "cpu":
-        raise SystemExit("error: --amp needs CUDA; drop it or use --device cuda")
+        raise ValueError("--amp needs CUDA; drop it or use --device cuda")
+    require_at_least(args, 1, "batch_size", "image_size", "eval_every", "probe_epochs", "print_freq")
+    require_at_least(args, 0, "epochs", "workers")
     if args.resize < args.image_size:
-        raise SystemExit(f"error: --resize {args.resize} is smaller than --image-size {args.image_size}")
-    for name in ("batch_size", "image_size", "eval_every", "probe_epochs", "print_freq"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.epochs < 0 or args.workers < 0 or not 0 < args.min_crop_scale <= 1:
-        raise SystemExit("error: need --epochs >= 0, --workers >= 0 and --min-crop-scale in (0, 1]")
+        raise ValueError(f"--resize {args.resize} is smaller than --image-size {args.image_size}")
+    if not 0 < args.min_crop_scale <= 1:
+        raise ValueError(f"--min-crop-scale must be in (0, 1], got {args.min_crop_scale}")
     return args
 
 
 def load_data(args: argparse.Namespace) -> tuple[ImageSet, ImageSet]:
-    """The training and test images of ``--dataset`` (missing files end the run with a one-line error)."""
-    try:
-        if args.dataset == "synthetic":
-            common = {"num_images": args.synthetic_images, "seed": 3, "size": max(48, args.resize)}
-            return SyntheticObjects("trainval", **common), SyntheticObjects("test", **common)
-        if args.dataset == "voc2007":
-            return VOC2007(args.root, "trainval", args.labels), VOC2007(args.root, "test", args.labels)
-        return ImageFolderClassification(args.root, "train"), ImageFolderClassification(args.root, "test")
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+    """The training and test images of ``--dataset`` (missing files raise errors naming the expected layout)."""
+    if args.dataset == "synthetic":
+        common = {"num_images": args.synthetic_images, "seed": 3, "size": max(48, args.resize)}
+        return SyntheticObjects("trainval", **common), SyntheticObjects("test", **common)
+    if args.dataset == "voc2007":
+        return VOC2007(args.root, "trainval", args.labels), VOC2007(args.root, "test", args.labels)
+    return ImageFolderClassification(args.root, "train"), ImageFolderClassification(args.root, "test")
 
 
 def scores_metrics(scores: torch.Tensor, test: ImageSet, prefix: str = "") -> dict[str, float]:
@@ -260,103 +258,30 @@ def finetune(trunk: torch.nn.Module, train: ImageSet, test: ImageSet, args: argp
             tested = f"  test mAP {100 * record['test_mAP']:.2f}" if "test_mAP" in record else ""
             print(f"finetune epoch {epoch}: loss {record['loss']:.4f}  accuracy {record['accuracy']:.4f}{tested}")
         state["trainer"] = trainer.state_dict()
-        save_checkpoint(state, args, world, out)
+        checkpoint(state, args, world, out)
     if writer is not None:
         writer.close()
     return model
 
 
-def save_checkpoint(state: dict[str, Any], args: argparse.Namespace, world: World, out: Path) -> None:
-    """Everything ``--resume`` needs, with every rank's RNG states (call on every rank: it gathers)."""
-    save_on_main(world, {**state, "args": vars(args), "rng": gather_per_rank(rng_states())}, out / "checkpoint.pth")
+def checkpoint(state: dict[str, Any], args: argparse.Namespace, world: World, out: Path) -> None:
+    """Everything ``--resume`` needs, with the run's config and every rank's RNG states (call on every rank)."""
+    save_checkpoint(world, out / "checkpoint.pth", vars(args), {**state, "rng": gather_per_rank(rng_states())})
 
 
 def restore(args: argparse.Namespace, out: Path) -> dict[str, Any] | None:
-    """The checkpoint to continue from (``--resume``), after checking that it is this run's; None for a new run.
+    """With ``--resume``, the checkpoint to continue from (refused if an option that changes results differs);
+    None for a new run.
 
     Raises:
-        SystemExit: ``--resume`` without a checkpoint or with changed options; a new run in a folder holding
-            another run's results.
+        RunError: no checkpoint, or one of another config.
+        ValueError: the checkpoint was written by another number of processes.
     """
-    path = out / "checkpoint.pth"
     if not args.resume:
-        if path.exists() or (out / "metrics.json").exists():
-            raise SystemExit(f"error: {out} holds another run's results; use --resume to continue it or another --out")
         return None
-    if not path.is_file():
-        raise SystemExit(f"error: --resume: no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    changed = [f"--{k.replace('_', '-')} {v!r} -> {vars(args).get(k)!r}" for k, v in state["args"].items()
-               if k not in RESUMABLE and vars(args).get(k) != v]  # fmt: skip
-    if changed:
-        raise SystemExit(f"error: --resume with other options than the checkpoint's: {', '.join(changed)}")
-    try:
-        set_rng_states(state["rng"])
-    except ValueError as err:
-        raise SystemExit(f"error: --resume: {err}") from None
+    state = load_checkpoint(out / "checkpoint.pth", vars(args), RESUME_IGNORES)
+    set_rng_states(state["rng"])
     return state
-
-
-def write_results(state: dict[str, Any], args: argparse.Namespace, train: ImageSet, test: ImageSet,
-                  out: Path) -> dict[str, float]:  # fmt: skip
-    """metrics.json, results.md, curves.png and ap_per_class.png; returns the metrics."""
-    times = {f"time/{k}": v for k, v in state["times"].items()}
-    metrics = {**state["metrics"], **state["probe"], **times, "data/train_images": len(train),
-               "data/test_images": len(test), "data/skipped_train": len(train.skipped),
-               "data/skipped_test": len(test.skipped)}  # fmt: skip
-    if state["history"]:
-        metrics["finetune/train_loss"] = state["history"][-1]["loss"]
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    tuned = bool(state["metrics"])
-    top1 = "" if test.multilabel else " top-1 |"
-    lines = [f"# Image-classification transfer on {args.dataset}", "",
-             f"Trunk {args.backbone}, init `{args.init_resolved}`; {len(train)} training / {len(test)} test images, "
-             f"{len(test.classes)} classes; views {args.image_size} px (test: shorter side {args.resize}, "
-             f"{args.test_crops} crop(s)). Fine-tuning {args.epochs} epochs, batch {args.batch_size}, {args.optimizer} "
-             f"lr {args.lr} (trunk x{args.trunk_lr_scale}); probe {args.probe_epochs} epochs on frozen features. "
-             f"mAP = VOC 2007 11-point interpolated AP averaged over classes; AUC = area under the PR curve.", "",
-             f"| evaluation | mAP | mAP (AUC) |{top1}", "|---|---:|---:|" + ("" if test.multilabel else "---:|")]  # fmt: skip
-    for name, prefix in ((("fine-tuned", ""),) if tuned else ()) + (("linear probe", "probe/"),):
-        extra = "" if test.multilabel else f" {100 * metrics[prefix + 'top1']:.1f} |"
-        lines.append(
-            f"| {name} | {100 * metrics[prefix + 'mAP']:.2f} | {100 * metrics[prefix + 'mAP_auc']:.2f} |{extra}"
-        )
-    lines += ["", "| class | AP fine-tuned | AP probe |", "|---|---:|---:|"]
-    lines += [f"| {c} | {100 * metrics.get(f'AP/{c}', float('nan')):.1f} | {100 * metrics[f'probe/AP/{c}']:.1f} |"
-              for c in test.classes]  # fmt: skip
-    lines += ["", "AP in %. Plots: curves.png, ap_per_class.png; TensorBoard: tb/."]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    plot_results(state, metrics, test.classes, out)
-    return metrics
-
-
-def plot_results(state: dict[str, Any], metrics: dict[str, float], classes: list[str], out: Path) -> None:
-    """curves.png (fine-tuning loss, test mAP) and ap_per_class.png (11-point AP, fine-tuned vs probe)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    history = state["history"]
-    fig, (loss_ax, map_ax) = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
-    loss_ax.plot([r["epoch"] for r in history], [r["loss"] for r in history], marker=".")
-    tested = [r for r in history if "test_mAP" in r]
-    map_ax.plot([r["epoch"] for r in tested], [100 * r["test_mAP"] for r in tested], marker="o", label="fine-tuned")
-    map_ax.axhline(100 * metrics["probe/mAP"], color="C1", linestyle="--", label="linear probe")
-    loss_ax.set(xlabel="epoch", ylabel="training loss", title="fine-tuning loss")
-    map_ax.set(xlabel="epoch", ylabel="test mAP (%)", title="test mAP (11-point)")
-    map_ax.legend()
-    fig.savefig(out / "curves.png", dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classes)), 3.5), layout="constrained")
-    x = torch.arange(len(classes)).float()
-    for shift, (name, prefix) in zip((-0.2, 0.2), (("fine-tuned", "AP/"), ("linear probe", "probe/AP/")), strict=True):
-        ax.bar(x + shift, [100 * metrics.get(prefix + c, float("nan")) for c in classes], width=0.4, label=name)
-    ax.set_xticks(x.tolist(), classes, rotation=90, fontsize=7)
-    ax.set(ylabel="AP (%)", title="test AP per class (11-point)")
-    ax.legend()
-    fig.savefig(out / "ap_per_class.png", dpi=100)
-    plt.close(fig)
 
 
 def main(args: argparse.Namespace) -> dict[str, float] | None:
@@ -369,18 +294,21 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     world = init_distributed(args.device)
+    with RunFolder(args.out, world, resume=args.resume, overwrite=args.overwrite):
+        return run(args, world)
+
+
+def run(args: argparse.Namespace, world: World) -> dict[str, float] | None:
+    """:func:`main` once the output folder is this run's."""
     out = Path(args.out)
-    try:  # resolved first, so that --resume refuses an --init auto that now finds another trunk
-        args.init_resolved, args.backbone, message = resolve_init(args.init, args.backbone)
-        with torch.random.fork_rng(devices=[]):  # a random trunk is seeded without touching the global RNG
-            torch.manual_seed(args.seed)
-            trunk = build_backbone(args.backbone, args.init_resolved).to(world.device)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+    # resolved before the checkpoint is read, so that --resume refuses an --init auto that now finds another trunk
+    args.init_resolved, args.backbone, message = resolve_init(args.init, args.backbone)
+    with torch.random.fork_rng(devices=[]):  # a random trunk is seeded without touching the global RNG
+        torch.manual_seed(args.seed)
+        trunk = build_backbone(args.backbone, args.init_resolved).to(world.device)
     state = restore(args, out) or {"probe": None, "trainer": None, "history": [], "metrics": {}, "times": {}}
     train, test = load_data(args)
     if world.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         print(f"{message}\ndata: train {train!r}, test {test!r}")
         config = {"args": vars(args), "world_size": world.world_size, "command": sys.argv}
         (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
@@ -390,7 +318,7 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
         state["times"]["probe_s"] = time.perf_counter() - start
         if world.is_main:
             print(f"linear probe: mAP {100 * state['probe']['probe/mAP']:.2f}")
-        save_checkpoint(state, args, world, out)
+        checkpoint(state, args, world, out)
     model = finetune(trunk, train, test, args, world, state, out) if args.epochs > 0 else None
     metrics = None
     if world.is_main:
@@ -398,7 +326,7 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
         if model is not None:
             torch.save({"model": model.state_dict(), "classes": test.classes, "trunk_name": args.backbone},
                        out / "finetuned.pth")  # fmt: skip
-        metrics = write_results(state, args, train, test, out)
+        metrics = write_image_results(state, args, train, test, out)
         print((out / "results.md").read_text())
         print(f"results in {out}/ (results.md, metrics.json, curves.png, ap_per_class.png, tb/)")
     cleanup_distributed()
@@ -406,4 +334,4 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -1,7 +1,8 @@
 """Report writers of the experiments: metrics.json, results.md, plots and TensorBoard scalars.
 
-Shared by ``ssl_ucf101.py`` (:func:`write_ssl_results`) and ``dc_transfer.py`` (:func:`write_dc_results`,
-:func:`log_dc_epoch`), so each script reads as parse, build, train, evaluate, report. Only rank 0 calls them.
+Shared by ``ssl_ucf101.py`` (:func:`write_ssl_results`), ``dc_transfer.py`` (:func:`write_dc_results`,
+:func:`log_dc_epoch`) and ``image_transfer.py`` (:func:`write_image_results`), so each script reads as parse, build,
+train, evaluate, report. Only rank 0 calls them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 from permgym.config import PermSamplingConfig
+from permgym.data.images import ImageSet
 from permgym.distributed import World
 from permgym.finetune import FinetuneConfig
 from permgym.probe import RETRIEVAL_KS, ProbeData
@@ -284,4 +286,67 @@ def plot_dc_results(runs: list[dict[str, Any]], data_ks: list[int], out: Path, p
     r1_ax.set(xlabel="epoch", ylabel="test R@1 (%)")
     loss_ax.legend()
     fig.savefig(out / "curves.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------- image_transfer
+def write_image_results(state: dict[str, Any], args: argparse.Namespace, train: ImageSet, test: ImageSet,
+                  out: Path) -> dict[str, float]:  # fmt: skip
+    """metrics.json, results.md, curves.png and ap_per_class.png; returns the metrics."""
+    times = {f"time/{k}": v for k, v in state["times"].items()}
+    metrics = {**state["metrics"], **state["probe"], **times, "data/train_images": len(train),
+               "data/test_images": len(test), "data/skipped_train": len(train.skipped),
+               "data/skipped_test": len(test.skipped)}  # fmt: skip
+    if state["history"]:
+        metrics["finetune/train_loss"] = state["history"][-1]["loss"]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    tuned = bool(state["metrics"])
+    top1 = "" if test.multilabel else " top-1 |"
+    lines = [f"# Image-classification transfer on {args.dataset}", "",
+             f"Trunk {args.backbone}, init `{args.init_resolved}`; {len(train)} training / {len(test)} test images, "
+             f"{len(test.classes)} classes; views {args.image_size} px (test: shorter side {args.resize}, "
+             f"{args.test_crops} crop(s)). Fine-tuning {args.epochs} epochs, batch {args.batch_size}, {args.optimizer} "
+             f"lr {args.lr} (trunk x{args.trunk_lr_scale}); probe {args.probe_epochs} epochs on frozen features. "
+             f"mAP = VOC 2007 11-point interpolated AP averaged over classes; AUC = area under the PR curve.", "",
+             f"| evaluation | mAP | mAP (AUC) |{top1}", "|---|---:|---:|" + ("" if test.multilabel else "---:|")]  # fmt: skip
+    for name, prefix in ((("fine-tuned", ""),) if tuned else ()) + (("linear probe", "probe/"),):
+        extra = "" if test.multilabel else f" {100 * metrics[prefix + 'top1']:.1f} |"
+        lines.append(
+            f"| {name} | {100 * metrics[prefix + 'mAP']:.2f} | {100 * metrics[prefix + 'mAP_auc']:.2f} |{extra}"
+        )
+    lines += ["", "| class | AP fine-tuned | AP probe |", "|---|---:|---:|"]
+    lines += [f"| {c} | {100 * metrics.get(f'AP/{c}', float('nan')):.1f} | {100 * metrics[f'probe/AP/{c}']:.1f} |"
+              for c in test.classes]  # fmt: skip
+    lines += ["", "AP in %. Plots: curves.png, ap_per_class.png; TensorBoard: tb/."]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    plot_image_results(state, metrics, test.classes, out)
+    return metrics
+
+
+def plot_image_results(state: dict[str, Any], metrics: dict[str, float], classes: list[str], out: Path) -> None:
+    """curves.png (fine-tuning loss, test mAP) and ap_per_class.png (11-point AP, fine-tuned vs probe)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = state["history"]
+    fig, (loss_ax, map_ax) = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
+    loss_ax.plot([r["epoch"] for r in history], [r["loss"] for r in history], marker=".")
+    tested = [r for r in history if "test_mAP" in r]
+    map_ax.plot([r["epoch"] for r in tested], [100 * r["test_mAP"] for r in tested], marker="o", label="fine-tuned")
+    map_ax.axhline(100 * metrics["probe/mAP"], color="C1", linestyle="--", label="linear probe")
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="fine-tuning loss")
+    map_ax.set(xlabel="epoch", ylabel="test mAP (%)", title="test mAP (11-point)")
+    map_ax.legend()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classes)), 3.5), layout="constrained")
+    x = np.arange(len(classes))
+    for shift, (name, prefix) in zip((-0.2, 0.2), (("fine-tuned", "AP/"), ("linear probe", "probe/AP/")), strict=True):
+        ax.bar(x + shift, [100 * metrics.get(prefix + c, float("nan")) for c in classes], width=0.4, label=name)
+    ax.set_xticks(x, classes, rotation=90, fontsize=7)
+    ax.set(ylabel="AP (%)", title="test AP per class (11-point)")
+    ax.legend()
+    fig.savefig(out / "ap_per_class.png", dpi=100)
     plt.close(fig)

@@ -15,10 +15,12 @@ from permgym.data.voc import VOC_CLASSES
 from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer, prepared
 from permgym.models import build_trunk, save_trunk
 from permgym.probe import linear_probe_scores
+from permgym.run import RunError
 from tests.image_fixtures import make_folder, make_voc
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "image_transfer.py"
+sys.path.insert(0, str(SCRIPT.parent))  # the script imports its sibling experiments/reporting.py
 TINY = ["--quick", "--synthetic-images", "60", "--epochs", "2", "--eval-every", "1", "--probe-epochs", "5",
         "--batch-size", "16", "--no-progress"]  # fmt: skip
 
@@ -62,7 +64,7 @@ def test_quick_run_end_to_end_with_an_ssl_trunk(tmp_path: Path) -> None:
     for name in ("curves.png", "ap_per_class.png"):
         assert (out / name).stat().st_size > 1000
     assert any((out / "tb").glob("events.out.tfevents.*")) and (out / "finetuned.pth").is_file()
-    with pytest.raises(SystemExit, match="holds another run's results; use --resume"):
+    with pytest.raises(RunError, match=r"already holds a run .*: continue it with --resume"):
         image_transfer.main(_parse(*TINY, "--out", str(out)))
 
 
@@ -80,7 +82,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path: Path, monk
     with pytest.raises(KeyboardInterrupt):
         image_transfer.main(_parse(*argv, "--out", str(tmp_path / "b")))
     monkeypatch.setattr(image_transfer, "train_one_epoch", real)
-    with pytest.raises(SystemExit, match=r"other options than the checkpoint's: --seed 0 -> 1"):
+    with pytest.raises(RunError, match=r"options that change results \(seed: checkpoint 0, now 1\)"):
         image_transfer.main(_parse(*argv, "--out", str(tmp_path / "b"), "--resume", "--seed", "1"))
     resumed = image_transfer.main(_parse(*argv, "--out", str(tmp_path / "b"), "--resume"))
     a = torch.load(tmp_path / "a" / "finetuned.pth", weights_only=True)["model"]
@@ -89,7 +91,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path: Path, monk
         assert torch.equal(x, b[name]), name
     keys = [k for k in straight if not k.startswith("time/")]
     assert {k: straight[k] for k in keys} == {k: resumed[k] for k in keys}
-    with pytest.raises(SystemExit, match="no checkpoint at"):
+    with pytest.raises(RunError, match="no checkpoint at"):
         image_transfer.main(_parse(*argv, "--out", str(tmp_path / "c"), "--resume"))
 
 
@@ -102,7 +104,7 @@ def test_voc_layout_end_to_end(tmp_path: Path) -> None:
     assert metrics["data/train_images"] == 6 and metrics["data/test_images"] == 6
     assert {k for k in metrics if k.startswith("AP/")} == {f"AP/{c}" for c in VOC_CLASSES}
     argv[3], argv[-1] = str(tmp_path / "none"), str(tmp_path / "other")
-    with pytest.raises(SystemExit, match="expected VOCdevkit/VOC2007/"):
+    with pytest.raises(FileNotFoundError, match="expected VOCdevkit/VOC2007/"):
         image_transfer.main(_parse(*argv))
 
 

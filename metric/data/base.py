@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from metric.data.transforms import default_transform
+from permgym.data.images import check_image
 
 Transform = Callable[[Any], Any]
 
@@ -63,27 +64,6 @@ def relabel(
     index = {c: i for i, c in enumerate(ids)}
     labels = np.fromiter((index[c] for c in raw), dtype=np.int64, count=len(raw))
     return labels, [names[c] if names else str(c) for c in ids]
-
-
-def check_image(path: Path) -> str | None:
-    """Why ``path`` cannot be used as an image, or None if it decodes.
-
-    The whole file is decoded (JPEGs at 1/8 scale, which still reads every coded byte), so a truncated JPEG, a
-    zero-byte file or a text file named ``.png`` are all caught; the pixels are not kept.
-    """
-    if not path.is_file():
-        return "missing"
-    if path.stat().st_size == 0:
-        return "empty file"
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (1, 1))  # JPEG: decode at the smallest DCT scale; other formats ignore it
-            image.load()
-    except UnidentifiedImageError:
-        return "not an image PIL can read"
-    except (OSError, SyntaxError, ValueError) as err:  # truncated or damaged data
-        return f"does not decode: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-    return None
 
 
 class RetrievalImageDataset(Dataset):
