@@ -39,10 +39,12 @@ def pretrain(trunk: str, out: Path, updates: int) -> Path:
     """The ssl_ucf101 trunk of ``trunk`` ("task/sampler"), pretrained into ``out`` unless it is there."""
     task, sampler = trunk.split("/")
     folder = out / f"ssl_{task}_{sampler}"
+    sampler = sampler.replace("-", "_")  # the registry's name of the learned sampler is policy_gradient
     if not (folder / "trunk.pth").is_file():
         command = [sys.executable, str(ROOT / "experiments/ssl_ucf101.py"), "--quick", "--task", task, "--sampler",
                    sampler, "--ssl-updates", str(updates), "--ft-epochs", "1", "--test-clips", "1",
-                   "--retrieval-clips", "1", "--threads", "1", "--no-progress", "--seed", "0", "--out", str(folder)]  # fmt: skip
+                   "--retrieval-clips", "1", "--threads", "1", "--no-progress", "--seed", "0", "--overwrite", "--out",
+                   str(folder)]  # fmt: skip
         subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return folder / "trunk.pth"
 
@@ -52,7 +54,7 @@ def transfer(trunk: str, seed: int, out: Path, epochs: int, updates: int) -> dic
     if not (folder / "metrics.json").is_file():
         init = "random" if trunk == "random" else f"ssl:{pretrain(trunk, out, updates)}"
         command = [sys.executable, str(ROOT / "experiments/image_transfer.py"), "--init", init, "--seed", str(seed),
-                   "--epochs", str(epochs), "--threads", "1", "--no-progress", "--out", str(folder)]  # fmt: skip
+                   "--epochs", str(epochs), "--threads", "1", "--no-progress", "--overwrite", "--out", str(folder)]  # fmt: skip
         start = time.perf_counter()
         subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         (folder / "wall.json").write_text(json.dumps({"wall_s": time.perf_counter() - start}))
