@@ -78,7 +78,7 @@ DATASETS = ("synthetic", "cub200", "cars196", "sop", "inshop", "vehicleid", "fol
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
         "epochs": 20,
-        "iters_per_epoch": 20,
+        "iters_per_epoch": None,
         "full_embedding_epoch": 8,
         "finetune_epoch": 17,
         "projection": "tsne",
@@ -193,8 +193,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     sched = parser.add_argument_group("schedule (epochs are 0-based)")
     sched.add_argument("--epochs", type=int, help=_preset_help("epochs", "training epochs"))
-    sched.add_argument("--iters-per-epoch", type=int, help=_preset_help("iters_per_epoch", "batches per epoch"))
+    sched.add_argument(
+        "--iters-per-epoch",
+        type=int,
+        help=_preset_help("iters_per_epoch", "batches per epoch; None = one pass over the training set"),
+    )
     sched.add_argument("--recluster-every", default=2, type=int, help="re-cluster every T epochs (default: 2)")
+    sched.add_argument(
+        "--warmup-epochs",
+        default=0,
+        type=int,
+        help="train as K = 1 (all data, full embedding) for this many epochs before the first clustering, so that "
+        "the clusters start from features that separate classes (default: 0)",
+    )
     sched.add_argument(
         "--full-embedding-epoch",
         type=int,
@@ -326,6 +337,7 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--dataset {args.dataset} needs --root (the dataset folder)")
     if args.amp and args.device == "cpu":
         raise ValueError("--amp needs CUDA; drop it or use --device cuda")
+    make_schedule(args, args.num_learners)  # the warm-up and the phases against --epochs (errors name the flags)
     return args
 
 
@@ -416,6 +428,7 @@ def make_schedule(args: argparse.Namespace, num_learners: int) -> Schedule:
         epochs=args.epochs,
         num_learners=num_learners,
         recluster_every=args.recluster_every,
+        warmup_epochs=args.warmup_epochs,
         full_embedding_epoch=args.full_embedding_epoch,
         finetune_epoch=args.finetune_epoch,
         cluster_on=args.cluster_on,

@@ -170,6 +170,7 @@ def log_dc_epoch(writer: SummaryWriter | None, record: dict[str, Any], clusterin
     if clustering is not None:
         writer.add_scalars("clusters/sizes", {str(k): s for k, s in enumerate(clustering["sizes"])}, epoch)
         writer.add_scalar("clusters/unassigned", clustering["unassigned"], epoch)
+        writer.add_scalar("clusters/class_nmi", clustering["class_nmi"], epoch)
 
 
 def write_dc_results(args: argparse.Namespace, runs: list[dict[str, Any]], init: str, out: Path) -> dict[str, Any]:
@@ -192,8 +193,9 @@ def write_dc_results(args: argparse.Namespace, runs: list[dict[str, Any]], init:
         f"# Divide and conquer on {args.dataset}",
         "",
         f"Backbone {args.backbone}, init `{init}`, d = {args.embedding_dim}, {args.epochs} epochs x "
-        f"{args.iters_per_epoch} batches of {args.batch_size} ({args.samples_per_class} per class), loss {args.loss}, "
-        f"clusters on {args.cluster_on} features, re-clustered every {args.recluster_every} epochs, full embedding "
+        f"{args.iters_per_epoch or 'one pass of'} batches of {args.batch_size} ({args.samples_per_class} per class), "
+        f"loss {args.loss}, {args.warmup_epochs} K = 1 warm-up epochs, clusters on {args.cluster_on} features, "
+        f"re-clustered every {args.recluster_every} epochs, full embedding "
         f"from epoch {args.full_embedding_epoch}, K = 1 fine-tuning from epoch {args.finetune_epoch}. Metrics of the "
         "final epoch on the test classes (no test-set model selection).",
         "",
@@ -206,7 +208,14 @@ def write_dc_results(args: argparse.Namespace, runs: list[dict[str, Any]], init:
             + " | ".join(f"{100 * row[n]:.2f}" for n in names)
             + f" | {row['train_seconds']:.0f} | {100 * row['recluster_share']:.1f} % |"
         )
-    lines += ["", "Metrics in %. Plots: recall.png, embedding.png, clusters.png, curves.png; TensorBoard: tb/."]
+    lines += ["", "Metrics in %. Plots: recall.png, embedding.png, clusters.png, curves.png; TensorBoard: tb/.", ""]
+    lines += ["Cluster-class NMI at each re-clustering (epoch: NMI %, mean classes per cluster):", ""]
+    for run in runs:
+        entries = [h for h in run["history"] if h["num_clusters"] > 1]
+        cells = ", ".join(
+            f"{h['epoch']}: {100 * h['class_nmi']:.1f} ({np.mean(h['classes_per_cluster']):.0f})" for h in entries
+        )
+        lines.append(f"- K={run['num_learners']}: {cells or 'no clustering (K = 1)'}")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     plot_dc_results(
         runs, data_ks=[int(n[2:]) for n in names if n.startswith("R@")], out=out, projection=args.projection

@@ -1,4 +1,5 @@
-"""Clustering the training set for divide and conquer: k-means, Hungarian matching, singleton-class removal.
+"""Clustering the training set for divide and conquer: k-means, Hungarian matching, singleton-class removal, and how
+much the clusters say about the classes (:func:`cluster_class_nmi`).
 
 A re-clustering (:func:`assign_clusters`) runs k-means (faiss) on L2-normalised features of the whole training set,
 relabels the new clusters so that each learner keeps the cluster closest to its previous one (:func:`match_clusters`,
@@ -11,6 +12,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import normalized_mutual_info_score
 
 UNASSIGNED = -1
 """Cluster id of a sample that no learner trains on (its class has a single image in its cluster)."""
@@ -113,3 +115,28 @@ def assign_clusters(
     if previous is not None:
         clusters = match_clusters(previous, clusters, k)
     return drop_singleton_classes(clusters, labels)
+
+
+def cluster_class_nmi(clusters: np.ndarray, labels: np.ndarray) -> float:
+    """Normalised mutual information between cluster ids and class labels over the assigned samples.
+
+    ``1`` when the clusters are unions of whole classes (then a cluster's batches hold only classes that look
+    alike), ``0`` when every cluster holds the classes in the same proportions as the whole set (batches of one
+    cluster are no harder than random ones). sklearn's ``normalized_mutual_info_score`` (arithmetic mean); samples
+    with a negative cluster id are ignored.
+
+    Args:
+        clusters: ``[N]`` int64 cluster ids.
+        labels: ``[N]`` int64 class labels.
+    """
+    keep = clusters >= 0
+    if not keep.any():
+        return 0.0
+    return float(normalized_mutual_info_score(labels[keep], clusters[keep]))
+
+
+def classes_per_cluster(clusters: np.ndarray, labels: np.ndarray, k: int) -> list[int]:
+    """``[k]`` number of distinct classes among the assigned samples of each cluster."""
+    keep = clusters >= 0
+    pairs = np.unique(np.stack([clusters[keep], labels[keep]], axis=1), axis=0)
+    return np.bincount(pairs[:, 0], minlength=k).tolist()

@@ -7,6 +7,22 @@ proportional to its size, and holds ``batch_size / samples_per_class`` classes o
 ``samples_per_class`` images each. :class:`ClassBalancedBatchSampler` is the same without clusters; for one cluster
 the two draw identical batches.
 
+**No image is ever twice in a batch** (nor in two replicas' slices of one global batch). Where a cluster cannot give
+``batch_size / samples_per_class`` classes of ``samples_per_class`` images, the batch is still filled with distinct
+images of that cluster:
+
+- a class with fewer than ``samples_per_class`` images gives all of them, and more classes fill the batch;
+- a *small cluster*, whose classes at ``samples_per_class`` images each do not fill a batch, gets **fewer classes
+  with more images each**: every class of the cluster is taken and the batch is filled with further images of its
+  classes, one more per class in turn (e.g. 10 classes of 12 images give batches of 10 classes x 8 images);
+- a cluster with fewer usable images than one (global) batch is **skipped**: it is never drawn, and its images wait
+  for the next re-clustering (:attr:`ClusterBatchSampler.probabilities` is 0 there);
+- a class would give a lone image only when the batch ends inside it; that image's place then goes to a class of
+  the batch with images to spare, if there is one.
+
+An epoch is one pass over the training set, ``ceil(N / (batch_size * num_replicas))`` batches, unless
+``iterations_per_epoch`` says otherwise.
+
 Every epoch's batches are a function of ``(seed, epoch)`` only (call ``set_epoch`` as with ``DistributedSampler``),
 so training resumes exactly. With ``num_replicas > 1`` all replicas draw the same global batch of
 ``batch_size * num_replicas`` indices (same cluster) and each keeps its own ``batch_size`` slice of whole classes.
@@ -42,14 +58,34 @@ class _ClassPool:
     def num_samples(self) -> int:
         return int(self.counts.sum())
 
-    def draw(self, rng: np.random.Generator, num_classes: int, per_class: int) -> np.ndarray:
-        """``[num_classes * per_class]`` indices, grouped by class; without replacement wherever possible."""
-        classes = rng.choice(self.num_classes, size=num_classes, replace=self.num_classes < num_classes)
+    def quotas(self, rng: np.random.Generator, size: int, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        """Which classes a batch of ``size`` takes and how many images of each (see the module docstring).
+
+        Returns:
+            ``(classes, quotas)``: class positions in the pool in batch order, and the images of each (sum ``size``).
+        """
+        assert 2 <= size <= self.num_samples, (size, self.num_samples)
+        order = rng.permutation(self.num_classes)
+        quota = np.minimum(self.counts[order], per_class)
+        while quota.sum() < size:  # all classes taken and still short: more images per class, in class order
+            room = np.flatnonzero(quota < self.counts[order])
+            quota[room[: size - quota.sum()]] += 1
+        used = int(np.searchsorted(np.cumsum(quota), size)) + 1  # the first classes whose images fill the batch
+        order, quota = order[:used], quota[:used].copy()
+        quota[-1] -= quota.sum() - size
+        if quota[-1] == 1 and used > 1:  # a lone image has no positive: give its place to a class with room
+            room = np.flatnonzero(quota[:-1] < self.counts[order[:-1]])
+            if len(room):
+                quota[room[0]] += 1
+                order, quota = order[:-1], quota[:-1]
+        return order, quota
+
+    def draw(self, rng: np.random.Generator, size: int, per_class: int) -> np.ndarray:
+        """``[size]`` distinct indices, grouped by class (see :meth:`quotas`)."""
+        classes, quota = self.quotas(rng, size, per_class)
         picks = [
-            self.members[
-                self.starts[c] + rng.choice(self.counts[c], size=per_class, replace=self.counts[c] < per_class)
-            ]
-            for c in classes
+            self.members[self.starts[c] + rng.choice(self.counts[c], size=q, replace=False)]
+            for c, q in zip(classes, quota, strict=True)
         ]
         return np.concatenate(picks)
 
@@ -62,7 +98,7 @@ class _BalancedBatchSampler:
         labels: Sequence[int] | np.ndarray | torch.Tensor,
         batch_size: int,
         samples_per_class: int,
-        iterations_per_epoch: int,
+        iterations_per_epoch: int | None,
         seed: int,
         num_replicas: int,
         rank: int,
@@ -72,13 +108,16 @@ class _BalancedBatchSampler:
                 f"batch_size ({batch_size}) must be a multiple of samples_per_class ({samples_per_class}, >= 2) "
                 "holding at least two classes"
             )
-        if iterations_per_epoch < 1:
-            raise ValueError(f"iterations_per_epoch must be >= 1, got {iterations_per_epoch}")
+        if iterations_per_epoch is not None and iterations_per_epoch < 1:
+            raise ValueError(f"iterations_per_epoch must be >= 1 or None (one pass), got {iterations_per_epoch}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
         self.labels = np.asarray(labels, dtype=np.int64)
         self.batch_size, self.samples_per_class = batch_size, samples_per_class
-        self.iterations_per_epoch = iterations_per_epoch
+        self.global_batch = batch_size * num_replicas
+        self.iterations_per_epoch = (
+            -(-len(self.labels) // self.global_batch) if iterations_per_epoch is None else iterations_per_epoch
+        )
         self.seed, self.num_replicas, self.rank, self.epoch = seed, num_replicas, rank, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -91,10 +130,13 @@ class _BalancedBatchSampler:
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch])
 
+    def _drawable(self, pool: _ClassPool) -> bool:
+        """Whether ``pool`` can give a global batch of distinct images from two classes or more."""
+        return pool.num_classes >= 2 and pool.num_samples >= self.global_batch
+
     def _draw(self, rng: np.random.Generator, pool: _ClassPool) -> list[int]:
         """Draw the global batch from ``pool`` and return this replica's slice."""
-        classes = self.batch_size * self.num_replicas // self.samples_per_class
-        batch = pool.draw(rng, classes, self.samples_per_class)
+        batch = pool.draw(rng, self.global_batch, self.samples_per_class)
         return batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].tolist()
 
 
@@ -105,14 +147,15 @@ class ClassBalancedBatchSampler(_BalancedBatchSampler, Sampler[list[int]]):
         labels: ``[N]`` class labels of the dataset.
         batch_size: samples per batch (per replica); a multiple of ``samples_per_class``.
         samples_per_class: images per class in a batch (``m``).
-        iterations_per_epoch: batches per epoch.
+        iterations_per_epoch: batches per epoch; ``None``: one pass over the ``N`` samples,
+            ``ceil(N / (batch_size * num_replicas))``.
         seed: the sampler's seed.
         num_replicas: number of data-parallel processes.
         rank: this process's rank.
 
     Yields:
-        ``list[int]`` of ``batch_size`` dataset indices. Classes are drawn without replacement (with replacement
-        only if there are too few), images within a class likewise. Classes with a single image are never drawn.
+        ``list[int]`` of ``batch_size`` distinct dataset indices, grouped by class (see the module docstring for
+        classes with fewer than ``samples_per_class`` images). Classes with a single image are never drawn.
     """
 
     def __init__(
@@ -120,15 +163,19 @@ class ClassBalancedBatchSampler(_BalancedBatchSampler, Sampler[list[int]]):
         labels: Sequence[int] | np.ndarray | torch.Tensor,
         batch_size: int = 80,
         samples_per_class: int = 4,
-        iterations_per_epoch: int = 100,
+        iterations_per_epoch: int | None = None,
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
         super().__init__(labels, batch_size, samples_per_class, iterations_per_epoch, seed, num_replicas, rank)
         self.pool = _ClassPool(np.arange(len(self.labels)), self.labels)
-        if self.pool.num_classes < 2:
-            raise ValueError(f"need at least two classes with two or more images, got {self.pool.num_classes}")
+        if not self._drawable(self.pool):
+            raise ValueError(
+                f"need at least two classes with two or more images and {self.global_batch} such images for a batch "
+                f"of distinct images, got {self.pool.num_classes} classes and {self.pool.num_samples} images; lower "
+                "batch_size (--batch-size)"
+            )
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = self._rng()
@@ -147,8 +194,13 @@ class ClusterBatchSampler(_BalancedBatchSampler, Sampler[tuple[list[int], int]])
             :class:`ClassBalancedBatchSampler`.
 
     A cluster is drawn with probability proportional to its number of usable samples (those of classes with two or
-    more images in it); a cluster with fewer than two such classes is never drawn (no negatives to mine). With one
-    cluster no cluster draw is made, so the batches equal those of :class:`ClassBalancedBatchSampler`.
+    more images in it); a cluster with fewer than two such classes (no negatives to mine) or fewer usable samples
+    than a global batch (see the module docstring) is never drawn. With one cluster no cluster draw is made, so the
+    batches equal those of :class:`ClassBalancedBatchSampler`.
+
+    Attributes:
+        probabilities: ``[K]`` probability of each cluster's batches (0 for skipped clusters).
+        skipped: ``[K]`` bool, the clusters that are never drawn.
     """
 
     def __init__(
@@ -158,7 +210,7 @@ class ClusterBatchSampler(_BalancedBatchSampler, Sampler[tuple[list[int], int]])
         num_clusters: int | None = None,
         batch_size: int = 80,
         samples_per_class: int = 4,
-        iterations_per_epoch: int = 100,
+        iterations_per_epoch: int | None = None,
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
@@ -176,10 +228,14 @@ class ClusterBatchSampler(_BalancedBatchSampler, Sampler[tuple[list[int], int]])
         self.pools = [
             _ClassPool(np.flatnonzero(clusters == k), self.labels[clusters == k]) for k in range(self.num_clusters)
         ]
-        sizes = np.array([p.num_samples if p.num_classes >= 2 else 0 for p in self.pools], dtype=np.float64)
+        self.skipped = np.array([not self._drawable(p) for p in self.pools], dtype=bool)
+        sizes = np.array(
+            [0 if skip else p.num_samples for p, skip in zip(self.pools, self.skipped, strict=True)], np.float64
+        )
         if sizes.sum() == 0:
             raise ValueError(
-                f"no cluster of the {self.num_clusters} has two classes with two or more images; use fewer learners"
+                f"no cluster of the {self.num_clusters} has two classes with two or more images and {self.global_batch} "
+                "such images (one batch); use fewer learners or a smaller batch"
             )
         self.probabilities = sizes / sizes.sum()
 

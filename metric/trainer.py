@@ -29,7 +29,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from metric.clustering import UNASSIGNED, assign_clusters, drop_singleton_classes
+from metric.clustering import (
+    UNASSIGNED,
+    assign_clusters,
+    classes_per_cluster,
+    cluster_class_nmi,
+    drop_singleton_classes,
+)
 from metric.miners import DistanceWeightedMiner
 from metric.model import EmbeddingNet
 from metric.samplers import ClusterBatchSampler
@@ -40,12 +46,19 @@ from permgym.distributed import World, gather_per_rank, gather_shards, own_entry
 class Schedule:
     """When to divide and when to conquer. Epochs are 0-based.
 
+    Epochs are as long as the sampler makes them: one pass over the training set by default (see
+    :mod:`metric.samplers`), so re-clustering every ``T`` epochs costs the same share of the training time whatever
+    the size of the training set.
+
     Attributes:
         epochs: number of training epochs.
         num_learners: ``K``, the number of clusters and learner slices; ``1`` is the single-metric baseline (one
             cluster of all data, full embedding throughout, no k-means).
         recluster_every: ``T``; the training set is re-clustered at the start of every epoch ``e`` with
-            ``e % T == 0`` (so also at epoch 0), until fine-tuning starts.
+            ``(e - warmup_epochs) % T == 0`` (so also at the first epoch after the warm-up), until fine-tuning starts.
+        warmup_epochs: the first epochs train as ``K = 1`` (batches from all data, full embedding), so that the first
+            clustering sees features that already separate classes, as the paper's ImageNet features do; ``0``: none
+            (the first clustering sees the initial features).
         full_embedding_epoch: from this epoch on the loss is applied to the full embedding instead of the learner's
             slice (batches still come from one cluster each, and re-clustering goes on); ``None``: only from
             ``finetune_epoch`` on.
@@ -69,6 +82,7 @@ class Schedule:
     epochs: int = 20
     num_learners: int = 4
     recluster_every: int = 2
+    warmup_epochs: int = 0
     full_embedding_epoch: int | None = None
     finetune_epoch: int | None = None
     cluster_on: Literal["backbone", "embedding"] = "embedding"
@@ -82,14 +96,25 @@ class Schedule:
             raise ValueError(f"cluster_on must be 'backbone' or 'embedding', got {self.cluster_on!r}")
         if self.cluster_features not in ("pass", "cache"):
             raise ValueError(f"cluster_features must be 'pass' or 'cache', got {self.cluster_features!r}")
-        for name in ("full_embedding_epoch", "finetune_epoch"):
+        for name in ("warmup_epochs", "full_embedding_epoch", "finetune_epoch"):
             value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0 or None, got {value}")
+            if value is not None and not 0 <= value < self.epochs:
+                raise ValueError(
+                    f"{name} (--{name.replace('_', '-')}) is {value} but must be in [0, epochs) = [0, {self.epochs}) "
+                    f"(--epochs {self.epochs}), or the phase never starts"
+                    + ("; use -1 (None) for never" if name != "warmup_epochs" else "")
+                )
+        if self.warmup_epochs and self.finetune_epoch is not None and self.warmup_epochs >= self.finetune_epoch:
+            raise ValueError(
+                f"warmup_epochs (--warmup-epochs {self.warmup_epochs}) must be < finetune_epoch (--finetune-epoch "
+                f"{self.finetune_epoch}): the warm-up would take every epoch before fine-tuning, leaving no K > 1 epoch"
+            )
 
     def num_clusters(self, epoch: int) -> int:
         """Number of clusters (= active learners) in ``epoch``."""
-        return 1 if self.finetune_epoch is not None and epoch >= self.finetune_epoch else self.num_learners
+        warmup = epoch < self.warmup_epochs
+        finetune = self.finetune_epoch is not None and epoch >= self.finetune_epoch
+        return 1 if warmup or finetune else self.num_learners
 
     def full_embedding(self, epoch: int) -> bool:
         """Whether the loss sees the full embedding (not one slice) in ``epoch``."""
@@ -98,12 +123,15 @@ class Schedule:
 
     def reclusters(self, epoch: int) -> bool:
         """Whether the training set is re-clustered at the start of ``epoch``."""
-        return self.num_clusters(epoch) > 1 and epoch % self.recluster_every == 0
+        return self.num_clusters(epoch) > 1 and (epoch - self.warmup_epochs) % self.recluster_every == 0
 
     def phase(self, epoch: int) -> str:
-        """``"divide"`` (slices), ``"conquer"`` (full embedding, K clusters) or ``"finetune"`` (K = 1)."""
+        """``"warmup"`` (K = 1 before the first clustering), ``"divide"`` (slices), ``"conquer"`` (full embedding,
+        K clusters) or ``"finetune"`` (K = 1)."""
         if self.num_clusters(epoch) == 1:
-            return "finetune" if self.num_learners > 1 else "divide"
+            if self.num_learners == 1:
+                return "divide"
+            return "warmup" if epoch < self.warmup_epochs else "finetune"
         return "conquer" if self.full_embedding(epoch) else "divide"
 
 
@@ -210,7 +238,9 @@ class DivideAndConquerTrainer:
     Attributes:
         clusters: ``[N]`` int64 current cluster ids (``-1`` = unassigned).
         history: one dict per re-clustering: ``epoch``, ``num_clusters``, ``sizes`` (``[K]`` samples per cluster),
-            ``unassigned``, ``seconds``.
+            ``unassigned``, ``skipped`` (clusters too small for a batch, see :mod:`metric.samplers`), ``seconds``
+            (features + k-means), ``class_nmi`` (:func:`metric.clustering.cluster_class_nmi`: how much the clusters
+            tell about the classes, 0 = nothing) and ``classes_per_cluster`` (``[K]`` distinct classes in each).
         epoch: the epoch set by the last :meth:`begin_epoch`.
     """
 
@@ -287,7 +317,10 @@ class DivideAndConquerTrainer:
             "num_clusters": k,
             "sizes": np.bincount(clusters[clusters >= 0], minlength=k).tolist(),
             "unassigned": int((clusters < 0).sum()),
+            "skipped": np.flatnonzero(self.sampler.skipped).tolist(),
             "seconds": time.perf_counter() - start,
+            "class_nmi": cluster_class_nmi(clusters, self.labels),
+            "classes_per_cluster": classes_per_cluster(clusters, self.labels, k),
         }
         self.history.append(entry)
         return entry

@@ -73,6 +73,8 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture) -> str:
         (["--full-embedding-epoch", "20"], "--full-embedding-epoch 20 is outside the run's epochs 0..19 (--epochs 20)"),
         (["--quick", "--finetune-epoch", "4"], "--finetune-epoch 4 is outside the run's epochs 0..3 (--epochs 4)"),
         (["--finetune-epoch", "-3"], "--finetune-epoch -3 is outside the run's epochs"),
+        (["--quick", "--warmup-epochs", "4"], "warmup_epochs (--warmup-epochs) is 4 but must be in [0, epochs) = [0, 4)"),
+        (["--warmup-epochs", "17"], "warmup_epochs (--warmup-epochs 17) must be < finetune_epoch (--finetune-epoch 17)"),
         (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
         (["--iters-per-epoch", "0"], "--iters-per-epoch must be >= 1, got 0"),
         (["--lr", "-1"], "--lr must be > 0, got -1.0"),
@@ -223,6 +225,11 @@ def test_invalid_values_list_the_choices(capsys) -> None:
     help_text = dc_transfer.get_args_parser().format_help()
     assert "(default: 20; with --quick: 4)" in help_text and "(default: margin)" in help_text
     assert _parse().sync_bn and not _parse("--no-sync-bn").sync_bn and "multi-GPU runs" in help_text
+
+
+def test_an_epoch_is_one_pass_unless_iterations_are_given() -> None:
+    assert dc_transfer.apply_preset(_parse()).iters_per_epoch is None  # the sampler makes one pass
+    assert dc_transfer.apply_preset(_parse("--iters-per-epoch", "7")).iters_per_epoch == 7
 
 
 def test_presets_fill_only_unset_values() -> None:

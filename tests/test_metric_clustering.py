@@ -5,7 +5,16 @@ import itertools
 import numpy as np
 import pytest
 
-from metric.clustering import UNASSIGNED, assign_clusters, contingency, drop_singleton_classes, kmeans, match_clusters
+from metric.clustering import (
+    UNASSIGNED,
+    assign_clusters,
+    classes_per_cluster,
+    cluster_class_nmi,
+    contingency,
+    drop_singleton_classes,
+    kmeans,
+    match_clusters,
+)
 
 
 def _blobs(k: int = 4, per: int = 30, dim: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -74,3 +83,18 @@ def test_assign_clusters_follows_previous_identity() -> None:
     for seed in range(1, 4):  # a different k-means seed may number the clusters differently; matching undoes it
         np.testing.assert_array_equal(assign_clusters(x, labels, 3, first, seed=seed), first)
     assert (assign_clusters(x, np.arange(len(x)), 3) == UNASSIGNED).all()  # every class is a singleton
+
+
+def test_cluster_class_nmi_is_one_for_whole_classes_and_zero_for_mixed_clusters() -> None:
+    labels = np.repeat(np.arange(8), 4)
+    by_superclass = labels // 2  # clusters are unions of whole classes
+    # I = H(clusters) = 2 bits, H(classes) = 3 bits: arithmetic NMI 2 I / (2 + 3) = 0.8
+    assert cluster_class_nmi(by_superclass, labels) == pytest.approx(0.8)
+    mixed = np.tile(np.arange(4), 8)  # every cluster holds one image of every class
+    assert cluster_class_nmi(mixed, labels) == pytest.approx(0.0, abs=1e-12)
+    assert cluster_class_nmi(labels, labels) == pytest.approx(1.0)
+    unassigned = by_superclass.copy()
+    unassigned[:4] = UNASSIGNED  # ignored: the other 7 classes in 4 clusters
+    assert cluster_class_nmi(unassigned, labels) == pytest.approx(cluster_class_nmi(by_superclass[4:], labels[4:]))
+    assert classes_per_cluster(by_superclass, labels, 5) == [2, 2, 2, 2, 0]
+    assert classes_per_cluster(mixed, labels, 4) == [8, 8, 8, 8]

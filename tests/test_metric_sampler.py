@@ -87,3 +87,49 @@ def test_batched_dataset_loads_whole_batches_with_their_learner() -> None:
         assert learner == k and idx.tolist() == indices
         assert x.shape == (8, 3) and x[:, 0].long().tolist() == indices
         assert y.tolist() == LABELS[indices].tolist()
+
+
+def _assert_distinct(batches: list[list[int]]) -> None:
+    assert all(len(set(b)) == len(b) for b in batches)
+
+
+def test_no_image_twice_in_a_batch_with_small_classes_and_clusters() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(60), rng.integers(1, 7, size=60))  # 1-6 images per class, as on SOP
+    clusters = rng.integers(0, 5, size=len(labels))
+    sampler = ClusterBatchSampler(labels, clusters, batch_size=16, samples_per_class=4, iterations_per_epoch=300)
+    drawn = list(sampler)
+    _assert_distinct([indices for indices, _ in drawn])
+    for indices, learner in drawn:
+        assert len(indices) == 16 and (clusters[indices] == learner).all()
+        assert np.bincount(labels[indices]).max() <= 4 or sampler.pools[learner].num_classes * 4 < 16
+        assert (np.bincount(labels[indices])[labels[indices]] >= 2).sum() >= 15  # at most one image without positive
+
+
+def test_a_small_cluster_gets_fewer_classes_with_more_images_each() -> None:
+    labels = np.repeat(np.arange(20), 12)
+    clusters = np.where(labels < 3, 0, 1)  # cluster 0: 3 classes of 12 images, too few for 5 classes x 4
+    sampler = ClusterBatchSampler(labels, clusters, batch_size=20, samples_per_class=4, iterations_per_epoch=100)
+    small = [indices for indices, learner in sampler if learner == 0]
+    assert small
+    _assert_distinct(small)
+    for indices in small:
+        assert sorted(np.bincount(labels[indices], minlength=3)[:3]) == [6, 7, 7]  # 3 classes share 20 images
+    big = [indices for indices, learner in sampler if learner == 1]
+    assert all(sorted(set(np.bincount(labels[i])) - {0}) == [4] for i in big)  # 5 classes x 4 as usual
+
+
+def test_a_cluster_smaller_than_a_batch_is_skipped() -> None:
+    labels = np.repeat(np.arange(10), 4)
+    clusters = np.where(labels < 2, 0, 1)  # cluster 0 holds 8 images, fewer than a batch of 12
+    sampler = ClusterBatchSampler(labels, clusters, batch_size=12, samples_per_class=4, iterations_per_epoch=50)
+    assert sampler.skipped.tolist() == [True, False] and sampler.probabilities.tolist() == [0.0, 1.0]
+    assert {learner for _, learner in sampler} == {1}
+    with pytest.raises(ValueError, match="got 2 classes and 8 images; lower batch_size"):
+        ClassBalancedBatchSampler(labels[:8], batch_size=12, samples_per_class=4)
+
+
+def test_an_epoch_is_one_pass_unless_iterations_are_given() -> None:
+    assert len(ClassBalancedBatchSampler(LABELS, batch_size=16, samples_per_class=4)) == 15  # ceil(240 / 16)
+    assert len(ClusterBatchSampler(LABELS, CLUSTERS, batch_size=16, samples_per_class=4, num_replicas=2)) == 8
+    assert len(ClassBalancedBatchSampler(LABELS, batch_size=16, samples_per_class=4, iterations_per_epoch=3)) == 3

@@ -77,6 +77,48 @@ def test_schedule_phases() -> None:
         Schedule(cluster_on="pixels")  # type: ignore[arg-type]
 
 
+def test_warmup_trains_k1_before_the_first_clustering() -> None:
+    s = Schedule(
+        epochs=10, num_learners=4, recluster_every=2, warmup_epochs=3, full_embedding_epoch=6, finetune_epoch=8
+    )
+    assert [s.num_clusters(e) for e in range(10)] == [1] * 3 + [4] * 5 + [1] * 2
+    assert [e for e in range(10) if s.reclusters(e)] == [3, 5, 7]
+    assert [s.phase(e) for e in (0, 3, 6, 8)] == ["warmup", "divide", "conquer", "finetune"]
+    assert all(s.full_embedding(e) for e in range(3))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"finetune_epoch": 10},
+            "finetune_epoch (--finetune-epoch) is 10 but must be in [0, epochs) = [0, 10) (--epochs 10)",
+        ),
+        (
+            {"full_embedding_epoch": 12},
+            "full_embedding_epoch (--full-embedding-epoch) is 12 but must be in [0, epochs)",
+        ),
+        ({"full_embedding_epoch": -2}, "full_embedding_epoch (--full-embedding-epoch) is -2"),
+        ({"warmup_epochs": 10}, "warmup_epochs (--warmup-epochs) is 10 but must be in [0, epochs)"),
+        (
+            {"warmup_epochs": 6, "finetune_epoch": 5},
+            "warmup_epochs (--warmup-epochs 6) must be < finetune_epoch (--finetune-epoch 5)",
+        ),
+    ],
+)
+def test_invalid_schedule_epochs_name_the_flags(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Schedule(epochs=10, num_learners=4, **kwargs)
+
+
+def test_reclustering_logs_the_cluster_class_nmi() -> None:
+    trainer = _trainer(Schedule(epochs=2, num_learners=3, cluster_on="backbone"))
+    entry = trainer.begin_epoch(0)
+    # the colour groups are the clusters: 3 clusters of 4 whole classes each (as in test_reclustering_keeps_...)
+    assert entry["classes_per_cluster"] == [4, 4, 4]
+    assert entry["class_nmi"] == pytest.approx(2 * np.log(3) / (np.log(3) + np.log(12)))
+
+
 def test_single_learner_equals_plain_margin_loss_training() -> None:
     trainer = _trainer(Schedule(epochs=2, num_learners=1))
     for epoch in range(2):
