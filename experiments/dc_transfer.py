@@ -45,7 +45,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from metric.data import RetrievalTask, build_dataset, build_eval_task, eval_transform, train_transform
+from metric.data import EMBEDDED, RetrievalTask, build_dataset, build_eval_task, eval_transform, train_transform
 from metric.data.transforms import normalize_uint8
 from metric.losses import LOSSES, build_loss
 from metric.miners import DistanceWeightedMiner
@@ -67,7 +67,7 @@ from permgym.run import (
     save_checkpoint,
 )
 
-DATASETS = ("synthetic", "cub200", "cars196", "sop", "inshop", "vehicleid", "folder")
+DATASETS = ("synthetic", "shapes", "cub200", "cars196", "sop", "inshop", "vehicleid", "folder")
 
 # Settings that --quick changes. Every other default is in get_args_parser. The defaults fit the embedded data on
 # 2 CPU cores (<= 10 min); --quick fits 90 s.
@@ -135,7 +135,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--image-size",
         default=None,
         type=int,
-        help="image side in pixels (default: 64 for the embedded data, else 224)",
+        help="image side in pixels (default: 64 for synthetic, 32 for shapes, else 224)",
     )
     data.add_argument(
         "--resize",
@@ -309,8 +309,8 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     """
     preset = PRESETS["quick" if args.quick else "default"]
     fill_defaults(args, {k: v for k, v in preset.items() if k != "synthetic"})
-    embedded = args.dataset == "synthetic"
-    fill_defaults(args, {"workers": 0 if embedded else default_workers(), "image_size": 64 if embedded else 224,
+    embedded = args.dataset in EMBEDDED
+    fill_defaults(args, {"workers": 0 if embedded else default_workers(), "image_size": EMBEDDED.get(args.dataset, 224),
                          "augment": "none" if embedded else "crop"})  # fmt: skip
     require_at_least(args, 1, *SIZES)
     require_at_least(args, 0, "workers")
@@ -330,9 +330,10 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--compare-k entries must be >= 1, got {args.compare_k}")
     if embedded:
         if args.root is not None:
-            raise ValueError("--root does not apply to --dataset synthetic (the embedded data); drop it or choose "
-                             f"one of {', '.join(DATASETS[1:])}")  # fmt: skip
-        args.data_option = [*preset["synthetic"].items(), *args.data_option]
+            raise ValueError(f"--root does not apply to --dataset {args.dataset} (embedded data); drop it or choose "
+                             f"one of {', '.join(d for d in DATASETS if d not in EMBEDDED)}")  # fmt: skip
+        if args.dataset == "synthetic":
+            args.data_option = [*preset["synthetic"].items(), *args.data_option]
     elif args.root is None:
         raise ValueError(f"--dataset {args.dataset} needs --root (the dataset folder)")
     if args.amp and args.device == "cpu":
@@ -358,7 +359,7 @@ def load_data(args: argparse.Namespace) -> Data:
     image datasets are decoded with PIL and resized/cropped to ``--image-size``.
     """
     options = dict(args.data_option)
-    if args.dataset == "synthetic":
+    if args.dataset in EMBEDDED:
         options.setdefault("size", args.image_size)
         eval_tf = normalize_uint8
         crop = v2.Compose([v2.RandomResizedCrop(args.image_size, scale=(0.5, 1.0), antialias=True), normalize_uint8])

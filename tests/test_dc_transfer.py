@@ -213,7 +213,7 @@ def test_two_processes_resume_exactly(tmp_path: Path) -> None:
 
 def test_invalid_values_list_the_choices(capsys) -> None:
     for argv, expected in [
-        (["--dataset", "mnist"], "invalid choice: mnist (choose from synthetic, cub200, cars196, sop, inshop"),
+        (["--dataset", "mnist"], "invalid choice: mnist (choose from synthetic, shapes, cub200, cars196, sop, inshop"),
         (["--init", "moco"], "invalid init moco (choose from auto, random, imagenet, ssl:PATH)"),
         (["--backbone", "vgg"], "invalid choice: vgg (choose from resnet50, tiny, caffenet, resnet18)"),
         (["--data-option", "frame"], "expected KEY=VALUE, got frame"),

@@ -13,6 +13,7 @@ import torch
 from metric.data import (
     CUB200,
     Cars196,
+    HierarchicalShapes,
     ImageFolderSplit,
     InShop,
     StanfordOnlineProducts,
@@ -214,3 +215,44 @@ def test_images_that_do_not_decode_are_skipped_and_counted(kind: str, tmp_path: 
         assert dataset.skipped[str(folder / "notes.png")] == "not an image PIL can read"
     for i in range(len(dataset)):  # every image left decodes
         dataset[i]
+
+
+SHAPES = {"num_classes": 48, "num_superclasses": 6, "images_per_class": 3, "size": 16}
+
+
+def test_shapes_split_is_class_disjoint_within_every_superclass() -> None:
+    train, test = HierarchicalShapes(split="train", **SHAPES), HierarchicalShapes(split="test", **SHAPES)
+    assert not set(train.classes) & set(test.classes) and len(train.classes) == len(test.classes) == 24
+    for dataset in (train, test):
+        assert Counter(dataset.labels.tolist()) == {c: 3 for c in range(24)} and dataset.labels.dtype == np.int64
+        assert sorted(set(dataset.super_labels.tolist())) == list(range(6))  # every super-class in both splits
+        assert all(
+            name.startswith(f"s{s}/") for name, s in zip(dataset.classes, dataset.super_labels[::3], strict=True)
+        )
+    image, label = test[4]
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32 and label == 1
+    assert image.min() < 0 < image.max()  # ImageNet-normalised
+    assert "classes=24" in repr(train) and "superclasses=6" in repr(train)
+    assert isinstance(build_dataset("shapes", split="train", **SHAPES), HierarchicalShapes)
+    with pytest.raises(ValueError, match=re.escape("num_classes (50) must be a multiple of num_superclasses (6)")):
+        HierarchicalShapes(num_classes=50, num_superclasses=6)
+
+
+def test_shapes_are_deterministic_by_seed() -> None:
+    first, again = HierarchicalShapes(**SHAPES), HierarchicalShapes(**SHAPES)
+    assert torch.equal(first.images, again.images) and first.images.dtype == torch.uint8
+    assert not torch.equal(first.images, HierarchicalShapes(**SHAPES, seed=1).images)
+    # the test split's pixels do not depend on whether the train split was drawn
+    assert torch.equal(
+        HierarchicalShapes(split="test", **SHAPES).images, HierarchicalShapes(split="test", **SHAPES).images
+    )
+
+
+def test_shapes_classes_of_one_superclass_look_alike() -> None:
+    data = HierarchicalShapes(num_classes=120, num_superclasses=10, images_per_class=6, size=24)
+    centre = data.images[:, :, 9:15, 9:15].float().mean((2, 3))  # mostly object pixels: its colour
+    classes = torch.stack([centre[torch.from_numpy(data.labels == c)].mean(0) for c in range(len(data.classes))])
+    distances = torch.cdist(classes, classes).fill_diagonal_(float("inf"))
+    superclass = torch.from_numpy(data.super_labels[::6])
+    # the nearest class by object colour shares the super-class far more often than chance (5 of 59 classes)
+    assert (superclass[distances.argmin(1)] == superclass).float().mean() > 0.5

@@ -3,7 +3,8 @@
     build_dataset(name, root=None, split="train", transform=None, **kwargs) -> Dataset
     build_eval_task(name, root=None, split=None, transform=None, **kwargs) -> RetrievalTask
 
-``name``: ``"synthetic"`` (the embedded default, no ``root``), ``"cub200"``, ``"cars196"``, ``"sop"``, ``"inshop"``,
+``name``: ``"synthetic"`` (the embedded default, no ``root``), ``"shapes"`` (the embedded many-class regime:
+procedural objects of 1,200 classes in 40 super-classes, :class:`HierarchicalShapes`), ``"cub200"``, ``"cars196"``, ``"sop"``, ``"inshop"``,
 ``"vehicleid"`` or ``"folder"`` (``root/<class>/<image>``). Splits are ``"train"``/``"test"``, except In-shop
 (``"train"``/``"query"``/``"gallery"``) and VehicleID (``"train"``/``"small"``/``"medium"``/``"large"``); ``kwargs``
 go to the dataset class (e.g. ``mode="clip"`` for synthetic, ``train_fraction=`` for folder). Every dataset returns
@@ -31,6 +32,7 @@ from metric.data.cars import Cars196
 from metric.data.cub import CUB200
 from metric.data.folder import ImageFolderSplit
 from metric.data.inshop import InShop
+from metric.data.shapes import HierarchicalShapes
 from metric.data.sop import StanfordOnlineProducts
 from metric.data.synthetic import SyntheticRetrieval
 from metric.data.transforms import default_transform, eval_transform, train_transform
@@ -39,6 +41,7 @@ from metric.evaluation import evaluate_retrieval, evaluate_vehicleid
 
 DATASETS: dict[str, type[Dataset]] = {
     "synthetic": SyntheticRetrieval,
+    "shapes": HierarchicalShapes,
     "cub200": CUB200,
     "cars196": Cars196,
     "sop": StanfordOnlineProducts,
@@ -46,6 +49,8 @@ DATASETS: dict[str, type[Dataset]] = {
     "vehicleid": VehicleID,
     "folder": ImageFolderSplit,
 }
+EMBEDDED: dict[str, int] = {"synthetic": 64, "shapes": 32}
+"""The datasets generated in memory (no ``root``; uint8 tensor images) and their default image size."""
 RECALL_KS: dict[str, tuple[int, ...]] = {
     "sop": (1, 10, 100, 1000),
     "inshop": (1, 10, 20, 30, 40, 50),
@@ -109,7 +114,7 @@ def build_dataset(
             "In-shop's test set is a query and a gallery: use split='query' / 'gallery', or "
             "build_eval_task('inshop', root)"
         )
-    if name != "synthetic" and root is None:
+    if name not in EMBEDDED and root is None:
         raise ValueError(f"dataset {name!r} needs root= (the folder holding its official files)")
     return DATASETS[name](root, split=split, transform=transform, **kwargs)
 
@@ -144,7 +149,9 @@ def build_eval_task(
 __all__ = [
     "CUB200",
     "DATASETS",
+    "EMBEDDED",
     "Cars196",
+    "HierarchicalShapes",
     "ImageFolderSplit",
     "InShop",
     "RetrievalImageDataset",
