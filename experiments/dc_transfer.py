@@ -232,6 +232,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="features for k-means: an eval pass over the training set, or those the training steps "
         "computed since the last re-clustering (needs --frozen-bn) (default: pass)",
     )
+    sched.add_argument(
+        "--cluster-images-per-class",
+        default=None,
+        type=int,
+        metavar="N",
+        help="cluster whole classes from the features of N images per class (k-means on class means), so that a "
+        "re-clustering embeds N images per class, not the whole training set; 0 = cluster every image on its own "
+        "from a pass over the training set, as the paper (default: 2, or 0 with --cluster-features cache; see "
+        "metric.trainer.Schedule)",
+    )
     loss = parser.add_argument_group("loss")
     loss.add_argument("--loss", default="margin", choices=LOSSES, help="loss (default: margin)")
     loss.add_argument("--margin", default=0.2, type=float, help="margin alpha (default: 0.2)")
@@ -425,6 +435,9 @@ def evaluate(
 
 
 def make_schedule(args: argparse.Namespace, num_learners: int) -> Schedule:
+    per_class = args.cluster_images_per_class
+    if per_class is None:
+        per_class = 2 if args.cluster_features == "pass" else 0
     return Schedule(
         epochs=args.epochs,
         num_learners=num_learners,
@@ -435,6 +448,7 @@ def make_schedule(args: argparse.Namespace, num_learners: int) -> Schedule:
         cluster_on=args.cluster_on,
         kmeans_iters=args.kmeans_iters,
         cluster_features=args.cluster_features,
+        cluster_images_per_class=per_class or None,
     )
 
 

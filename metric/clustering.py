@@ -140,3 +140,53 @@ def classes_per_cluster(clusters: np.ndarray, labels: np.ndarray, k: int) -> lis
     keep = clusters >= 0
     pairs = np.unique(np.stack([clusters[keep], labels[keep]], axis=1), axis=0)
     return np.bincount(pairs[:, 0], minlength=k).tolist()
+
+
+def sample_per_class(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of ``min(n, class size)`` images of every class, drawn without replacement by ``rng``."""
+    order = rng.permutation(len(labels))
+    order = order[np.argsort(labels[order], kind="stable")]  # classes in turn, shuffled within each
+    _, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    rank = np.arange(len(order)) - np.repeat(starts, counts)  # position of each image within its class
+    return np.sort(order[rank < n])
+
+
+def assign_classes(
+    features: np.ndarray,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    previous: np.ndarray | None = None,
+    *,
+    niter: int = 20,
+    seed: int = 0,
+) -> np.ndarray:
+    """A re-clustering of whole classes: k-means on class means of a few images' features, classes -> clusters.
+
+    Each feature row is L2-normalised, each class's mean over its rows is L2-normalised again, k-means clusters the
+    class means, and every image of ``labels`` gets its class's cluster; then as :func:`assign_clusters`: matched to
+    ``previous``, classes with a single image marked :data:`UNASSIGNED`.
+
+    Args:
+        features: ``[M, D]`` features of the images ``rows`` (e.g. :func:`sample_per_class`).
+        rows: ``[M]`` indices into ``labels`` of the feature rows; every class must have at least one.
+        labels: ``[N]`` int64 class labels of the whole training set.
+        k: number of clusters, at most the number of classes.
+        previous, niter, seed: as in :func:`assign_clusters`.
+
+    Returns:
+        ``[N]`` int64 cluster ids in ``[0, k)``, :data:`UNASSIGNED` for single-image classes.
+    """
+    classes, inverse = np.unique(labels, return_inverse=True)
+    sampled = inverse[rows]
+    if len(np.unique(sampled)) != len(classes):
+        raise ValueError("assign_classes needs features of at least one image of every class")
+    x = np.asarray(features, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    means = np.zeros((len(classes), x.shape[1]), dtype=np.float32)
+    np.add.at(means, sampled, x)
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    clusters = kmeans(means, k, niter=niter, seed=seed)[inverse]
+    if previous is not None:
+        clusters = match_clusters(previous, clusters, k)
+    return drop_singleton_classes(clusters, labels)

@@ -31,10 +31,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from metric.clustering import (
     UNASSIGNED,
+    assign_classes,
     assign_clusters,
     classes_per_cluster,
     cluster_class_nmi,
     drop_singleton_classes,
+    sample_per_class,
 )
 from metric.miners import DistanceWeightedMiner
 from metric.model import EmbeddingNet
@@ -71,6 +73,12 @@ class Schedule:
             vs 22.6 % and NMI 42.1 vs 41.7 % on the embedded data, R@1 19.9 vs 20.8 % and NMI 43.7 vs 43.4 % on the
             PNG folder data. The current bench/dc.py does not compare them.
         kmeans_iters: k-means (Lloyd) iterations per re-clustering.
+        cluster_images_per_class: ``None``: every training image is clustered on its own (the paper; features of the
+            whole training set at every re-clustering). ``n``: whole classes are clustered: the features of at most
+            ``n`` images per class (drawn from ``(seed, epoch)``) are computed, k-means clusters the class means and
+            every image goes to its class's cluster (:func:`metric.clustering.assign_classes`). A re-clustering then
+            embeds ``n`` images per class instead of all of them (on 10 images per class and ``n = 4``, 40 %), and a
+            cluster never splits a class. Needs ``cluster_features="pass"``.
         cluster_features: where the clustered features come from: ``"pass"``, an eval-mode forward pass over the
             whole training set at every re-clustering (the reference code); or ``"cache"``, the features the
             training steps computed since the last re-clustering, with an eval pass only over the samples no step
@@ -88,6 +96,7 @@ class Schedule:
     cluster_on: Literal["backbone", "embedding"] = "embedding"
     kmeans_iters: int = 20
     cluster_features: Literal["pass", "cache"] = "pass"
+    cluster_images_per_class: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.num_learners < 1 or self.recluster_every < 1 or self.kmeans_iters < 1:
@@ -96,6 +105,12 @@ class Schedule:
             raise ValueError(f"cluster_on must be 'backbone' or 'embedding', got {self.cluster_on!r}")
         if self.cluster_features not in ("pass", "cache"):
             raise ValueError(f"cluster_features must be 'pass' or 'cache', got {self.cluster_features!r}")
+        if self.cluster_images_per_class is not None:
+            if self.cluster_images_per_class < 1 or self.cluster_features != "pass":
+                raise ValueError(
+                    f"cluster_images_per_class (--cluster-images-per-class) must be >= 1 and goes with "
+                    f"cluster_features='pass', got {self.cluster_images_per_class} with {self.cluster_features!r}"
+                )
         for name in ("warmup_epochs", "full_embedding_epoch", "finetune_epoch"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.epochs:
@@ -353,18 +368,19 @@ class DivideAndConquerTrainer:
         return features
 
     def _kmeans(self, k: int) -> np.ndarray:
-        features = self._clustering_features()
         rank, world = _world()
         previous = self.clusters if self.num_clusters == k else None
-        if rank == 0:
-            clusters = assign_clusters(
-                features.numpy(),
-                self.labels,
-                k,
-                previous,
-                niter=self.schedule.kmeans_iters,
-                seed=self.seed + self.epoch,
-            )
+        options = {"niter": self.schedule.kmeans_iters, "seed": self.seed + self.epoch}
+        per_class = self.schedule.cluster_images_per_class
+        if per_class is None:
+            features = self._clustering_features()
+            if rank == 0:
+                clusters = assign_clusters(features.numpy(), self.labels, k, previous, **options)
+        else:
+            rows = sample_per_class(self.labels, per_class, np.random.default_rng([self.seed, self.epoch]))
+            features = self._extract(Subset(self.cluster_dataset, rows.tolist()))
+            if rank == 0:
+                clusters = assign_classes(features.numpy(), rows, self.labels, k, previous, **options)
         if world == 1:
             return clusters
         shared = torch.from_numpy(clusters) if rank == 0 else torch.empty(len(self.labels), dtype=torch.int64)

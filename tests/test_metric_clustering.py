@@ -7,6 +7,7 @@ import pytest
 
 from metric.clustering import (
     UNASSIGNED,
+    assign_classes,
     assign_clusters,
     classes_per_cluster,
     cluster_class_nmi,
@@ -14,6 +15,7 @@ from metric.clustering import (
     drop_singleton_classes,
     kmeans,
     match_clusters,
+    sample_per_class,
 )
 
 
@@ -98,3 +100,15 @@ def test_cluster_class_nmi_is_one_for_whole_classes_and_zero_for_mixed_clusters(
     assert cluster_class_nmi(unassigned, labels) == pytest.approx(cluster_class_nmi(by_superclass[4:], labels[4:]))
     assert classes_per_cluster(by_superclass, labels, 5) == [2, 2, 2, 2, 0]
     assert classes_per_cluster(mixed, labels, 4) == [8, 8, 8, 8]
+
+
+def test_assign_classes_clusters_whole_classes_from_a_sample() -> None:
+    x, truth = _blobs(k=4, per=30)  # 4 blobs; 12 classes of 10 images, 3 classes per blob
+    labels = np.repeat(np.arange(12), 10)
+    rows = sample_per_class(labels, 3, np.random.default_rng(0))
+    assert len(rows) == 36 and (np.bincount(labels[rows]) == 3).all() and len(set(rows)) == 36
+    clusters = assign_classes(x[rows], rows, labels, 4, seed=1)
+    assert all(len(set(clusters[labels == c])) == 1 for c in range(12))  # a class is never split
+    assert all(len(set(clusters[truth == t])) == 1 for t in range(4))  # and the blobs are found
+    with pytest.raises(ValueError, match="at least one image of every class"):
+        assign_classes(x[:5], np.arange(5), labels, 4)
