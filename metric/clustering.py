@@ -16,9 +16,11 @@ from sklearn.metrics import normalized_mutual_info_score
 
 UNASSIGNED = -1
 """Cluster id of a sample that no learner trains on (its class has a single image in its cluster)."""
+CLASS_KMEANS_REDO = 10
+"""k-means runs (lowest objective kept) when :func:`assign_classes` clusters class means."""
 
 
-def kmeans(features: np.ndarray, k: int, *, niter: int = 20, seed: int = 0) -> np.ndarray:
+def kmeans(features: np.ndarray, k: int, *, niter: int = 20, seed: int = 0, nredo: int = 1) -> np.ndarray:
     """Cluster ``features`` with faiss k-means (all points used, no subsampling).
 
     Args:
@@ -26,6 +28,7 @@ def kmeans(features: np.ndarray, k: int, *, niter: int = 20, seed: int = 0) -> n
         k: number of clusters, ``1 <= k <= N``.
         niter: Lloyd iterations.
         seed: faiss seed; same seed and data -> same clusters.
+        nredo: k-means runs from different initialisations; the one with the lowest objective is kept.
 
     Returns:
         ``[N]`` int64 cluster ids in ``[0, k)``.
@@ -36,7 +39,7 @@ def kmeans(features: np.ndarray, k: int, *, niter: int = 20, seed: int = 0) -> n
     if k == 1:
         return np.zeros(n, dtype=np.int64)
     x = np.ascontiguousarray(features, dtype=np.float32)
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, max_points_per_centroid=n, verbose=False)
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, nredo=nredo, max_points_per_centroid=n, verbose=False)
     km.train(x)
     return km.index.search(x, 1)[1][:, 0].astype(np.int64)
 
@@ -164,7 +167,8 @@ def assign_classes(
     """A re-clustering of whole classes: k-means on class means of a few images' features, classes -> clusters.
 
     Each feature row is L2-normalised, each class's mean over its rows is L2-normalised again, k-means clusters the
-    class means, and every image of ``labels`` gets its class's cluster; then as :func:`assign_clusters`: matched to
+    class means (best of :data:`CLASS_KMEANS_REDO` runs: there are few points, and one run easily merges two groups
+    and splits a third), and every image of ``labels`` gets its class's cluster; then as :func:`assign_clusters`: matched to
     ``previous``, classes with a single image marked :data:`UNASSIGNED`.
 
     Args:
@@ -186,7 +190,7 @@ def assign_classes(
     means = np.zeros((len(classes), x.shape[1]), dtype=np.float32)
     np.add.at(means, sampled, x)
     means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    clusters = kmeans(means, k, niter=niter, seed=seed)[inverse]
+    clusters = kmeans(means, k, niter=niter, seed=seed, nredo=CLASS_KMEANS_REDO)[inverse]
     if previous is not None:
         clusters = match_clusters(previous, clusters, k)
     return drop_singleton_classes(clusters, labels)

@@ -312,3 +312,18 @@ def test_ddp_on_cuda_syncs_batchnorm(process_group: None) -> None:
         before = [p.detach().clone() for p in model.backbone.parameters()]
         assert len(_run_epoch(trainer, 0)) == 3
         assert all(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters(), strict=True))
+
+
+def test_reclustering_whole_classes_embeds_only_a_few_images_per_class(monkeypatch) -> None:
+    schedule = Schedule(epochs=2, num_learners=3, cluster_on="backbone", cluster_images_per_class=2)
+    trainer = _trainer(schedule)
+    extracted = []
+    real_extract = trainer._extract
+    monkeypatch.setattr(trainer, "_extract", lambda ds: extracted.append(len(ds)) or real_extract(ds))
+    trainer.begin_epoch(0)
+    assert extracted == [2 * GROUPS * CLASSES_PER_GROUP]  # 24 of the 60 images
+    assert all(len(set(trainer.clusters[trainer.labels == c])) == 1 for c in range(12))  # classes stay whole
+    groups = trainer.labels // CLASSES_PER_GROUP
+    assert all(len(set(trainer.clusters[groups == g])) == 1 for g in range(GROUPS))
+    with pytest.raises(ValueError, match=r"cluster_images_per_class \(--cluster-images-per-class\) must be >= 1"):
+        Schedule(cluster_images_per_class=2, cluster_features="cache")
