@@ -10,6 +10,7 @@ Examples::
     python experiments/dc_transfer.py                      # embedded data; the last ssl_ucf101 trunk if there is one
     python experiments/dc_transfer.py --quick              # a ~1 minute run
     python experiments/dc_transfer.py --compare-k 1,4 --out runs/dc_compare
+    python experiments/dc_transfer.py --dataset shapes -K 8 --compare-k 1 --warmup-epochs 1   # many classes
     python experiments/dc_transfer.py --dataset cub200 --root data/CUB_200_2011 --backbone resnet50 \\
         --init imagenet --num-learners 4 --embedding-dim 128 --epochs 200 --iters-per-epoch 74 --frozen-bn \\
         --lr 1e-5 --embedding-lr 1e-5 --recluster-every 2 --full-embedding-epoch 80 --finetune-epoch 190
@@ -74,7 +75,8 @@ DATASETS = ("synthetic", "shapes", "cub200", "cars196", "sop", "inshop", "vehicl
 # The embedded data use the last frame of every clip: there the motion shows in the object's position and scale,
 # while the middle frame (SyntheticRetrieval's default) shows little more than the shape (K=1 test R@1 ~5 % vs ~22 %
 # in a one-off comparison by hand, `-K 1 --data-option frame=4` against the default, seed 0 data; no bench repeats it).
-# The default schedule is the 20-epoch one of bench/dc.py, which its selection stage chose for K = 1 and K = 4.
+# The default schedule is the 20-epoch one that an earlier bench/dc.py chose for K = 1 and K = 4 on the embedded data
+# (with epochs of 20 batches; an epoch is now one pass, 15 batches of 80 on the 1,200 embedded training images).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
         "epochs": 20,
