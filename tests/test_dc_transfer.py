@@ -122,7 +122,8 @@ def test_cli_smoke_with_baseline_comparison(tmp_path: Path) -> None:
     assert metrics["num_learners"] == 2 and set(metrics["runs"]) == {"K=1", "K=2"}
     config = json.loads((out / "config.json").read_text())
     assert config["epochs"] == 2 and config["init_resolved"] == "random" and config["runs_k"] == [1, 2]
-    assert "| 2 |" in (out / "results.md").read_text()
+    results = (out / "results.md").read_text()
+    assert "| 2 |" in results and re.search(r"- K=2: 0: \d+\.\d \(\d+\)", results)  # cluster-class NMI, epoch 0
     for name in ("recall.png", "embedding.png", "clusters.png", "curves.png"):
         assert (out / name).stat().st_size > 1000
     for k in (1, 2):
