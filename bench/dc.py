@@ -346,7 +346,7 @@ def report(results: dict[str, dict], meta: dict[str, Any]) -> str:
             "warm-up gave; this bench has no run without warm-up. With whole classes in every cluster this NMI "
             "is fixed by the cluster sizes (K equal clusters of whole classes give 2 log K / (log K + log C), "
             "36.5 % at K = 4 and 500 classes), so it says little here; what the clusters follow is measured against "
-            "the super-classes instead, in the cost runs below (6,000 images, K = 8): NMI between clusters and "
+            "the super-classes instead, in the cost runs below (K = 8, one run per size): NMI between clusters and "
             "super-classes "
             + ", ".join(
                 f"{100 * c['superclass_nmi_initial']:.1f} % for the first clustering (random trunk, every image) and "
