@@ -10,8 +10,10 @@ from agents.heuristics import (
     CurriculumSampler,
     LossProportionalSampler,
     RoundRobinSampler,
+    StratifiedSampler,
     UniformSampler,
 )
+from agents.oracle import KnnProxy, OracleSampler
 from agents.policy_gradient import PolicyGradientConfig, PolicyGradientSampler, PolicyNetwork
 from agents.rollout import EpisodeLog, run_episode
 from agents.sb3 import SB3Sampler, SeedCycle
@@ -21,7 +23,9 @@ __all__ = [
     "ConstantSampler",
     "CurriculumSampler",
     "EpisodeLog",
+    "KnnProxy",
     "LossProportionalSampler",
+    "OracleSampler",
     "PolicyGradientConfig",
     "PolicyGradientSampler",
     "PolicyNetwork",
@@ -30,6 +34,7 @@ __all__ = [
     "Sampler",
     "SamplerSpec",
     "SeedCycle",
+    "StratifiedSampler",
     "UniformSampler",
     "distribution_to_action",
     "run_episode",

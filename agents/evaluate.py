@@ -1,4 +1,4 @@
-"""Does a learned sampling policy beat drawing permutations uniformly? Compare samplers on held-out seeds.
+"""Does a learned sampling policy beat stratified sampling? Compare samplers on held-out seeds.
 
     python -m agents.evaluate                      # the full comparison (see BENCHMARKS.md for its wall time)
     python -m agents.evaluate --quick --out runs/agents_eval_quick
@@ -14,13 +14,13 @@ Protocol:
    ``steps_per_episode x updates_per_step`` SGD updates: an equal budget for all) per seed; the warm-started
    policy keeps learning online during each run, PPO acts with its frozen policy. ``untrained`` is the CNN at
    reset (no updates), the floor every sampler should clear.
-3. **Judged by what the CNN learned**: the episode return, the held-out ordering loss / accuracy on validation clips
-   outside the env's validation batch (which the samplers observe and the reward is computed on), and downstream
+3. **Judged by what the CNN learned**: the episode return, the held-out ordering loss / accuracy on the env's report
+   pool (held-out training clips that no validation batch, hence no reward or observation, ever contains), and downstream
    SyntheticActions recognition with the frozen trunk (:mod:`permgym.probe`: linear-probe top-1 and
    nearest-neighbour retrieval top-1/5, test clips against train clips).
 
 Outputs in ``--out``: ``config.json``, ``metrics.json`` (per-seed values and summaries), ``results.md`` (mean ± 95 %
-t-interval over seeds, and paired differences to uniform), ``learning_curves.png`` (held-out loss vs SGD updates),
+t-interval over seeds, and paired differences to stratified sampling, the baseline to beat), ``learning_curves.png`` (held-out loss vs SGD updates),
 ``usage_heatmap.png`` (share of samples per bank permutation x window of env steps, evaluation seeds pooled).
 """
 
@@ -41,11 +41,10 @@ from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
-import torch
 from scipy import stats
 from tqdm import tqdm
 
-import permgym  # noqa: F401  (registers the env ids)
+import permgym
 from agents.base import Sampler
 from agents.policy_gradient import PolicyGradientConfig, PolicyGradientSampler
 from agents.registry import SAMPLERS as REGISTERED
@@ -55,7 +54,6 @@ from agents.sb3 import SB3Sampler
 from agents.train import env_config, train
 from agents.train import get_args_parser as get_train_parser
 from permgym.benchmarks import write_section
-from permgym.clip_pools import load_clip_pools
 from permgym.probe import evaluate_trunk, load_probe_data
 from permgym.run import RunFolder, parse_key_value, run_cli
 from permgym.trainer import chance_loss
@@ -64,8 +62,25 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 #: Samplers the comparison knows, in table order. ``untrained`` is the CNN before any update.
-SAMPLERS = ("untrained", "uniform", "round_robin", "curriculum", "loss_proportional", "pg", "ppo", "ppo_deterministic")
-DEFAULT_SAMPLERS = ("uniform", "round_robin", "curriculum", "loss_proportional", "pg", "ppo")
+SAMPLERS = (
+    "untrained",
+    "uniform",
+    "stratified",
+    "round_robin",
+    "curriculum",
+    "loss_proportional",
+    "pg",
+    "ppo",
+    "ppo_deterministic",
+    "oracle_reward",
+    "oracle_proxy",
+)
+DEFAULT_SAMPLERS = ("uniform", "stratified", "round_robin", "curriculum", "loss_proportional", "pg", "ppo")
+#: The baseline every sampler is compared with, pair by pair on the same seeds: stratified sampling (balanced, not
+#: adaptive), or the classic i.i.d. uniform draw when stratified is not in the run.
+BASELINES = ("stratified", "uniform")
+#: Look-ahead oracles (:mod:`agents.oracle`): the reference for "how much better than stratified is possible".
+ORACLES = ("oracle_reward", "oracle_proxy")
 
 #: Env overrides of the comparison: per-sample actions (the paper's granularity; every sampler expresses its
 #: distribution exactly) chosen afresh for every update (``updates_per_step=1``: with more updates per step the
@@ -97,6 +112,9 @@ PG_CANDIDATES = (
     PolicyGradientConfig(learning_rate=0.001),
 )
 
+#: The normalised score column (when the run has stratified sampling and an oracle).
+NORMALIZED = ("normalized_score", "normalised score (stratified 0, oracle 1)", True)
+
 #: Metrics shown in percent.
 PERCENT = ("heldout_accuracy", "probe_top1", "retrieval_top1", "retrieval_top5")
 
@@ -112,44 +130,37 @@ class Job:
     artefacts: tuple[tuple[str, str], ...]
     probe_videos: int
     probe_epochs: int
+    oracle_candidates: int = 4
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
 @lru_cache(maxsize=2)
 def _env(env_id: str, env_kwargs: tuple[tuple[str, Any], ...]) -> gym.Env:
     """One env per worker process and configuration (building it loads the clips once)."""
-    return gym.make(env_id, **dict(env_kwargs))
+    return permgym.make(env_id, **dict(env_kwargs))
 
 
-def build_sampler(name: str, env: gym.Env, seed: int, artefacts: dict[str, str]) -> Sampler:
-    """The sampler ``name`` for a run on instance ``seed`` (learned ones loaded from their training artefacts)."""
+def build_sampler(name: str, env: gym.Env, seed: int, artefacts: dict[str, str], oracle_candidates: int = 4) -> Sampler:
+    """The sampler ``name`` for a run on instance ``seed`` (learned ones loaded from their training artefacts; oracles
+    try ``oracle_candidates`` actions per decision)."""
     if name == "pg":
         return PolicyGradientSampler.load(artefacts["pg"], env, seed=seed)
     if name in ("ppo", "ppo_deterministic"):
         return SB3Sampler.load(artefacts["ppo"], env, algo="ppo", seed=seed, deterministic=name == "ppo_deterministic")
     if name not in REGISTERED:
         raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
-    return make_sampler(name, env, seed=seed)  # the registry's samplers that need no training
+    options = {"candidates": oracle_candidates} if name in ORACLES else {}
+    return make_sampler(name, env, seed=seed, **options)  # the registry's samplers that need no training
 
 
-@torch.no_grad()
 def heldout_ordering_metrics(env: gym.Env) -> dict[str, float]:
-    """Ordering loss (/ log K) and accuracy of the env's current CNN over every bank permutation of the validation
-    clips *outside* the env's validation batch (the batch samplers observe and rewards are computed on), with a
-    fixed augmentation seed; averaged over tasks."""
+    """Ordering loss (/ log K) and accuracy of the env's current CNN over every bank permutation of the report pool
+    (held-out training clips that no validation batch, hence no reward or observation, ever contained; see
+    :meth:`permgym.env.PermSamplingEnv.heldout_statistics`), averaged over tasks."""
     base = env.unwrapped
-    trainer = base.trainer
-    _, val_clips = load_clip_pools(base.config)
-    clips = val_clips[base.config.val_batch_size :]
-    if len(clips) == 0:
-        raise ValueError("no validation clips outside the validation batch: use more synthetic_videos")
-    generator = torch.Generator().manual_seed(0)
-    elements = {name: task.elements(clips, generator).to(trainer.device) for name, task in trainer.tasks.items()}
-    was_training = trainer.model.training
-    statistics = trainer.permutation_statistics(elements)
-    trainer.model.train(was_training)
-    losses = [float(statistics[name]["loss"].mean()) / chance_loss(task.bank) for name, task in trainer.tasks.items()]
-    accuracies = [float(statistics[name]["accuracy"].mean()) for name in trainer.tasks]
+    statistics = base.heldout_statistics()
+    losses = [float(statistics[t]["loss"].mean()) / chance_loss(base.banks[t]) for t in base.tasks]
+    accuracies = [float(statistics[t]["accuracy"].mean()) for t in base.tasks]
     return {"heldout_loss": float(np.mean(losses)), "heldout_accuracy": float(np.mean(accuracies))}
 
 
@@ -161,7 +172,7 @@ def evaluate_job(job: Job) -> dict[str, Any]:
         _, info = env.reset(seed=job.seed)
         result.update({"return": 0.0, "updates": [0], "val_loss": [float(info_mean(info, "val_loss"))]})
     else:
-        sampler = build_sampler(job.sampler, env, job.seed, dict(job.artefacts))
+        sampler = build_sampler(job.sampler, env, job.seed, dict(job.artefacts), job.oracle_candidates)
         log = run_episode(env, sampler, job.seed)
         sampler.close()
         result.update({
@@ -277,44 +288,72 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
 
 
 def summarise(results: list[dict[str, Any]], samplers: list[str]) -> dict[str, Any]:
-    """Per sampler and metric: mean, CI half-width and the per-seed values; plus paired differences to uniform."""
+    """Per sampler and metric: mean, CI half-width and the per-seed values; plus paired differences (one entry per
+    sampler) to the first of :data:`BASELINES` in the run."""
     by_sampler = {
         name: sorted((r for r in results if r["sampler"] == name), key=lambda r: r["seed"]) for name in samplers
     }
+    references = normalisation(by_sampler)
     summary: dict[str, Any] = {}
     for name, rows in by_sampler.items():
+        if references is not None:
+            for r in rows:
+                r["normalized_score"] = normalized_score(r["return"], *references)
         summary[name] = {}
-        for key, _, _ in METRICS:
+        for key, _, _ in metrics_of(references is not None):
             values = [r[key] for r in rows]
             mean, half = mean_ci(values)
             summary[name][key] = {"mean": mean, "ci95": half, "values": values}
     differences: dict[str, Any] = {}
-    if "uniform" in by_sampler:
-        reference = {r["seed"]: r for r in by_sampler["uniform"]}
+    baseline = next((b for b in BASELINES if b in by_sampler), None)
+    if baseline is not None:
+        reference = {r["seed"]: r for r in by_sampler[baseline]}
         for name, rows in by_sampler.items():
-            if name in ("uniform", "untrained"):
+            if name in (baseline, "untrained"):
                 continue
             differences[name] = {}
             for key in ("heldout_accuracy", "probe_top1", "retrieval_top1"):
                 mean, half = mean_ci(r[key] - reference[r["seed"]][key] for r in rows)
                 differences[name][key] = {"mean": mean, "ci95": half}
-    return {"samplers": summary, "paired_vs_uniform": differences}
+    scale = None if references is None else {"stratified": references[0], "oracle": references[1]}
+    return {"samplers": summary, "baseline": baseline, "paired_vs_baseline": differences, "normalisation": scale}
+
+
+def normalisation(by_sampler: dict[str, list[dict[str, Any]]]) -> tuple[float, float] | None:
+    """``(stratified mean return, best oracle mean return)`` of a run that has both, else None."""
+    oracles = [float(np.mean([r["return"] for r in rows])) for n, rows in by_sampler.items() if n in ORACLES and rows]
+    if "stratified" not in by_sampler or not oracles:
+        return None
+    return float(np.mean([r["return"] for r in by_sampler["stratified"]])), max(oracles)
+
+
+def normalized_score(episode_return: float, stratified: float, oracle: float) -> float:
+    """D4RL-style: 0 at stratified sampling's mean return, 1 at the best oracle's; NaN when the oracle's mean return
+    is not above stratified's (no headroom measured: the scale would be meaningless or inverted)."""
+    span = oracle - stratified
+    return (episode_return - stratified) / span if span > 0 else float("nan")
+
+
+def metrics_of(normalised: bool) -> tuple[tuple[str, str, bool], ...]:
+    """The table's metrics, plus the normalised score when the run has its references."""
+    return METRICS + ((NORMALIZED,) if normalised else ())
 
 
 def results_table(summary: dict[str, Any]) -> str:
     """The Markdown tables of :func:`summarise` (mean ± 95 % CI; best mean per column in bold)."""
     names = list(summary["samplers"])
+    metrics = metrics_of(summary["normalisation"] is not None)
     lines = [
-        "| sampler | " + " | ".join(title for _, title, _ in METRICS) + " |",
-        "|---" + "|---:" * len(METRICS) + "|",
+        "| sampler | " + " | ".join(title for _, title, _ in metrics) + " |",
+        "|---" + "|---:" * len(metrics) + "|",
     ]
     best = {}
-    for key, _, higher in METRICS:
+    for key, _, higher in metrics:
         means = {n: summary["samplers"][n][key]["mean"] for n in names if n != "untrained"}
         best[key] = (max if higher else min)(means, key=means.get) if means else None
     for name in names:
         cells = []
-        for key, _, _ in METRICS:
+        for key, _, _ in metrics:
             m = summary["samplers"][name][key]
             if key in PERCENT:
                 text = f"{m['mean'] * 100:.1f} ± {m['ci95'] * 100:.1f}"
@@ -322,10 +361,11 @@ def results_table(summary: dict[str, Any]) -> str:
                 text = f"{m['mean']:.3f} ± {m['ci95']:.3f}"
             cells.append(f"**{text}**" if best[key] == name else text)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if summary["paired_vs_uniform"]:
-        lines += ["", "Paired difference to uniform on the same seeds (percentage points, mean ± 95 % CI):", "",
+    if summary["paired_vs_baseline"]:
+        lines += ["", f"Paired difference to {summary['baseline']} on the same seeds (percentage points, mean ± 95 % CI):",
+                  "",
                   "| sampler | held-out ordering acc | linear probe top-1 | retrieval top-1 |", "|---|---:|---:|---:|"]  # fmt: skip
-        for name, d in summary["paired_vs_uniform"].items():
+        for name, d in summary["paired_vs_baseline"].items():
             cells = [f"{d[k]['mean'] * 100:+.1f} ± {d[k]['ci95'] * 100:.1f}" for k in ("heldout_accuracy", "probe_top1", "retrieval_top1")]  # fmt: skip
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -415,6 +455,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--pg-warmup-epochs", type=int, default=1,
                         help="passes of each policy-gradient candidate over its fitting seeds (default: 1)")  # fmt: skip
     parser.add_argument("--ppo-episodes", type=int, default=10, help="PPO training episodes (default: 10)")
+    parser.add_argument("--oracle-candidates", type=int, default=4,
+                        help="actions an oracle tries per decision (default: 4)")  # fmt: skip
     parser.add_argument("--probe-videos", type=int, default=1200,
                         help="SyntheticActions clips of the downstream split, 80/20 train/test (default: 1200)")  # fmt: skip
     parser.add_argument("--probe-epochs", type=int, default=30, help="linear-probe training epochs (default: 30)")
@@ -474,7 +516,7 @@ def _compare(args: argparse.Namespace, env_kwargs: dict[str, Any], started: floa
     samplers = ["untrained", *[s for s in SAMPLERS if s in args.samplers]]
     jobs = [
         Job(name, seed, args.env_id, tuple(sorted(env_kwargs.items())), tuple(sorted(artefacts.items())),
-            args.probe_videos, args.probe_epochs)
+            args.probe_videos, args.probe_epochs, args.oracle_candidates)
         for seed in args.eval_seeds for name in samplers
     ]  # fmt: skip
     results = run_parallel(evaluate_job, jobs, args.workers, "evaluation runs")

@@ -1,5 +1,6 @@
-"""Baseline samplers that do not learn: uniform (the classic fixed-bank draw), constant, round-robin, curriculum
-(easy to hard by Hamming distance from the identity) and loss-proportional (hard-permutation mining).
+"""Baseline samplers that do not learn: uniform (the classic fixed-bank draw), stratified (every update draws distinct
+permutations from a reshuffled bank: the baseline every learned sampler must beat), constant, round-robin,
+curriculum (easy to hard by Hamming distance from the identity) and loss-proportional (hard-permutation mining).
 
 All are stateless between steps: what they need (held-out loss per permutation, progress) is in the observation,
 so they work unchanged in vector envs and after a resume.
@@ -25,6 +26,35 @@ class UniformSampler(BankSampler):
 
     def probabilities(self, observation: np.ndarray) -> dict[str, np.ndarray]:
         return {task: np.full(k, 1.0 / k) for task, k in self.spec.bank_sizes.items()}
+
+
+class StratifiedSampler(Sampler):
+    """Balanced draws: each step, every task's ``B`` samples take the rows of a freshly shuffled bank in order.
+
+    With ``B <= K`` an update trains on ``B`` distinct permutations; with ``B > K`` the bank is dealt out again from
+    a new shuffle, so every permutation is used ``floor(B / K)`` or ``ceil(B / K)`` times. Nothing is carried from
+    step to step except ``self.rng`` (no cycling state, unlike :class:`RoundRobinSampler`), so the sampler works
+    unchanged in vector envs and after a resume. It removes the sampling noise of i.i.d. uniform draws (some
+    permutations drawn twice, others missing in an update) and nothing else: a learned sampler's gain over it is
+    adaptivity, not balance.
+
+    Only the ``per_sample`` mode can express it (the distribution mode draws i.i.d. from a distribution).
+    """
+
+    supported_modes = ("per_sample",)
+
+    def _act(self, observation: np.ndarray, deterministic: bool) -> np.ndarray:
+        return stratified_action(self.spec, self.rng)
+
+
+def stratified_action(spec: SamplerSpec, rng: np.random.Generator) -> np.ndarray:
+    """A per_sample action that deals each task's samples from freshly shuffled banks (see :class:`StratifiedSampler`)."""
+    rows = []
+    for task, n in spec.batch_split.items():
+        k = spec.bank_sizes[task]
+        deals = [rng.permutation(k) for _ in range(-(-n // k))]
+        rows.append(np.concatenate(deals)[:n])
+    return np.concatenate(rows).astype(np.int64)
 
 
 class ConstantSampler(Sampler):

@@ -18,20 +18,30 @@ from typing import Any
 import gymnasium as gym
 
 from agents.base import Sampler, SamplerSpec
-from agents.heuristics import CurriculumSampler, LossProportionalSampler, RoundRobinSampler, UniformSampler
+from agents.heuristics import (
+    CurriculumSampler,
+    LossProportionalSampler,
+    RoundRobinSampler,
+    StratifiedSampler,
+    UniformSampler,
+)
+from agents.oracle import ProxyOracleSampler, RewardOracleSampler
 from agents.policy_gradient import PolicyGradientSampler
 from agents.sb3 import SB3Sampler
 
 #: Prefix of a saved Stable-Baselines3 model used as a sampler: ``sb3:PATH`` (options: ``algo``, ``deterministic``).
 SB3_PREFIX = "sb3:"
 
-#: Every sampler by name. (Branch ``sampling``, issue 10: register ``stratified`` and the oracle samplers here.)
+#: Every sampler by name (the oracles need the live env, not a spec, and act in per_sample mode only).
 SAMPLERS: dict[str, type[Sampler]] = {
     "policy_gradient": PolicyGradientSampler,
     "uniform": UniformSampler,
     "loss_proportional": LossProportionalSampler,
     "curriculum": CurriculumSampler,
     "round_robin": RoundRobinSampler,
+    "stratified": StratifiedSampler,
+    "oracle_reward": RewardOracleSampler,
+    "oracle_proxy": ProxyOracleSampler,
 }
 
 

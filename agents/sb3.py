@@ -51,14 +51,15 @@ class SeedCycle(gym.Wrapper):
 
 
 def make_env(env_id: str, seeds: Sequence[int], env_kwargs: dict[str, Any]) -> Callable[[], gym.Env]:
-    """A thunk for vector envs: ``gym.make(env_id, **env_kwargs)`` with ``Monitor`` (episode statistics for SB3's
+    """A thunk for vector envs: ``permgym.make(env_id, **env_kwargs)`` (``gym.make`` with the episode length of the
+    overrides) with ``Monitor`` (episode statistics for SB3's
     logger and EvalCallback) inside :class:`SeedCycle`. ``render_mode`` stays ``None`` (SB3's ``make_vec_env``
     would pass ``"rgb_array"`` for string ids, which PermSampling does not render)."""
 
     def thunk() -> gym.Env:
-        import permgym  # noqa: F401  (registers the ids in worker processes)
+        import permgym  # registers the ids in worker processes
 
-        return SeedCycle(Monitor(gym.make(env_id, **env_kwargs)), seeds)
+        return SeedCycle(Monitor(permgym.make(env_id, **env_kwargs)), seeds)
 
     return thunk
 

@@ -520,8 +520,9 @@ def pretrain(
 
 
 def ssl_metrics(env: PermSamplingEnv, history: list[dict[str, Any]]) -> dict[str, float]:
-    """Final held-out ordering loss/accuracy per task and their mean, the return and the number of updates."""
-    val = env.trainer.validate()
+    """Final held-out ordering loss/accuracy per task (on the env's report pool: clips the reward never saw) and their
+    mean, the return and the number of updates."""
+    val = env.heldout_statistics()
     metrics: dict[str, float] = {}
     for task, stats in val.items():
         metrics[f"ssl/{task}/val_loss"] = float(stats["loss"].mean())

@@ -10,10 +10,16 @@ from permgym.config import PermSamplingConfig
 
 
 class IndexedClips:
-    """A lazily indexed subset of a (possibly memory-mapped) ``[N, T, 3, H, W]`` uint8 clip tensor."""
+    """A lazily indexed subset of a (possibly memory-mapped) ``[N, T, 3, H, W]`` uint8 clip tensor, with the class
+    ``labels [N]`` of every row of ``clips`` (for proxies that read labels of held-out training clips)."""
 
-    def __init__(self, clips: torch.Tensor, index: torch.Tensor) -> None:
-        self.clips, self.index = clips, index
+    def __init__(self, clips: torch.Tensor, index: torch.Tensor, labels: torch.Tensor) -> None:
+        self.clips, self.index, self.all_labels = clips, index, labels
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """``[len(self)]`` int64 class of each clip of the subset."""
+        return self.all_labels[self.index]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -27,7 +33,8 @@ def load_clip_pools(config: PermSamplingConfig) -> tuple[IndexedClips, IndexedCl
 
     The training clips (SyntheticActions' ``"train"`` split, or every clip of a frame cache, which is built from a
     training split) are divided by a ``data_seed``-seeded permutation into ``1 - val_fraction`` clips the CNN trains
-    on and ``val_fraction`` clips for the validation batch behind the observation and reward. The test split is never
+    on and ``val_fraction`` clips held out for validation (:func:`split_validation` halves them into the pool the
+    per-episode validation batch behind observation and reward is drawn from, and a pool for reports). The test split is never
     touched, so downstream evaluation stays clean. Results are memoised per process on the fields that determine
     them: resets and further envs never regenerate or re-read data.
     """
@@ -41,22 +48,41 @@ def load_clip_pools(config: PermSamplingConfig) -> tuple[IndexedClips, IndexedCl
     return _split_pools(source, config.data_seed, config.val_fraction)
 
 
-def _training_clips(source: tuple) -> torch.Tensor:
+def split_validation(val_clips: IndexedClips) -> tuple[IndexedClips, IndexedClips]:
+    """``(reward_pool, report_pool)``: the validation clips cut into two disjoint halves (odd / even positions).
+
+    Each episode draws its validation batch (behind observation and reward) from ``reward_pool``; the held-out
+    ordering metrics that evaluations report (:meth:`permgym.env.PermSamplingEnv.heldout_statistics`) use
+    ``report_pool``, clips that no reward, observation or sampler ever saw.
+    """
+    if len(val_clips) < 2:
+        raise ValueError(
+            f"need at least 2 validation clips to split into reward and report pools, got {len(val_clips)}"
+        )
+    clips, index, labels = val_clips.clips, val_clips.index, val_clips.all_labels
+    return IndexedClips(clips, index[1::2], labels), IndexedClips(clips, index[0::2], labels)
+
+
+def _training_clips(source: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     if source[0] == "synthetic":
         from permgym.data.synthetic import SyntheticActions
 
         _, classes, videos, frames, size, seed = source
-        return SyntheticActions(classes, videos, frames, size, seed, split="train").clips
+        data = SyntheticActions(classes, videos, frames, size, seed, split="train")
+        return data.clips, data.labels
     from permgym.data.cache import FrameCache
 
-    return FrameCache(source[1]).clips  # memory-mapped: rows are read only when a batch indexes them
+    cache = FrameCache(source[1])
+    return cache.clips, cache.labels  # memory-mapped clips: rows are read only when a batch indexes them
 
 
 @lru_cache(maxsize=4)
 def _split_pools(source: tuple, seed: int, val_fraction: float) -> tuple[IndexedClips, IndexedClips]:
-    clips = _training_clips(source)
-    if len(clips) < 2:
-        raise ValueError(f"need at least 2 training clips to hold some out for validation, got {len(clips)}")
+    clips, labels = _training_clips(source)
+    if len(clips) < 3:
+        raise ValueError(f"need at least 3 training clips to hold 2 out for validation, got {len(clips)}")
     order = torch.randperm(len(clips), generator=torch.Generator().manual_seed(seed))
-    n_val = min(max(1, round(len(clips) * val_fraction)), len(clips) - 1)
-    return IndexedClips(clips, order[n_val:].sort().values), IndexedClips(clips, order[:n_val].sort().values)
+    n_val = min(max(2, round(len(clips) * val_fraction)), len(clips) - 1)  # >= 2: a reward and a report half
+    return IndexedClips(clips, order[n_val:].sort().values, labels), IndexedClips(
+        clips, order[:n_val].sort().values, labels
+    )

@@ -49,6 +49,8 @@ class PermSamplingConfig:
     Network and optimisation:
         trunk: ``"tiny"``, ``"caffenet"`` or ``"resnet18"``; projection_dim, hidden: element feature size and
             fusion width.
+        centre_elements: subtract each sample's mean element feature before the fusion head (the head then sees
+            only how the elements differ).
         optimizer: ``"sgd"`` (momentum) or ``"adam"``; lr, momentum, weight_decay as usual.
         batch_size: clips per SGD update; val_batch_size: clips in the fixed validation batch.
         updates_per_step: M, SGD updates per env step; steps_per_episode: T, env steps per episode.
@@ -96,6 +98,7 @@ class PermSamplingConfig:
     trunk: str = "tiny"
     projection_dim: int = 64
     hidden: int = 128
+    centre_elements: bool = True
     optimizer: str = "adam"
     lr: float = 2e-3
     momentum: float = 0.9

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from permgym.clip_pools import load_clip_pools
+from permgym.clip_pools import IndexedClips, load_clip_pools, split_validation
 from permgym.config import PermSamplingConfig, make_config
 from permgym.distributed import World, resolve_device
 from permgym.observation import ObservationTracker
+from permgym.reference import markdown_table, normalized_score, reference_for
 from permgym.trainer import OrderingTrainer, UpdateStats, batch_split, build_tasks, chance_loss
 
 #: Names of the tasks in action / observation order.
@@ -43,8 +44,10 @@ class PermSamplingEnv(gym.Env):
     ## Observation
     ``Box(-1, 1, (D,), float32)``; per-permutation held-out loss, accuracy, prediction entropy, largest confusion,
     recent and last selection frequency, the task's losses and accuracy, then progress and optimisation health. The
-    held-out statistics come from a fixed validation batch scored over all K permutations with one trunk pass. The
-    full table is in :mod:`permgym.observation`.
+    held-out statistics come from a validation batch of ``val_batch_size`` clips scored over all K permutations with
+    one trunk pass; ``reset`` redraws the batch (seeded: equal seeds, equal clips) from the *reward pool*, one half of
+    the held-out training clips. The other half, the *report pool*, is never shown to reward or observation: evaluations
+    report held-out ordering metrics on it (:meth:`heldout_statistics`). The full table is in :mod:`permgym.observation`.
 
     ## Reward
     ``reward="val_loss_delta"`` (default): drop of the mean held-out loss over the step divided by ``log K`` (summed
@@ -96,7 +99,7 @@ class PermSamplingEnv(gym.Env):
             raise ValueError(f"amp=True needs a CUDA device, the env's config has device={self.config.device!r}")
         self.world, self.amp, self.sync_bn = world or World(), amp, sync_bn
         self._set_threads()
-        self._train_clips, self._val_clips = load_clip_pools(self.config)
+        self._load_clips()
         self.banks = {name: task.bank for name, task in build_tasks(self.config).items()}
         self.tasks = [t for t in TASK_ORDER if t in self.banks]
         self.batch_split = batch_split(self.config, self.tasks)
@@ -109,6 +112,14 @@ class PermSamplingEnv(gym.Env):
         self._val: dict[str, dict[str, torch.Tensor]] = {}
         self._step = 0
         self._last_update = UpdateStats(0.0, 0.0, 0.0, True)
+        self.validation_index = torch.zeros(0, dtype=torch.int64)
+        self._return = 0.0
+        self._reference = reference_for(self.config)
+
+    def _load_clips(self) -> None:
+        """Training clips, the pool each episode's validation batch is drawn from, and the report pool."""
+        self._train_clips, val_clips = load_clip_pools(self.config)
+        self._reward_pool, self._report_pool = split_validation(val_clips)
 
     # ------------------------------------------------------------------ spaces and actions
     def _set_threads(self) -> None:
@@ -168,12 +179,16 @@ class PermSamplingEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         torch_seed = int(self.np_random.integers(2**62))
-        self.trainer = OrderingTrainer(self.config, self._train_clips, self._val_clips, torch_seed, self.sync_bn)
+        count = min(self.config.val_batch_size, len(self._reward_pool))
+        self.validation_index = torch.as_tensor(np.sort(self.np_random.choice(len(self._reward_pool), count, False)))
+        val_clips = self._reward_pool[self.validation_index]
+        self.trainer = OrderingTrainer(self.config, self._train_clips, val_clips, torch_seed, self.sync_bn)
         self.trainer.distribute(self.world)  # no-op in one process
         if self.amp:
             self.trainer.enable_amp()
         self._tracker.reset()
         self._step = 0
+        self._return = 0.0
         self._last_update = UpdateStats(0.0, 0.0, 0.0, True)
         self._val = self.trainer.validate()
         return self._observation(), self._info(diverged=False)
@@ -219,7 +234,10 @@ class PermSamplingEnv(gym.Env):
                 raw -= self._utility(before, uniform_val)
             reward = float(np.clip(raw * self.config.reward_scale, -self.config.reward_clip, self.config.reward_clip))
         truncated = diverged or self._step >= self.config.steps_per_episode
+        self._return += reward
         info = self._info(diverged=diverged)
+        if truncated and self._reference is not None:
+            info["normalized_score"] = normalized_score(self._return, self._reference)
         info["selection_counts"] = {t: counts[t].copy() for t in self.tasks}
         return self._observation(), reward, False, bool(truncated), info
 
@@ -278,9 +296,11 @@ class PermSamplingEnv(gym.Env):
                 "trainer": self.trainer.state_dict(),
                 "tracker": self._tracker.state_dict(),
                 "step": self._step,
+                "return": self._return,
                 "val": self._val,
                 "last_update": self._last_update,
                 "np_random": self.np_random.bit_generator.state,
+                "validation_index": self.validation_index,
             }
         )
 
@@ -294,9 +314,78 @@ class PermSamplingEnv(gym.Env):
         self.trainer.load_state_dict(state["trainer"])
         self._tracker.load_state_dict(state["tracker"])
         self._step = int(state["step"])
+        self._return = float(state.get("return", 0.0))
         self._val = state["val"]
         self._last_update = state["last_update"]
         self.np_random.bit_generator.state = state["np_random"]
+        self.validation_index = state.get("validation_index", self.validation_index)
+
+    @property
+    def reward_pool(self) -> IndexedClips:
+        """Held-out training clips each episode's validation batch (observation and reward) is drawn from."""
+        return self._reward_pool
+
+    @property
+    def report_pool(self) -> IndexedClips:
+        """Held-out training clips no validation batch ever contains (see :meth:`heldout_statistics`)."""
+        return self._report_pool
+
+    @property
+    def train_pool(self) -> IndexedClips:
+        """The clips the CNN trains on."""
+        return self._train_clips
+
+    def snapshot(self) -> dict[str, Any]:
+        """A deep copy of everything a step changes, for look-ahead: :meth:`restore` returns the env to it, so that
+        ``step`` can be tried with several actions from the same weights, optimiser, data order and RNG states."""
+        if self.trainer is None:
+            raise RuntimeError("call reset() before snapshot()")
+        return {
+            "trainer": self.trainer.snapshot(),
+            "tracker": self._tracker.state_dict(),
+            "step": self._step,
+            "return": self._return,
+            "val": self._val,  # replaced, never changed in place, by step
+            "last_update": self._last_update,
+            "np_random": copy.deepcopy(self.np_random.bit_generator.state),
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Return to a :meth:`snapshot` (which stays valid: it can be restored again)."""
+        if self.trainer is None:
+            raise RuntimeError("call reset() before restore()")
+        # the optimiser may adopt the snapshot's state tensors and update them in place: give it a copy
+        self.trainer.load_state_dict(
+            {**snapshot["trainer"], "optimizer": copy.deepcopy(snapshot["trainer"]["optimizer"])}
+        )
+        self._tracker.load_state_dict(snapshot["tracker"])
+        self._step = snapshot["step"]
+        self._return = snapshot["return"]
+        self._val = snapshot["val"]
+        self._last_update = snapshot["last_update"]
+        self.np_random.bit_generator.state = copy.deepcopy(snapshot["np_random"])
+
+    @torch.no_grad()
+    def heldout_statistics(self, max_clips: int = 512) -> dict[str, dict[str, torch.Tensor]]:
+        """Per task: ``loss [K]``, ``accuracy [K]``, ``confusion [K, K]`` of the current CNN on the report pool.
+
+        The report pool (:func:`permgym.clip_pools.split_validation`) is the half of the held-out training clips that
+        no validation batch is ever drawn from: no reward or observation saw them, so a sampler cannot have fitted
+        them. Elements are cut with a fixed augmentation seed; the model's train/eval mode is restored.
+
+        Args:
+            max_clips: use the first ``max_clips`` clips of the pool at most (memory on large datasets).
+        """
+        if self.trainer is None:
+            raise RuntimeError("call reset() before heldout_statistics()")
+        trainer = self.trainer
+        clips = self._report_pool[: max(1, max_clips)]
+        generator = torch.Generator().manual_seed(0)
+        elements = {name: task.elements(clips, generator).to(trainer.device) for name, task in trainer.tasks.items()}
+        was_training = trainer.model.training
+        statistics = trainer.permutation_statistics(elements)
+        trainer.model.train(was_training)
+        return statistics
 
     def close(self) -> None:
         self.trainer = None
@@ -304,14 +393,26 @@ class PermSamplingEnv(gym.Env):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_train_clips"] = state["_val_clips"] = None  # reloaded from the config, never pickled
+        for pool in ("_train_clips", "_reward_pool", "_report_pool"):
+            state[pool] = None  # reloaded from the config, never pickled
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._train_clips, self._val_clips = load_clip_pools(self.config)
+        self._load_clips()
         if self.trainer is not None:
             self.trainer.train_clips = self._train_clips
+
+
+if PermSamplingEnv.__doc__ is not None and markdown_table():  # the measured references, read from their data file
+    PermSamplingEnv.__doc__ += (
+        "\n    ## Reference scores (``permgym/reference_scores.json``, by ``bench/reference_scores.py``)\n"
+        "    Mean ± 95 % t-interval over held-out seeds, per_sample mode; ``permgym.reference_scores(env_id)`` returns\n"
+        "    them and ``info['normalized_score']`` at an episode's end is 0 at stratified's mean return, 1 at the best\n"
+        "    oracle's, when the env's config is the one measured (any action mode).\n\n    "
+        + markdown_table().replace("\n", "\n    ")
+        + "\n"
+    )
 
 
 def difficulty_groups(distance: torch.Tensor, groups: int) -> torch.Tensor:

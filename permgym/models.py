@@ -110,6 +110,7 @@ class OrderingNet(nn.Module):
         projection_dim: per-element feature size P after the projection (the jigsaw net's fc6).
         hidden: width of each fusion head's hidden layer (fc7).
         dropout: dropout before each head's classifier.
+        centre: subtract each sample's mean element feature (see :meth:`element_features`).
     """
 
     def __init__(
@@ -119,9 +120,11 @@ class OrderingNet(nn.Module):
         projection_dim: int = 128,
         hidden: int = 256,
         dropout: float = 0.0,
+        centre: bool = True,
     ) -> None:
         super().__init__()
         self.trunk = trunk
+        self.centre = centre
         self.project = nn.Sequential(nn.Linear(trunk.out_dim, projection_dim), nn.ReLU(inplace=True))
         self.heads = nn.ModuleDict(
             {task: FusionHead(n, projection_dim, hidden, k, dropout) for task, (n, k) in heads.items()}
@@ -130,10 +133,11 @@ class OrderingNet(nn.Module):
     def element_features(self, elements: torch.Tensor) -> torch.Tensor:
         """``[B, n, 3, H, W]`` -> ``[B, n, P]``: trunk and projection on each element independently, then centred
         over the sample's elements. Centring removes what the elements share (background, object appearance) so
-        the head sees how they differ; it is order-independent, so every permutation still is a gather."""
+        the head sees how they differ; it is order-independent, so every permutation still is a gather. Without
+        ``centre`` the features are passed as they are."""
         b, n = elements.shape[:2]
         features = self.project(self.trunk(elements.flatten(0, 1))).view(b, n, -1)
-        return features - features.mean(dim=1, keepdim=True)
+        return features - features.mean(dim=1, keepdim=True) if self.centre else features
 
     def forward(self, elements: torch.Tensor, task: str) -> torch.Tensor:
         """Naive path: ``[B, n, 3, H, W]`` elements already in presentation order -> ``[B, K]`` logits."""

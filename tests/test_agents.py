@@ -22,6 +22,7 @@ from agents import (
     RoundRobinSampler,
     SB3Sampler,
     SeedCycle,
+    StratifiedSampler,
     UniformSampler,
     distribution_to_action,
     run_episode,
@@ -31,7 +32,7 @@ from permgym.observation import observation_size, observation_slices
 from tests.test_env import FAST
 
 MODES = ("distribution", "per_sample", "discrete")
-BANK_SAMPLERS = (UniformSampler, RoundRobinSampler, CurriculumSampler, LossProportionalSampler)
+BANK_SAMPLERS = (UniformSampler, StratifiedSampler, RoundRobinSampler, CurriculumSampler, LossProportionalSampler)
 LEARNERS = (PolicyGradientSampler,)
 
 
@@ -131,6 +132,22 @@ def _with_progress(env: PermSamplingEnv, obs: np.ndarray, step: int) -> np.ndarr
     out = obs.copy()
     out[observation_slices({"temporal": 24})["global"]["progress"]] = 2 * step / env.config.steps_per_episode - 1
     return out
+
+
+@pytest.mark.parametrize(("batch_size", "counts"), [(8, {0, 1}), (24, {1}), (30, {1, 2})])
+def test_stratified_balances_every_update(batch_size: int, counts: set[int]) -> None:
+    env = PermSamplingEnv(action_mode="per_sample", **{**FAST, "batch_size": batch_size})
+    obs, _ = env.reset(seed=0)
+    sampler = StratifiedSampler(env, seed=0)
+    actions = [sampler.predict(obs)[0] for _ in range(20)]
+    for action in actions:  # within an update: distinct rows, dealt as evenly as the batch allows
+        assert set(np.bincount(action, minlength=24).tolist()) == counts
+    assert len({a.tobytes() for a in actions}) == len(actions)  # reshuffled every step
+    again = StratifiedSampler(env, seed=0)
+    for action in actions:  # seeded: equal seeds give equal draws (the only state is the shuffle RNG)
+        np.testing.assert_array_equal(again.predict(obs)[0], action)
+    with pytest.raises(ValueError, match="StratifiedSampler does not support action_mode='distribution'"):
+        StratifiedSampler(PermSamplingEnv(action_mode="distribution", **FAST))
 
 
 def test_round_robin_uses_every_permutation_equally_often(envs) -> None:

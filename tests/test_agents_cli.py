@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -80,20 +81,31 @@ def test_dqn_gets_the_discrete_mode_and_refuses_others(capsys: pytest.CaptureFix
 
 def test_evaluate_end_to_end_on_a_tiny_config(tmp_path: Path) -> None:
     """PG and PPO trained on training seeds, evaluated against uniform: the code path of the full comparison."""
-    metrics = main(["--quick", "--workers", "1", "--samplers", "uniform", "pg", "ppo", "--probe-epochs", "2",
-                    "--out", str(tmp_path), "--benchmarks", str(tmp_path / "BENCHMARKS.md")])  # fmt: skip
-    assert set(metrics["samplers"]) == {"untrained", "uniform", "pg", "ppo"}
+    metrics = main(["--quick", "--workers", "1", "--samplers", "uniform", "stratified", "pg", "ppo", "oracle_reward",
+                    "--oracle-candidates", "2", "--probe-epochs", "2", "--out", str(tmp_path), "--benchmarks",
+                    str(tmp_path / "BENCHMARKS.md")])  # fmt: skip
+    assert set(metrics["samplers"]) == {"untrained", "uniform", "stratified", "pg", "ppo", "oracle_reward"}
+    normalised = {name: row["normalized_score"]["mean"] for name, row in metrics["samplers"].items()}
+    if metrics["normalisation"]["oracle"] > metrics["normalisation"]["stratified"]:
+        assert normalised["stratified"] == pytest.approx(0.0, abs=1e-9)
+        assert normalised["oracle_reward"] == pytest.approx(1.0)
+    else:  # no headroom measured: no scale
+        assert all(math.isnan(v) for v in normalised.values())
     for name, row in metrics["samplers"].items():
         assert len(row["probe_top1"]["values"]) == 2, name
         assert 0.0 <= row["probe_top1"]["mean"] <= 1.0 and 0.0 <= row["heldout_accuracy"]["mean"] <= 1.0
-    assert set(metrics["paired_vs_uniform"]) == {"pg", "ppo"}
+    assert metrics["baseline"] == "stratified"
+    assert set(metrics["paired_vs_baseline"]) == {"uniform", "pg", "ppo", "oracle_reward"}
     runs = [r for r in metrics["runs"] if r["sampler"] == "pg"]
     assert {r["seed"] for r in runs} == {1000, 1001} and len(runs[0]["usage"]["temporal"]) == 3
     for name in ("config.json", "metrics.json", "results.md", "learning_curves.png", "usage_heatmap.png"):
         assert (tmp_path / name).is_file(), name
     assert len(metrics["pg_selection"]) == 3 and all((tmp_path / f"pg_candidate{i}.pt").is_file() for i in range(3))
     assert (tmp_path / "ppo_train" / "ppo" / "model.zip").is_file()
-    assert "| pg |" in (tmp_path / "results.md").read_text()
+    results = (tmp_path / "results.md").read_text()
+    paired = results.split("Paired difference to stratified")[1]
+    for name in ("uniform", "pg", "ppo"):  # one row per sampler in each table
+        assert results.count(f"| {name} |") == 2 and paired.count(f"| {name} |") == 1, name
     assert BENCHMARK_HEADING in (tmp_path / "BENCHMARKS.md").read_text()
 
 

@@ -258,3 +258,31 @@ def test_state_dict_restored_into_a_fresh_env_continues_identically() -> None:
             assert (terminated, truncated) == expected[2:4] and info["train_loss"] == expected[4]["train_loss"]
     for name, weight in env.trainer.model.state_dict().items():
         assert torch.equal(weight, restored.trainer.model.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("env_id", [env_id for env_id, _, _ in permgym.ENV_IDS])
+def test_every_id_registers_its_episode_length(env_id: str) -> None:
+    spec = gym.spec(env_id)
+    assert spec.max_episode_steps == permgym.config.PRESETS[spec.kwargs["config"]].steps_per_episode
+
+
+def test_make_follows_an_overridden_episode_length() -> None:
+    env = permgym.make("PermSampling-v0", **{**FAST, "steps_per_episode": 30})
+    assert env.spec.max_episode_steps == 30 and env.unwrapped.config.steps_per_episode == 30
+
+
+def test_validation_batch_is_redrawn_per_episode_from_the_reward_pool() -> None:
+    env, twin = PermSamplingEnv(**FAST), PermSamplingEnv(**FAST)
+    env.reset(seed=5)
+    first = env.validation_index.clone()
+    twin.reset(seed=5)
+    torch.testing.assert_close(twin.trainer.val_elements, env.trainer.val_elements)  # equal seeds, equal clips
+    env.reset()  # the next episode of the same env
+    assert not torch.equal(env.validation_index, first)
+    env.reset(seed=6)
+    assert not torch.equal(env.validation_index, first)
+    reward_pool, report_pool = env._reward_pool, env._report_pool
+    assert len(first) == FAST["val_batch_size"] and set(first.tolist()) <= set(range(len(reward_pool)))
+    assert set(reward_pool.index.tolist()).isdisjoint(report_pool.index.tolist())  # reports use unseen clips
+    stats = env.heldout_statistics()
+    assert stats["temporal"]["accuracy"].shape == (24,)

@@ -10,18 +10,28 @@ from permgym.permutations import make_bank
 
 
 @pytest.mark.parametrize(
-    ("trunk", "n", "size", "side"), [("tiny", 4, None, 32), ("tiny", 9, 30, 24), ("caffenet", 4, None, 64)]
+    ("trunk", "n", "size", "side", "centre"),
+    [
+        ("tiny", 4, None, 32, True),
+        ("tiny", 9, 30, 24, True),
+        ("caffenet", 4, None, 64, True),
+        ("tiny", 4, None, 32, False),
+    ],
 )
-def test_shared_trunk_scoring_equals_naive_forward(trunk: str, n: int, size: int | None, side: int) -> None:
+def test_shared_trunk_scoring_equals_naive_forward(
+    trunk: str, n: int, size: int | None, side: int, centre: bool
+) -> None:
     torch.manual_seed(0)
     bank = make_bank(n, size)
-    net = OrderingNet(build_trunk(trunk), {"task": (n, bank.size)}, projection_dim=16, hidden=32).eval()
+    net = OrderingNet(build_trunk(trunk), {"task": (n, bank.size)}, projection_dim=16, hidden=32, centre=centre).eval()
     elements = torch.randn(3, n, 3, side, side)
     with torch.no_grad():
         shared = net.score_all_permutations(elements, bank.perms, "task")
         naive = torch.stack([net(elements[:, perm], "task") for perm in bank.perms], dim=1)
     assert shared.shape == (3, bank.size, bank.size)
     torch.testing.assert_close(shared, naive, rtol=1e-4, atol=1e-5)
+    means = net.element_features(elements).mean(dim=1).abs().max()
+    assert (means < 1e-5) == centre  # centred features average to zero over a sample's elements
 
 
 def test_classify_ordered_equals_forward_on_shuffled_inputs() -> None:

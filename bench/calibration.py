@@ -1,0 +1,169 @@
+"""Calibrate the yardstick: does more ordering pretraining give better downstream features in the embedded regime?
+
+    python bench/calibration.py --seeds 5        # prints the table, writes BENCHMARKS.md and a plot
+
+One stratified-sampling episode per seed of ``PermSampling-v0`` in ``per_sample`` mode (the regime the headroom
+and reference scores are measured in: ``updates_per_step`` updates of ``batch_size`` clips per step), run for the
+largest budget; the frozen trunk is evaluated after 0, ¼, ½, 1, 2 and 4 times the default episode's updates (Adam at
+a constant step size, so a shorter budget is the start of the longer run). At each budget: held-out ordering
+accuracy (the env's report pool), and downstream on SyntheticActions test clips (:mod:`permgym.probe`: linear-probe
+top-1 and retrieval top-1, test clips querying train clips). The table gives mean ± 95 % t-interval over seeds and
+the paired difference of each doubling (same seed); a doubling "raises" a metric when that interval is clear of zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import ROOT, machine_info, write_section
+
+from agents.evaluate import heldout_ordering_metrics, mean_ci
+from agents.heuristics import StratifiedSampler
+from permgym.config import make_config
+from permgym.env import PermSamplingEnv
+from permgym.probe import evaluate_trunk, load_probe_data
+from permgym.run import parse_key_value
+
+HEADING = "## Calibration (bench/calibration.py)"
+MULTIPLES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+METRICS = (("heldout_accuracy", "held-out ordering acc"), ("probe_top1", "linear probe top-1"),
+           ("retrieval_top1", "retrieval top-1"))  # fmt: skip
+
+
+def run_seed(seed: int, env_kwargs: dict, probe_videos: int, probe_epochs: int) -> list[dict[str, float]]:
+    """Metrics after each budget of :data:`MULTIPLES` for one seed."""
+    env = PermSamplingEnv(**{"action_mode": "per_sample", "torch_threads": 1, **env_kwargs})
+    default_steps = env.config.steps_per_episode
+    checkpoints = sorted({round(m * default_steps) for m in MULTIPLES})
+    env = PermSamplingEnv(env.config.replace(steps_per_episode=max(checkpoints)))
+    sampler = StratifiedSampler(env, seed=seed)
+    c = env.config
+    data = load_probe_data(c.synthetic_classes, probe_videos, c.clip_frames, c.frame_size, c.data_seed)
+    obs, _ = env.reset(seed=seed)
+    rows = []
+    for step in range(max(checkpoints) + 1):
+        if step in checkpoints:
+            probe = evaluate_trunk(env.trainer.model.trunk, data, image_size=c.element_size, epochs=probe_epochs)
+            rows.append({"updates": step * c.updates_per_step, **heldout_ordering_metrics(env),
+                         "probe_top1": probe["probe_top1"], "retrieval_top1": probe["retrieval_top1"]})  # fmt: skip
+            print(f"seed {seed} step {step}: {rows[-1]}", flush=True)
+        if step < max(checkpoints):
+            obs, *_ = env.step(sampler.predict(obs)[0])
+    return rows
+
+
+def report(
+    runs: list[list[dict[str, float]]], args: argparse.Namespace, env_kwargs: dict, default: int, minutes: float
+) -> str:
+    updates = [row["updates"] for row in runs[0]]
+    lines = [
+        "| budget (x default) | SGD updates | " + " | ".join(f"{title} %" for _, title in METRICS) + " |",
+        "|---:|---:|" + "---:|" * len(METRICS),
+    ]
+    for i, n in enumerate(updates):
+        cells = []
+        for key, _ in METRICS:
+            mean, half = mean_ci(run[i][key] for run in runs)
+            cells.append(f"{100 * mean:.1f} ± {100 * half:.1f}")
+        lines.append(f"| {n / default:g} | {n} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired difference of each doubling (same seed; percentage points, mean ± 95 % CI; **bold** = clear of zero):",
+              "", "| budget | " + " | ".join(title for _, title in METRICS) + " |", "|---|" + "---:|" * len(METRICS)]  # fmt: skip
+    verdicts = {key: [] for key, _ in METRICS}
+    for i in range(2, len(updates)):
+        cells = []
+        for key, _ in METRICS:
+            mean, half = mean_ci(run[i][key] - run[i - 1][key] for run in runs)
+            clear = mean - half > 0
+            verdicts[key].append(clear)
+            text = f"{100 * mean:+.1f} ± {100 * half:.1f}"
+            cells.append(f"**{text}**" if clear else text)
+        lines.append(f"| {updates[i - 1]} -> {updates[i]} updates | " + " | ".join(cells) + " |")
+    met = all(all(verdicts[k]) for k in ("probe_top1", "retrieval_top1"))
+    command = f"python bench/calibration.py --seeds {args.seeds}" + (
+        f" --env-kwargs {' '.join(f'{k}={v}' for k, v in args.env_kwargs)}" if args.env_kwargs else "") + (
+        f" --label {args.label}" if args.label else "")  # fmt: skip
+    head = [
+        HEADING if not args.label else f"### {args.label}",
+        "",
+        f"Command: `{command}` ({minutes:.1f} min, one torch thread). Machine: {machine_info()}.",
+        f"`PermSampling-v0` with {env_kwargs}, stratified sampling, {args.seeds} seeds ({', '.join(map(str, range(args.seeds)))}); "
+        f"downstream: SyntheticActions, {args.probe_videos} clips (80/20 split), linear probe {args.probe_epochs} epochs, "
+        "retrieval by cosine similarity (test clips query train clips); held-out ordering accuracy on the env's report pool. "
+        f"Mean ± 95 % t-interval over seeds. Plot: [`bench/figures/{args.label or 'calibration'}.png`]"
+        f"(bench/figures/{args.label or 'calibration'}.png).",
+        "",
+    ]
+    verdict = ("Calibrated: every doubling raises probe and retrieval top-1 (paired intervals clear of zero)." if met else
+               "**Not calibrated**: "
+               + "; ".join(f"{title}: {sum(verdicts[k])}/{len(verdicts[k])} doublings clear of zero"
+                           for k, title in METRICS) + ".")  # fmt: skip
+    return "\n".join(head + lines + ["", verdict, ""])
+
+
+def plot(runs: list[list[dict[str, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    updates = np.array([row["updates"] for row in runs[0]])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, title in METRICS:
+        stats = [mean_ci(run[i][key] for run in runs) for i in range(len(updates))]
+        mean, half = np.array(stats).T * 100
+        ax.plot(updates, mean, marker="o", label=title)
+        ax.fill_between(updates, mean - half, mean + half, alpha=0.2)
+    ax.set_xscale("symlog", linthresh=25)
+    ax.set_xlabel("SGD updates of stratified ordering pretraining")
+    ax.set_ylabel("%")
+    ax.set_title("Calibration: downstream vs pretraining budget (mean, 95% CI)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default: 5)")
+    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", type=parse_key_value,
+                        help="env overrides (JSON values, else strings)")  # fmt: skip
+    parser.add_argument("--probe-videos", type=int, default=1200, help="downstream clips (default: 1200)")
+    parser.add_argument("--probe-epochs", type=int, default=30, help="linear-probe epochs (default: 30)")
+    parser.add_argument("--label", default="", help="a variant: report written to OUT/LABEL.md, not BENCHMARKS.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs/calibration", help="results folder")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from OUT/LABEL.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    env_kwargs = dict(args.env_kwargs)
+    name = args.label or "calibration"
+    saved = args.out / f"{name}.json"
+    if args.report_only:
+        record = json.loads(saved.read_text())
+        runs, minutes = record["runs"], record["minutes"]
+    else:
+        start = time.perf_counter()
+        runs = [run_seed(seed, env_kwargs, args.probe_videos, args.probe_epochs) for seed in range(args.seeds)]
+        minutes = (time.perf_counter() - start) / 60
+        args.out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps({"env_kwargs": env_kwargs, "minutes": minutes, "runs": runs}, indent=1))
+    figures = ROOT / "bench/figures"
+    figures.mkdir(exist_ok=True)
+    plot(runs, figures / f"{name}.png")
+    config = make_config("tiny", **env_kwargs)
+    text = report(runs, args, env_kwargs, config.steps_per_episode * config.updates_per_step, minutes)
+    print(text)
+    if args.label:
+        (args.out / f"{name}.md").write_text(text)
+    elif not args.no_write:
+        write_section(HEADING, text)
+
+
+if __name__ == "__main__":
+    main()
