@@ -56,8 +56,15 @@ class PermSamplingEnv(gym.Env):
     from the same weights on the same images (paired counterfactual; lower variance, twice the cost). Every reward
     is multiplied by ``reward_scale`` and clipped to ``[-reward_clip, reward_clip]``; a Python ``float``.
 
+    Measured (``bench/reward_variance.py``, BENCHMARKS.md): at a fixed state, re-drawing only the step's permutations
+    varies the reward about as much as re-drawing permutations and data; yet greedily keeping the best of a few draws
+    per step does not raise the return over stratified sampling (``bench/reference_scores.py``), so this per-step
+    variation does not accumulate into a better CNN.
+
     ## Termination / Truncation
-    Never terminated. Truncated after ``steps_per_episode`` steps, or at once when training diverges (non-finite
+    Never terminated. Every id registers ``max_episode_steps`` (its preset's ``steps_per_episode``); to override the
+    length through ``gym.make`` use :func:`permgym.make`, which moves the ``TimeLimit`` along. Truncated after
+    ``steps_per_episode`` steps, or at once when training diverges (non-finite
     loss, gradients or weights): the reward is then ``crash_penalty`` and ``info["diverged"]`` is True.
 
     ## Seeding
@@ -409,7 +416,9 @@ if PermSamplingEnv.__doc__ is not None and markdown_table():  # the measured ref
         "\n    ## Reference scores (``permgym/reference_scores.json``, by ``bench/reference_scores.py``)\n"
         "    Mean ± 95 % t-interval over held-out seeds, per_sample mode; ``permgym.reference_scores(env_id)`` returns\n"
         "    them and ``info['normalized_score']`` at an episode's end is 0 at stratified's mean return, 1 at the best\n"
-        "    oracle's, when the env's config is the one measured (any action mode).\n\n    "
+        "    oracle's, when the env's config is the one measured (any action mode). Where the oracle's mean return is\n"
+        "    not above stratified's, no headroom over stratified was found and the normalised score is NaN; no sampler\n"
+        "    beat stratified downstream in these regimes (BENCHMARKS.md).\n\n    "
         + markdown_table().replace("\n", "\n    ")
         + "\n"
     )

@@ -282,7 +282,7 @@ def test_seed_cycle_ignores_the_callers_seed() -> None:
 def test_registry_builds_every_sampler_by_its_one_name(tmp_path) -> None:
     from agents.registry import SAMPLERS, make_sampler
 
-    env = PermSamplingEnv(**FAST)
+    env = PermSamplingEnv(action_mode="per_sample", **FAST)  # the mode every sampler (stratified, oracles) supports
     obs, _ = env.reset(seed=0)
     for name, kind in SAMPLERS.items():
         sampler = make_sampler(name, env, seed=3)
