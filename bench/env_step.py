@@ -25,7 +25,7 @@ HEADING = "## Environment step (bench/env_step.py)"
 
 def step_breakdown(repeats: int) -> dict[str, float]:
     """Median seconds of a default-preset env step, of its SGD part and of its observation+reward part."""
-    env = PermSamplingEnv(steps_per_episode=10**6)
+    env = PermSamplingEnv(steps_per_episode=10**6, torch_threads=None)  # torch's default threads, as stated
     env.reset(seed=0)
     action = np.zeros(env.action_space.shape, dtype=np.float32)
     trainer = env.trainer
@@ -49,7 +49,7 @@ def step_breakdown(repeats: int) -> dict[str, float]:
 
 def statistics_cost(name: str, overrides: dict, repeats: int) -> dict[str, float | str | int]:
     """Shared-trunk vs naive cost of the all-permutation validation statistics, in SGD updates."""
-    env = PermSamplingEnv(**overrides)
+    env = PermSamplingEnv(torch_threads=None, **overrides)
     env.reset(seed=0)
     trainer = env.trainer
     task = env.tasks[0]

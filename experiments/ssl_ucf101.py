@@ -317,6 +317,7 @@ def make_ssl_config(args: argparse.Namespace, world: World) -> PermSamplingConfi
         trunk=args.backbone or base.trunk,
         batch_size=base.batch_size if args.ssl_batch_size is None else args.ssl_batch_size,
         lr=base.lr if args.ssl_lr is None else args.ssl_lr,
+        torch_threads=None,  # the process's --threads governs the env's compute too
     )
     overrides.update(dict(args.ssl_option))
     try:

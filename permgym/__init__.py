@@ -16,7 +16,8 @@ from permgym.reference import reference_scores
 __version__ = "0.1.0"
 __all__ = ["ENV_IDS", "gym_preset", "make", "reference_scores", "register_envs"]
 
-#: (env id, preset name, nondeterministic) — every id is backed by permgym.env:PermSamplingEnv.
+#: (env id, preset name, nondeterministic) — every id is backed by permgym.env:PermSamplingEnv, and by
+#: permgym.vector_env:PermSamplingVectorEnv for ``gym.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")``.
 ENV_IDS: tuple[tuple[str, str, bool], ...] = (
     ("PermSampling-v0", "tiny", False),
     ("PermSampling-Spatial-v0", "tiny-spatial", False),
@@ -33,6 +34,7 @@ def register_envs() -> None:
             register(
                 id=env_id,
                 entry_point="permgym.env:PermSamplingEnv",
+                vector_entry_point="permgym.vector_env:PermSamplingVectorEnv",
                 kwargs={"config": preset},
                 nondeterministic=nondeterministic,
                 max_episode_steps=PRESETS[preset].steps_per_episode,

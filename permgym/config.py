@@ -56,7 +56,10 @@ class PermSamplingConfig:
         updates_per_step: M, SGD updates per env step; steps_per_episode: T, env steps per episode.
         warm_start: optional trainer checkpoint loaded at reset (covers later training stages).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        torch_threads: intra-op threads; ``None`` = 1 inside vector-env worker processes, torch's default otherwise.
+        torch_threads: torch intra-op threads of the env's own compute (set for each ``reset``/``step``, then the
+            process's count is restored; see :mod:`permgym.threads`). The default 1 keeps N envs, vector-env
+            workers and other experiments on one machine from oversubscribing it: run at most C single-threaded
+            envs (or batched-env processes) at once on C cores. ``None`` uses the process's setting as it is.
 
     Agent interface:
         action_mode: ``"distribution"`` (Box(-1, 1, (K,)) -> softmax(action / temperature) over the bank, each
@@ -109,7 +112,7 @@ class PermSamplingConfig:
     steps_per_episode: int = 25
     warm_start: str | None = None
     device: str = "cpu"
-    torch_threads: int | None = None
+    torch_threads: int | None = 1
 
     action_mode: ActionMode = "distribution"
     temperature: float = 1 / 3

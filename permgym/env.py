@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import multiprocessing
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -16,6 +16,7 @@ from permgym.config import PermSamplingConfig, make_config
 from permgym.distributed import World, resolve_device
 from permgym.observation import ObservationTracker
 from permgym.reference import markdown_table, normalized_score, reference_for
+from permgym.threads import torch_threads
 from permgym.trainer import OrderingTrainer, UpdateStats, batch_split, build_tasks, chance_loss
 
 #: Names of the tasks in action / observation order.
@@ -105,8 +106,8 @@ class PermSamplingEnv(gym.Env):
         if amp and resolve_device(self.config.device).type != "cuda":
             raise ValueError(f"amp=True needs a CUDA device, the env's config has device={self.config.device!r}")
         self.world, self.amp, self.sync_bn = world or World(), amp, sync_bn
-        self._set_threads()
-        self._load_clips()
+        with torch_threads(self.config.torch_threads):
+            self._load_clips()
         self.banks = {name: task.bank for name, task in build_tasks(self.config).items()}
         self.tasks = [t for t in TASK_ORDER if t in self.banks]
         self.batch_split = batch_split(self.config, self.tasks)
@@ -129,13 +130,6 @@ class PermSamplingEnv(gym.Env):
         self._reward_pool, self._report_pool = split_validation(val_clips)
 
     # ------------------------------------------------------------------ spaces and actions
-    def _set_threads(self) -> None:
-        threads = self.config.torch_threads
-        if threads is None and multiprocessing.parent_process() is not None:
-            threads = 1  # a vector-env worker: one thread each, or N workers oversubscribe the cores
-        if threads is not None:
-            torch.set_num_threads(threads)
-
     def _make_action_space(self) -> spaces.Space:
         sizes = [self.banks[t].size for t in self.tasks]
         if self.config.action_mode == "distribution":
@@ -184,6 +178,14 @@ class PermSamplingEnv(gym.Env):
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        with torch_threads(self.config.torch_threads):  # the process's thread count is restored afterwards
+            return self._run_reset(seed=seed, options=options)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        with torch_threads(self.config.torch_threads):
+            return self._run_step(action)
+
+    def _run_reset(self, *, seed: int | None, options: dict[str, Any] | None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         torch_seed = int(self.np_random.integers(2**62))
         count = min(self.config.val_batch_size, len(self._reward_pool))
@@ -200,7 +202,7 @@ class PermSamplingEnv(gym.Env):
         self._val = self.trainer.validate()
         return self._observation(), self._info(diverged=False)
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def _run_step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.trainer is None:
             raise RuntimeError("call reset() before step()")
         choice = self._permutation_choice(action)
@@ -214,25 +216,39 @@ class PermSamplingEnv(gym.Env):
             generator_after = self.trainer.generator.get_state()
             self.trainer.load_state_dict(snapshot)
             self.trainer.generator.set_state(generator_after)  # both branches consume fresh randomness
-        counts = {t: np.zeros(self.banks[t].size, dtype=np.int64) for t in self.tasks}
-        losses: dict[str, list[float]] = {t: [] for t in self.tasks}
-        diverged = False
+        record = self._new_record()
         for batch in batches:
             perms = self._draw(choice)
-            for t in self.tasks:
-                counts[t] += np.bincount(perms[t].numpy(), minlength=self.banks[t].size)
-            stats = self.trainer.update(batch, perms)
-            self._last_update = stats
-            for t in self.tasks:
-                losses[t].append(stats.task_loss[t])
-            if not stats.finite:
-                diverged = True
+            self._record_update(record, perms, self.trainer.update(batch, perms))
+            if record.diverged:
                 break
+        return self._finish_step(record, self.trainer.validate(), uniform_val)
+
+    # ------------------------------------------------------------------ pieces of a step (the batched env reuses them)
+    def _new_record(self) -> StepRecord:
+        return StepRecord(
+            {t: np.zeros(self.banks[t].size, dtype=np.int64) for t in self.tasks}, {t: [] for t in self.tasks}
+        )
+
+    def _record_update(self, record: StepRecord, perms: dict[str, torch.Tensor], stats: UpdateStats) -> None:
+        """Fold one update (its permutations and statistics) into the step's record."""
+        for t in self.tasks:
+            record.counts[t] += np.bincount(perms[t].numpy(), minlength=self.banks[t].size)
+            record.losses[t].append(stats.task_loss[t])
+        self._last_update = stats
+        record.diverged = not stats.finite
+
+    def _finish_step(
+        self,
+        record: StepRecord,
+        val: dict[str, dict[str, torch.Tensor]],
+        uniform_val: dict[str, dict[str, torch.Tensor]] | None = None,
+    ) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """The step's result, from its record and the validation statistics ``val`` after its updates."""
         self._step += 1
-        before = self._val
-        self._val = self.trainer.validate()
-        diverged = diverged or not all(torch.isfinite(v["loss"]).all() for v in self._val.values())
-        self._tracker.record_step({t: float(np.mean(losses[t])) for t in self.tasks}, counts)
+        before, self._val = self._val, val
+        diverged = record.diverged or not all(torch.isfinite(v["loss"]).all() for v in self._val.values())
+        self._tracker.record_step({t: float(np.mean(record.losses[t])) for t in self.tasks}, record.counts)
         if diverged:
             reward = float(self.config.crash_penalty)
         else:
@@ -245,7 +261,7 @@ class PermSamplingEnv(gym.Env):
         info = self._info(diverged=diverged)
         if truncated and self._reference is not None:
             info["normalized_score"] = normalized_score(self._return, self._reference)
-        info["selection_counts"] = {t: counts[t].copy() for t in self.tasks}
+        info["selection_counts"] = {t: record.counts[t].copy() for t in self.tasks}
         return self._observation(), reward, False, bool(truncated), info
 
     def _utility(self, before: dict[str, dict[str, torch.Tensor]], after: dict[str, dict[str, torch.Tensor]]) -> float:
@@ -422,6 +438,15 @@ if PermSamplingEnv.__doc__ is not None and markdown_table():  # the measured ref
         + markdown_table().replace("\n", "\n    ")
         + "\n"
     )
+
+
+@dataclass
+class StepRecord:
+    """What the updates of one step did: samples per bank row, per-task training loss per update, divergence."""
+
+    counts: dict[str, np.ndarray]
+    losses: dict[str, list[float]]
+    diverged: bool = False
 
 
 def difficulty_groups(distance: torch.Tensor, groups: int) -> torch.Tensor:

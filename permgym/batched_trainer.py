@@ -1,0 +1,272 @@
+"""N ordering CNNs stacked into batched tensors: one vmapped call updates or validates all of them.
+
+:class:`BatchedTrainer` holds the weights, BatchNorm statistics and optimiser state of ``N`` slots, each the CNN of
+one :class:`~permgym.trainer.OrderingTrainer` (which keeps its data order, augmentation and permutation draws). An
+update runs ``torch.func.vmap`` over ``torch.func.functional_call`` of the trainer's own :class:`OrderingLoss`, so
+the forward pass is the single trainer's code, batched (a convolution over N weight sets becomes one grouped
+convolution); ``torch.func.grad`` gives each slot its gradients. BatchNorm runs in training mode under ``vmap``: the
+running statistics are batched buffers, updated in place per slot. The optimiser step (AdamW or SGD with momentum)
+is written out here over the stacked tensors with a step count per slot, following ``torch.optim``'s single-tensor
+implementation term by term, so slot ``i`` follows the trainer it adopted as if that trainer had run alone (within
+float32 rounding: grouped and single convolutions sum in different orders).
+
+Each adopted trainer's model parameters and buffers are re-pointed at its slot (views of the stacks), so
+``trainer.model`` always shows the current weights; its own ``torch.optim`` optimiser is not used (its state stays
+empty).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from permgym.config import PermSamplingConfig
+from permgym.models import OrderingNet, per_permutation_statistics
+from permgym.trainer import OrderingLoss, OrderingTrainer, UpdateStats
+
+#: AdamW defaults of ``torch.optim.AdamW`` that the trainer does not override.
+_BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
+
+
+def check_batchable(config: PermSamplingConfig) -> None:
+    """Raise ``ValueError`` naming the option when ``config`` asks for something the batched trainer cannot do."""
+    if config.reward == "uniform_relative":
+        raise ValueError(
+            "the batched vector env cannot run reward='uniform_relative' (its counterfactual branch snapshots and "
+            "restores one trainer); use reward='val_loss_delta' or 'val_acc_delta', or "
+            "gym.make_vec(..., vectorization_mode='sync'|'async') for this reward"
+        )
+
+
+class _Scorer(nn.Module):
+    """``functional_call`` entry for :meth:`OrderingNet.score_all_permutations` (parameter names as in OrderingLoss)."""
+
+    def __init__(self, model: OrderingNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, elements: torch.Tensor, perms: torch.Tensor, task: str) -> torch.Tensor:
+        return self.model.score_all_permutations(elements, perms, task)
+
+
+class BatchedTrainer:
+    """The CNNs of ``num_slots`` ordering trainers, updated and validated together.
+
+    Args:
+        config: the environment configuration shared by every slot (see :func:`check_batchable`).
+        num_slots: N.
+        like: a trainer built from ``config``; gives the network's structure, shapes, banks and device.
+    """
+
+    def __init__(self, config: PermSamplingConfig, num_slots: int, like: OrderingTrainer) -> None:
+        check_batchable(config)
+        self.config = config
+        self.num_slots = num_slots
+        self.device = like.device
+        self.perms = {name: bank.perms.to(self.device) for name, bank in like.banks.items()}
+        self._structure = like.model
+        self._modules: tuple[OrderingLoss, _Scorer] | None = None
+
+        def zeros(t: torch.Tensor) -> torch.Tensor:
+            return torch.zeros((num_slots, *t.shape), dtype=t.dtype, device=self.device)
+
+        self.params = {n: zeros(p) for n, p in like.model.named_parameters()}
+        self.buffers = {n: zeros(b) for n, b in like.model.named_buffers()}
+        self.val_elements = {t: zeros(e) for t, e in like.val_elements.items()}
+        moments = ("exp_avg", "exp_avg_sq") if config.optimizer == "adam" else ("momentum_buffer",)
+        self.optimizer_state = {m: {n: torch.zeros_like(p) for n, p in self.params.items()} for m in moments}
+        self.steps = torch.zeros(num_slots, dtype=torch.float64, device=self.device)
+        self.trainers: list[OrderingTrainer | None] = [None] * num_slots
+
+    # ------------------------------------------------------------------ slots
+    def adopt(self, slot: int, trainer: OrderingTrainer) -> None:
+        """Load ``trainer``'s weights, BatchNorm statistics and validation batch into ``slot`` with a fresh optimiser
+        state, then point ``trainer.model`` at the slot."""
+        with torch.no_grad():
+            for n, p in trainer.model.named_parameters():
+                self.params[n][slot].copy_(p)
+            for n, b in trainer.model.named_buffers():
+                self.buffers[n][slot].copy_(b)
+            for t, e in trainer.val_elements.items():
+                self.val_elements[t][slot].copy_(e)
+            for state in self.optimizer_state.values():
+                for s in state.values():
+                    s[slot].zero_()
+            self.steps[slot] = 0
+        self.trainers[slot] = trainer
+        self._link(slot)
+
+    def _link(self, slot: int) -> None:
+        trainer = self.trainers[slot]
+        assert trainer is not None
+        for n, p in trainer.model.named_parameters():
+            p.data = self.params[n][slot]
+        for n in self.buffers:
+            owner, _, leaf = n.rpartition(".")
+            trainer.model.get_submodule(owner)._buffers[leaf] = self.buffers[n][slot]
+        trainer.val_elements = {t: e[slot] for t, e in self.val_elements.items()}
+
+    def _templates(self) -> tuple[OrderingLoss, _Scorer]:
+        """Weightless copies of the network (on the meta device) that ``functional_call`` fills with a slot."""
+        if self._modules is None:
+            model = copy.deepcopy(self._structure).to("meta")
+            self._modules = OrderingLoss(model, self.perms), _Scorer(model)
+        return self._modules
+
+    def _select(self, tensors: dict[str, torch.Tensor], index: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {n: self._select_one(t, index) for n, t in tensors.items()}
+
+    def _index(self, slots: list[int]) -> torch.Tensor | None:
+        """``None`` when ``slots`` is every slot in order (then the stacks are used in place), else an index."""
+        if slots == list(range(self.num_slots)):
+            return None
+        return torch.as_tensor(slots, dtype=torch.int64, device=self.device)
+
+    # ------------------------------------------------------------------ update
+    def update(
+        self, slots: list[int], elements: list[dict[str, torch.Tensor]], perm_index: list[dict[str, torch.Tensor]]
+    ) -> list[UpdateStats]:
+        """One SGD update of each slot in ``slots``, as :meth:`OrderingTrainer.update` would do it.
+
+        Args:
+            slots: distinct slot numbers, ascending.
+            elements: per slot, task -> ``[B_task, n, 3, h, w]`` natural-order elements.
+            perm_index: per slot, task -> ``[B_task]`` int64 bank rows to show them in.
+
+        Returns:
+            Per slot, the statistics the single trainer reports.
+        """
+        index = self._index(slots)
+        loss_module, _ = self._templates()
+        loss_module.train()
+        params = self._select(self.params, index)
+        buffers = self._select(self.buffers, index)  # a copy when selecting: written back below
+        stacked = {t: torch.stack([e[t] for e in elements]).to(self.device) for t in elements[0]}
+        rows = {t: torch.stack([p[t] for p in perm_index]).to(self.device) for t in perm_index[0]}
+        total = sum(len(r) for r in perm_index[0].values())
+
+        def loss_fn(p: dict, b: dict, e: dict, r: dict) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+            state = {f"model.{n}": v for n, v in {**p, **b}.items()}
+            loss, task_sums = functional_call(loss_module, state, (e, r, total))
+            return loss, (loss.detach(), task_sums)
+
+        grads, (loss, task_sums) = vmap(grad(loss_fn, has_aux=True))(params, buffers, stacked, rows)
+        with torch.no_grad():
+            if index is not None:
+                for n, b in buffers.items():
+                    self.buffers[n].index_copy_(0, index, b)
+            grad_norm, ratio = self._optimizer_step(index, params, grads)
+            sizes = torch.tensor([len(perm_index[0][t]) for t in stacked], dtype=task_sums.dtype)
+            report = torch.cat([loss[:, None], task_sums / sizes.to(task_sums.device), grad_norm[:, None],
+                                ratio[:, None].to(loss.dtype)], dim=1).tolist()  # fmt: skip
+        stats = []
+        for slot, (loss_value, *rest) in zip(slots, report, strict=True):
+            *task_means, norm_value, ratio_value = rest
+            trainer = self.trainers[slot]
+            assert trainer is not None
+            trainer.updates_done += 1
+            finite = math.isfinite(loss_value) and math.isfinite(norm_value) and math.isfinite(ratio_value)
+            task_loss = dict(zip(stacked, task_means, strict=True))
+            stats.append(UpdateStats(loss_value, norm_value, ratio_value, finite, task_loss))
+        return stats
+
+    def _optimizer_step(
+        self, index: torch.Tensor | None, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply each selected slot's optimiser step in place; returns per-slot gradient norm and update ratio.
+
+        Mirrors the single trainer: ``clip_grad_norm_(params, inf)`` (which multiplies the gradients by
+        ``min(inf / (norm + 1e-6), 1)``, i.e. 1, or NaN when the norm is not finite), then ``torch.optim``'s
+        single-tensor AdamW or SGD.
+        """
+        c = self.config
+        norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads.values()])
+        grad_norm = torch.linalg.vector_norm(norms, dim=0)
+        coef = (math.inf / (grad_norm + 1e-6)).clamp(max=1.0)
+        steps = self.steps if index is None else self.steps[index]
+        steps = steps + 1
+        if index is None:
+            self.steps.copy_(steps)
+        else:
+            self.steps.index_copy_(0, index, steps)
+
+        def per_slot(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+            return x.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+        moved_sq = torch.zeros_like(grad_norm)
+        before_sq = torch.zeros_like(grad_norm)
+        for n, p in params.items():
+            g = grads[n] * per_slot(coef, grads[n])
+            state = {m: self._select_one(s[n], index) for m, s in self.optimizer_state.items()}
+            if c.optimizer == "adam":
+                new = p * (1 - c.lr * c.weight_decay)
+                exp_avg = state["exp_avg"].lerp(g, 1 - _BETA1)
+                exp_avg_sq = state["exp_avg_sq"] * _BETA2 + (1 - _BETA2) * g * g
+                step_size = c.lr / (1 - _BETA1**steps)
+                correction2_sqrt = (1 - _BETA2**steps).sqrt()
+                denom = exp_avg_sq.sqrt() / per_slot(correction2_sqrt, p) + _EPS
+                new = new - per_slot(step_size, p) * (exp_avg / denom)
+                updated = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+            else:
+                d = g + c.weight_decay * p if c.weight_decay else g
+                if c.momentum:
+                    d = state["momentum_buffer"] * c.momentum + d  # a zero buffer makes step 1 the plain gradient
+                updated = {"momentum_buffer": d} if c.momentum else {}
+                new = p - c.lr * d
+            moved_sq += ((new - p) ** 2).flatten(1).sum(1)
+            before_sq += (p**2).flatten(1).sum(1)
+            self._write(self.params[n], index, new)
+            for m, value in updated.items():
+                self._write(self.optimizer_state[m][n], index, value)
+        return grad_norm, moved_sq.sqrt() / before_sq.sqrt().clamp_min(1e-12)
+
+    @staticmethod
+    def _select_one(tensor: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        return tensor if index is None else tensor[index]
+
+    @staticmethod
+    def _write(target: torch.Tensor, index: torch.Tensor | None, value: torch.Tensor) -> None:
+        if index is None:
+            target.copy_(value)
+        else:
+            target.index_copy_(0, index, value)
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self, slots: list[int]) -> list[dict[str, dict[str, torch.Tensor]]]:
+        """Per slot, what :meth:`OrderingTrainer.validate` returns: per task ``loss [K]``, ``accuracy [K]`` and
+        ``confusion [K, K]`` (on the CPU) of the slot's validation batch in every bank permutation."""
+        index = self._index(slots)
+        _, scorer = self._templates()
+        scorer.eval()
+        weights = {**self._select(self.params, index), **self._select(self.buffers, index)}
+        state = {f"model.{n}": v for n, v in weights.items()}
+        results: list[dict[str, dict[str, torch.Tensor]]] = [{} for _ in slots]
+        for task, perms in self.perms.items():
+
+            def score(s: dict, e: torch.Tensor, task: str = task, perms: torch.Tensor = perms) -> dict[str, Any]:
+                logits = functional_call(scorer, s, (e, perms, task)).float()
+                return per_permutation_statistics(logits)
+
+            stats = vmap(score)(state, self._select_one(self.val_elements[task], index))
+            stats = {k: v.cpu() for k, v in stats.items()}
+            for j, result in enumerate(results):
+                result[task] = {k: v[j] for k, v in stats.items()}
+        return results
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_modules"] = None  # meta-device templates are rebuilt on use
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for slot, trainer in enumerate(self.trainers):
+            if trainer is not None:
+                self._link(slot)  # pickling copies the views apart: point the trainers at the stacks again
