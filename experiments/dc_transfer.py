@@ -20,7 +20,9 @@ Examples::
 Outputs in ``--out`` (written by rank 0 only): ``config.json``, ``metrics.json`` (``R@1``, ``R@2``, ``R@4``, ``R@8``,
 ``NMI``, ``MAP@R``, ... of the final epoch; no test-set model selection), ``results.md``, ``recall.png``,
 ``embedding.png`` (t-SNE or PCA of the test embeddings coloured by class), ``clusters.png`` (cluster sizes at every
-re-clustering), ``curves.png``, TensorBoard logs in ``tb/``, and per K a folder ``K{k}/`` with ``checkpoint.pth``.
+re-clustering), ``curves.png``, TensorBoard logs in ``tb/``, and per K a folder ``K{k}/`` with ``checkpoint.pth`` and
+``trunk.pth`` (the trained backbone for permgym trunks, which ``--init ssl:OUT/K{k}/trunk.pth`` loads into another
+run: e.g. a trunk trained on other classes, as the paper starts from ImageNet).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from metric.model import BACKBONES, EmbeddingNet, build_backbone, resolve_init
 from metric.samplers import BatchedDataset, ClusterBatchSampler
 from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract
 from permgym.distributed import World, cleanup_distributed, gather_per_rank, rng_states, set_rng_states
+from permgym.models import TRUNKS, save_trunk
 from permgym.run import (
     Interrupted,
     RunError,
@@ -569,6 +572,8 @@ def train_run(
             )
     if final is None:  # resumed a finished run: evaluate its checkpoint
         final = evaluate(model, data, args, device)
+    if rank == 0 and model.backbone.name in TRUNKS:  # for --init ssl:PATH of another run (e.g. pretrained elsewhere)
+        save_trunk(model.backbone, trunk_path(out, num_learners), dataset=args.dataset, num_learners=num_learners)
     if writer is not None:
         writer.close()
     return {
@@ -584,6 +589,11 @@ def train_run(
 def checkpoint_path(out: Path, num_learners: int) -> Path:
     """The checkpoint of the run with ``num_learners`` learners."""
     return out / f"K{num_learners}" / "checkpoint.pth"
+
+
+def trunk_path(out: Path, num_learners: int) -> Path:
+    """The trained trunk of the run with ``num_learners`` learners (a :func:`permgym.models.save_trunk` file)."""
+    return out / f"K{num_learners}" / "trunk.pth"
 
 
 def resume_points(out: Path, ks: list[int], config: dict[str, Any]) -> dict[int, dict[str, Any]]:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from metric.model import build_backbone
 from permgym.models import build_trunk, save_trunk
 from permgym.run import run_cli
 from tests.process_fixtures import free_ports
@@ -129,6 +130,10 @@ def test_cli_smoke_with_baseline_comparison(tmp_path: Path) -> None:
     for k in (1, 2):
         assert (out / f"K{k}" / "checkpoint.pth").is_file()
         assert any((out / "tb" / f"K{k}").glob("events.out.tfevents.*"))
+        model = torch.load(out / f"K{k}" / "checkpoint.pth", weights_only=False)["trainer"]["model"]
+        trunk = build_backbone(None, f"ssl:{out / f'K{k}' / 'trunk.pth'}").state_dict()  # what --init ssl: loads
+        assert trunk.keys() == {n[len("backbone.") :] for n in model if n.startswith("backbone.")}
+        assert all(torch.equal(v, model[f"backbone.{n}"]) for n, v in trunk.items())  # the trained weights
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path: Path, monkeypatch, capsys) -> None:
