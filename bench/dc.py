@@ -197,13 +197,14 @@ def selection_table(results: dict[str, dict], schedules: list[int], seeds: list[
 
 
 def comparison_table(runs: dict[int, list[dict]]) -> tuple[str, dict[tuple[int, str], tuple[float, float]]]:
-    """K > 1 against K = 1 at the end of each K's budget; also returns (mean, std) of each paired difference."""
+    """K > 1 against K = 1 at the end of each K's budget (``runs``: K -> one run per seed, K = 1 included); also
+    returns (mean, std) of each paired difference."""
     lines = [
         "| K | metric | K mean ± std, % | K = 1 mean ± std, % | K − K=1 paired, points (mean ± std) | K wins |",
         "|---|---|---|---|---|---|",
     ]
     paired: dict[tuple[int, str], tuple[float, float]] = {}
-    for k in LEARNERS:
+    for k in sorted(runs):
         for metric in METRICS:
             ours, base = [r[metric] for r in runs[k]], [r[metric] for r in runs[1]]
             if k == 1:
