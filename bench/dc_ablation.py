@@ -14,6 +14,8 @@ validation data (the generator with seed 1) and its selection seed, changing one
   in train mode a single-cluster batch is normalised by its own cluster's statistics, at test time by the global
   ones.
 - ``per image``, ``no warm-up``, ``16 epochs``: from random init, each one change to bench/dc.py's setting.
+- ``no slices``: the loss on the full embedding right after the warm-up (batches still from one cluster each): is it
+  the learner slices or the per-cluster batches that cost?
 
 K = 1 ignores warm-up and clustering flags, so variants that change only those share the K = 1 run of the variant
 they change (``reference``). Only a variant whose K > 1 beats its K = 1 here is worth ``--evaluate VARIANT``: its
@@ -72,6 +74,14 @@ VARIANTS = {
         "every image clustered (the paper)", (4,), ("--cluster-images-per-class", "0"), False, "baseline"
     ),
     "no-warmup": Variant("no K = 1 warm-up epoch", (4,), ("--warmup-epochs", "0"), False, "baseline"),
+    "no-slices": Variant(
+        "the loss on the full embedding from the first clustering on (--full-embedding-epoch 1): batches from one "
+        "cluster each, but no learner slices",
+        (4,),
+        ("--full-embedding-epoch", "1"),
+        False,
+        "baseline",
+    ),
     "16-epochs": Variant(
         "twice the budget: 16 epochs, full embedding from 8, fine-tuning in 15",
         (1, 4),
