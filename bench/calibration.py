@@ -35,7 +35,9 @@ METRICS = (("heldout_accuracy", "held-out ordering acc"), ("probe_top1", "linear
            ("retrieval_top1", "retrieval top-1"))  # fmt: skip
 
 
-def run_seed(seed: int, env_kwargs: dict, probe_videos: int, probe_epochs: int) -> list[dict[str, float]]:
+def run_seed(
+    seed: int, env_kwargs: dict, probe_videos: int, probe_epochs: int, centred: bool = False
+) -> list[dict[str, float]]:
     """Metrics after each budget of :data:`MULTIPLES` for one seed."""
     env = PermSamplingEnv(**{"action_mode": "per_sample", "torch_threads": 1, **env_kwargs})
     default_steps = env.config.steps_per_episode
@@ -48,7 +50,9 @@ def run_seed(seed: int, env_kwargs: dict, probe_videos: int, probe_epochs: int) 
     rows = []
     for step in range(max(checkpoints) + 1):
         if step in checkpoints:
-            probe = evaluate_trunk(env.trainer.model.trunk, data, image_size=c.element_size, epochs=probe_epochs)
+            probe = evaluate_trunk(
+                env.trainer.model.trunk, data, image_size=c.element_size, epochs=probe_epochs, centred=centred
+            )
             rows.append({"updates": step * c.updates_per_step, **heldout_ordering_metrics(env),
                          "probe_top1": probe["probe_top1"], "retrieval_top1": probe["retrieval_top1"]})  # fmt: skip
             print(f"seed {seed} step {step}: {rows[-1]}", flush=True)
@@ -86,13 +90,17 @@ def report(
     met = all(all(verdicts[k]) for k in ("probe_top1", "retrieval_top1"))
     command = f"python bench/calibration.py --seeds {args.seeds}" + (
         f" --env-kwargs {' '.join(f'{k}={v}' for k, v in args.env_kwargs)}" if args.env_kwargs else "") + (
-        f" --label {args.label}" if args.label else "")  # fmt: skip
+        f" --label {args.label}" if args.label else "") + (
+        f" --probe-videos {args.probe_videos}" if args.probe_videos != 1200 else "") + (
+        " --centred-probe" if args.centred_probe else "")  # fmt: skip
     head = [
         HEADING if not args.label else f"### {args.label}",
         "",
         f"Command: `{command}` ({minutes:.1f} min, one torch thread). Machine: {machine_info()}.",
         f"`PermSampling-v0` with {env_kwargs}, stratified sampling, {args.seeds} seeds ({', '.join(map(str, range(args.seeds)))}); "
-        f"downstream: SyntheticActions, {args.probe_videos} clips (80/20 split), linear probe {args.probe_epochs} epochs, "
+        f"downstream: SyntheticActions, {args.probe_videos} clips (80/20 split), "
+        + ("clip features centred over their frames, " if args.centred_probe else "")
+        + f"linear probe {args.probe_epochs} epochs, "
         "retrieval by cosine similarity (test clips query train clips); held-out ordering accuracy on the env's report pool. "
         f"Mean ± 95 % t-interval over seeds. Plot: [`bench/figures/{args.label or 'calibration'}.png`]"
         f"(bench/figures/{args.label or 'calibration'}.png).",
@@ -135,6 +143,11 @@ def main() -> None:
                         help="env overrides (JSON values, else strings)")  # fmt: skip
     parser.add_argument("--probe-videos", type=int, default=1200, help="downstream clips (default: 1200)")
     parser.add_argument("--probe-epochs", type=int, default=30, help="linear-probe epochs (default: 30)")
+    parser.add_argument(
+        "--centred-probe",
+        action="store_true",
+        help="probe and retrieve on clip features centred over the frames (permgym.probe.centre_frames)",
+    )
     parser.add_argument("--label", default="", help="a variant: report written to OUT/LABEL.md, not BENCHMARKS.md")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/calibration", help="results folder")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
@@ -149,7 +162,10 @@ def main() -> None:
         runs, minutes = record["runs"], record["minutes"]
     else:
         start = time.perf_counter()
-        runs = [run_seed(seed, env_kwargs, args.probe_videos, args.probe_epochs) for seed in range(args.seeds)]
+        runs = [
+            run_seed(seed, env_kwargs, args.probe_videos, args.probe_epochs, args.centred_probe)
+            for seed in range(args.seeds)
+        ]
         minutes = (time.perf_counter() - start) / 60
         args.out.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps({"env_kwargs": env_kwargs, "minutes": minutes, "runs": runs}, indent=1))

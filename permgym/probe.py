@@ -320,6 +320,20 @@ def load_probe_data(
     return ProbeData(train.clips, train.labels, test.clips, test.labels, list(train.class_names))
 
 
+def centre_frames(features: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Subtract from each frame's block of a :func:`clip_features` row the mean over the clip's frames.
+
+    This reads the features as the ordering model's head sees them (``centre_elements``: what the frames share is
+    removed, how they differ is kept). ``[N, num_frames * D] -> [N, num_frames * D]``.
+    """
+    if features.ndim != 2 or features.shape[1] % num_frames:
+        raise ValueError(
+            f"features must be [N, num_frames * D] with num_frames={num_frames}, got {tuple(features.shape)}"
+        )
+    per_frame = features.view(len(features), num_frames, -1)
+    return (per_frame - per_frame.mean(1, keepdim=True)).flatten(1)
+
+
 def evaluate_trunk(
     trunk: nn.Module,
     data: ProbeData,
@@ -328,11 +342,13 @@ def evaluate_trunk(
     seed: int = 0,
     epochs: int = 50,
     ks: tuple[int, ...] = RETRIEVAL_KS,
+    centred: bool = False,
 ) -> dict[str, float]:
     """Linear-probe accuracy and retrieval top-k of a frozen trunk on ``data``.
 
     ``num_frames`` and ``image_size`` go to :func:`clip_features`, ``seed`` and ``epochs`` to
-    :func:`linear_probe_accuracy`, ``ks`` to :func:`retrieval_topk`.
+    :func:`linear_probe_accuracy`, ``ks`` to :func:`retrieval_topk`; ``centred`` applies :func:`centre_frames` to
+    the clip features first.
 
     Returns:
         ``{"probe_top1": ..., "retrieval_top1": ..., "retrieval_top5": ...}`` (retrieval on features standardised
@@ -340,6 +356,8 @@ def evaluate_trunk(
     """
     train_x = clip_features(trunk, data.train_clips, num_frames, image_size)
     test_x = clip_features(trunk, data.test_clips, num_frames, image_size)
+    if centred:
+        train_x, test_x = centre_frames(train_x, num_frames), centre_frames(test_x, num_frames)
     probe = linear_probe_accuracy(train_x, data.train_labels, test_x, data.test_labels, seed=seed, epochs=epochs)
     metrics = {"probe_top1": probe}
     gallery, query = standardize(train_x, test_x)

@@ -9,6 +9,7 @@ import torch
 
 from permgym.models import build_trunk
 from permgym.probe import (
+    centre_frames,
     clip_features,
     evaluate_trunk,
     linear_probe_accuracy,
@@ -137,3 +138,19 @@ def test_evaluate_trunk_on_a_small_synthetic_split(trunk) -> None:
     assert set(metrics) == {"probe_top1", "retrieval_top1", "retrieval_top5"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     assert metrics == evaluate_trunk(trunk, data, epochs=3, ks=(1, 5))
+
+
+def test_centre_frames_removes_what_the_frames_share() -> None:
+    shared, moving = torch.tensor([5.0, -2.0]), torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    features = (shared + moving).flatten()[None]  # one clip, 3 frames of 2 features
+    centred = centre_frames(features, num_frames=3).view(3, 2)
+    torch.testing.assert_close(centred, moving - moving.mean(0))  # the shared part is gone, the differences stay
+    with pytest.raises(ValueError, match=re.escape("num_frames=4, got (1, 6)")):
+        centre_frames(features, num_frames=4)
+
+
+def test_evaluate_trunk_centred_is_deterministic(trunk) -> None:
+    data = load_probe_data(num_classes=6, num_videos=60, frames=8, size=32, seed=0)
+    centred = evaluate_trunk(trunk, data, epochs=3, ks=(1,), centred=True)
+    assert centred == evaluate_trunk(trunk, data, epochs=3, ks=(1,), centred=True)
+    assert set(centred) == {"probe_top1", "retrieval_top1"}
