@@ -32,12 +32,13 @@ from permgym.run import parse_key_value
 HEADING = "## Calibration (bench/calibration.py)"
 MULTIPLES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 METRICS = (("heldout_accuracy", "held-out ordering acc"), ("probe_top1", "linear probe top-1"),
-           ("retrieval_top1", "retrieval top-1"))  # fmt: skip
+           ("retrieval_top1", "retrieval top-1"), ("centred_probe_top1", "centred probe top-1"),
+           ("centred_retrieval_top1", "centred retrieval top-1"))  # fmt: skip
+#: The downstream protocols: raw clip features, and clip features centred over their frames (as the head sees them).
+PROTOCOLS = {"raw": ("probe_top1", "retrieval_top1"), "centred": ("centred_probe_top1", "centred_retrieval_top1")}
 
 
-def run_seed(
-    seed: int, env_kwargs: dict, probe_videos: int, probe_epochs: int, centred: bool = False
-) -> list[dict[str, float]]:
+def run_seed(seed: int, env_kwargs: dict, probe_videos: int, probe_epochs: int) -> list[dict[str, float]]:
     """Metrics after each budget of :data:`MULTIPLES` for one seed."""
     env = PermSamplingEnv(**{"action_mode": "per_sample", "torch_threads": 1, **env_kwargs})
     default_steps = env.config.steps_per_episode
@@ -50,11 +51,12 @@ def run_seed(
     rows = []
     for step in range(max(checkpoints) + 1):
         if step in checkpoints:
-            probe = evaluate_trunk(
-                env.trainer.model.trunk, data, image_size=c.element_size, epochs=probe_epochs, centred=centred
-            )
-            rows.append({"updates": step * c.updates_per_step, **heldout_ordering_metrics(env),
-                         "probe_top1": probe["probe_top1"], "retrieval_top1": probe["retrieval_top1"]})  # fmt: skip
+            row = {"updates": step * c.updates_per_step, **heldout_ordering_metrics(env)}
+            for name, (probe_key, retrieval_key) in PROTOCOLS.items():
+                probe = evaluate_trunk(env.trainer.model.trunk, data, image_size=c.element_size, epochs=probe_epochs,
+                                       centred=name == "centred")  # fmt: skip
+                row.update({probe_key: probe["probe_top1"], retrieval_key: probe["retrieval_top1"]})
+            rows.append(row)
             print(f"seed {seed} step {step}: {rows[-1]}", flush=True)
         if step < max(checkpoints):
             obs, *_ = env.step(sampler.predict(obs)[0])
@@ -87,27 +89,26 @@ def report(
             text = f"{100 * mean:+.1f} ± {100 * half:.1f}"
             cells.append(f"**{text}**" if clear else text)
         lines.append(f"| {updates[i - 1]} -> {updates[i]} updates | " + " | ".join(cells) + " |")
-    met = all(all(verdicts[k]) for k in ("probe_top1", "retrieval_top1"))
+    met = [name for name, keys in PROTOCOLS.items() if all(all(verdicts[k]) for k in keys)]
     command = f"python bench/calibration.py --seeds {args.seeds}" + (
         f" --env-kwargs {' '.join(f'{k}={v}' for k, v in args.env_kwargs)}" if args.env_kwargs else "") + (
         f" --label {args.label}" if args.label else "") + (
-        f" --probe-videos {args.probe_videos}" if args.probe_videos != 1200 else "") + (
-        " --centred-probe" if args.centred_probe else "")  # fmt: skip
+        f" --probe-videos {args.probe_videos}" if args.probe_videos != 3000 else "")  # fmt: skip
     head = [
         HEADING if not args.label else f"### {args.label}",
         "",
         f"Command: `{command}` ({minutes:.1f} min, one torch thread). Machine: {machine_info()}.",
         f"`PermSampling-v0` with {env_kwargs}, stratified sampling, {args.seeds} seeds ({', '.join(map(str, range(args.seeds)))}); "
         f"downstream: SyntheticActions, {args.probe_videos} clips (80/20 split), "
-        + ("clip features centred over their frames, " if args.centred_probe else "")
+        + "features raw or centred over the clip's frames (`permgym.probe.centre_frames`), "
         + f"linear probe {args.probe_epochs} epochs, "
         "retrieval by cosine similarity (test clips query train clips); held-out ordering accuracy on the env's report pool. "
         f"Mean ± 95 % t-interval over seeds. Plot: [`bench/figures/{args.label or 'calibration'}.png`]"
         f"(bench/figures/{args.label or 'calibration'}.png).",
         "",
     ]
-    verdict = ("Calibrated: every doubling raises probe and retrieval top-1 (paired intervals clear of zero)." if met else
-               "**Not calibrated**: "
+    verdict = (f"Calibrated ({' and '.join(met)} features): every doubling raises probe and retrieval top-1 "
+               "(paired intervals clear of zero)." if met else "**Not calibrated** by either protocol: "
                + "; ".join(f"{title}: {sum(verdicts[k])}/{len(verdicts[k])} doublings clear of zero"
                            for k, title in METRICS) + ".")  # fmt: skip
     return "\n".join(head + lines + ["", verdict, ""])
@@ -141,13 +142,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default: 5)")
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", type=parse_key_value,
                         help="env overrides (JSON values, else strings)")  # fmt: skip
-    parser.add_argument("--probe-videos", type=int, default=1200, help="downstream clips (default: 1200)")
+    parser.add_argument("--probe-videos", type=int, default=3000, help="downstream clips (default: 3000)")
     parser.add_argument("--probe-epochs", type=int, default=30, help="linear-probe epochs (default: 30)")
-    parser.add_argument(
-        "--centred-probe",
-        action="store_true",
-        help="probe and retrieve on clip features centred over the frames (permgym.probe.centre_frames)",
-    )
     parser.add_argument("--label", default="", help="a variant: report written to OUT/LABEL.md, not BENCHMARKS.md")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/calibration", help="results folder")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
@@ -162,10 +158,7 @@ def main() -> None:
         runs, minutes = record["runs"], record["minutes"]
     else:
         start = time.perf_counter()
-        runs = [
-            run_seed(seed, env_kwargs, args.probe_videos, args.probe_epochs, args.centred_probe)
-            for seed in range(args.seeds)
-        ]
+        runs = [run_seed(seed, env_kwargs, args.probe_videos, args.probe_epochs) for seed in range(args.seeds)]
         minutes = (time.perf_counter() - start) / 60
         args.out.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps({"env_kwargs": env_kwargs, "minutes": minutes, "runs": runs}, indent=1))
