@@ -99,9 +99,24 @@ def pretrain(trunk: str, out: Path, updates: int) -> Path:
     folder = out / f"ssl_{task}_{sampler}"
     flags = ["--quick", "--task", task, "--sampler", sampler, "--ssl-updates", str(updates), "--ft-epochs", "1",
              "--test-clips", "1", "--retrieval-clips", "1", "--threads", "1", "--no-progress", "--seed", "0"]  # fmt: skip
-    reusable = recorded_flags(folder) == flags and (folder / "trunk.pth").is_file()
-    launch("experiments/ssl_ucf101.py", flags, folder, reusable)
+    launch("experiments/ssl_ucf101.py", flags, folder, same_pretraining(folder, flags))
     return folder / "trunk.pth"
+
+
+def same_pretraining(folder: Path, flags: list[str]) -> bool:
+    """Whether ``folder`` holds a finished pretraining run started with ``flags`` and its trunk."""
+    return recorded_flags(folder) == flags and (folder / "trunk.pth").is_file()
+
+
+def same_transfer(folder: Path, flags: list[str]) -> bool:
+    """Whether ``folder`` holds a finished, timed transfer run started with ``flags`` from the same trunk."""
+    recorded = recorded_flags(folder)
+    return (
+        recorded is not None
+        and without_init(recorded) == without_init(flags)
+        and same_trunk(recorded, flags, folder)
+        and (folder / "wall.json").is_file()
+    )
 
 
 def transfer(trunk: str, seed: int, out: Path, epochs: int, updates: int) -> dict[str, float]:
@@ -109,14 +124,7 @@ def transfer(trunk: str, seed: int, out: Path, epochs: int, updates: int) -> dic
     folder = out / trunk.replace("/", "_") / f"seed{seed}"
     init = "random" if trunk == "random" else f"ssl:{pretrain(trunk, out, updates)}"
     flags = ["--init", init, "--seed", str(seed), "--epochs", str(epochs), "--threads", "1", "--no-progress"]
-    recorded = recorded_flags(folder)
-    reusable = (
-        recorded is not None
-        and without_init(recorded) == without_init(flags)
-        and same_trunk(recorded, flags, folder)
-        and (folder / "wall.json").is_file()
-    )
-    launch("experiments/image_transfer.py", flags, folder, reusable)
+    launch("experiments/image_transfer.py", flags, folder, same_transfer(folder, flags))
     metrics = json.loads((folder / "metrics.json").read_text())
     return {**metrics, "wall_s": json.loads((folder / "wall.json").read_text())["wall_s"]}
 
