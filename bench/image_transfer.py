@@ -167,7 +167,9 @@ def report(
         f"trunks: experiments/ssl_ucf101.py --quick --task TASK --sampler SAMPLER with {args.ssl_updates} pretraining "
         "updates (seed 0; samplers as registered in agents.registry, policy_gradient = the learned one). mAP = VOC 2007 11-point AP averaged over the classes; AUC = area "
         "under the PR curve. Mean ± standard deviation over seeds, in points; paired difference to random init of "
-        "the same seed: mean [95 % t-interval].",
+        "the same seed: mean [95 % t-interval]. Each ssl row is one pretrained trunk (pretraining seed 0): the "
+        "intervals cover the fine-tuning seeds only, not the spread between pretraining runs, and are not corrected "
+        "for the number of comparisons.",
         "",
         "| trunk | " + " | ".join(name for name, _ in COLUMNS) + " | Δ fine-tuned mAP | Δ probe mAP | wall s/run |",
         "|---|" + "---:|" * (len(COLUMNS) + 3),
