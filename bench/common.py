@@ -45,3 +45,16 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
 def write_section(heading: str, text: str, path: Path = BENCHMARKS) -> None:
     """Replace (or append) the section ``heading`` of BENCHMARKS.md by ``text``."""
     _write_section(heading, text, path)
+
+
+def publish(heading: str, lines: list[str], write: bool = True) -> str:
+    """Print a bench's report (its ``lines``) and, when ``write``, make it the section ``heading`` of BENCHMARKS.md.
+
+    Returns:
+        The report's text.
+    """
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if write:
+        write_section(heading, text)
+    return text

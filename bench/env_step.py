@@ -15,7 +15,7 @@ import argparse
 
 import numpy as np
 import torch
-from common import machine_info, median_seconds, write_section
+from common import machine_info, median_seconds, publish
 
 from permgym.env import PermSamplingEnv
 from permgym.models import per_permutation_statistics
@@ -120,10 +120,7 @@ def main() -> None:
         f"sub-linear in K — K x{k120['K'] / k24['K']:.0f} costs x{k120['shared'] / k24['shared']:.1f} with the "
         f"shared trunk, x{k120['naive'] / k24['naive']:.1f} naively.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        write_section(HEADING, text)
+    publish(HEADING, lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import torch
-from common import machine_info, write_section
+from common import machine_info, publish
 
 from agents.evaluate import mean_ci
 from agents.heuristics import StratifiedSampler, stratified_action
@@ -100,10 +100,7 @@ def main() -> None:
     for reward, r in rows.items():
         lines.append(f"| `{reward}` | {100 * r['share']:.0f} ± {100 * r['share_ci']:.0f} % | {r['sd_action']:.4f} | "
                      f"{r['sd_total']:.4f} |")  # fmt: skip
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        write_section(HEADING, text)
+    publish(HEADING, lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

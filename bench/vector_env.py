@@ -29,7 +29,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from common import machine_info, write_section
+from common import machine_info, publish
 
 import permgym  # noqa: F401  (registers the ids)
 
@@ -161,10 +161,7 @@ def main() -> None:
             f"Target: batched >= 3x AsyncVectorEnv total steps/s at N=8 on {c} cores — "
             f"{'met' if ratio >= 3 else 'NOT met'} ({ratio:.2f}x).",
         ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        write_section(HEADING, text)
+    publish(HEADING, lines, write=not args.no_write)
 
 
 if __name__ == "__main__":
