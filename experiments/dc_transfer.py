@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,31 +39,30 @@ import faiss
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from reporting import log_dc_epoch, write_dc_results
+from reporting import log_config, log_dc_epoch, write_dc_results
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
-from torchvision.transforms import v2
 from tqdm import tqdm
 
-from metric.data import EMBEDDED, RetrievalTask, build_dataset, build_eval_task, eval_transform, train_transform
-from metric.data.transforms import normalize_uint8
+from metric.data import EMBEDDED, TrainingData, build_training_data
 from metric.losses import LOSSES, build_loss
 from metric.miners import DistanceWeightedMiner
 from metric.model import BACKBONES, EmbeddingNet, build_backbone, resolve_init
 from metric.samplers import BatchedDataset, ClusterBatchSampler
-from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, extract
+from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, evaluate_task
 from permgym.distributed import World, cleanup_distributed, gather_per_rank, rng_states, set_rng_states
 from permgym.models import TRUNKS, save_trunk
 from permgym.run import (
     Interrupted,
-    RunError,
+    Presets,
     RunFolder,
     add_run_folder_arguments,
+    add_stop_argument,
+    default_workers,
     fill_defaults,
     init_distributed,
-    load_checkpoint,
+    load_checkpoints,
     parse_key_value,
     require_at_least,
     run_cli,
@@ -80,28 +78,12 @@ DATASETS = ("synthetic", "shapes", "cub200", "cars196", "sop", "inshop", "vehicl
 # in a one-off comparison by hand, `-K 1 --data-option frame=4` against the default, seed 0 data; no bench repeats it).
 # The default schedule is the 20-epoch one that an earlier bench/dc.py chose for K = 1 and K = 4 on the embedded data
 # (with epochs of 20 batches; an epoch is now one pass, 15 batches of 80 on the 1,200 embedded training images).
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {
-        "epochs": 20,
-        "iters_per_epoch": None,
-        "full_embedding_epoch": 8,
-        "finetune_epoch": 17,
-        "projection": "tsne",
-        "synthetic": {"frame": 7, "videos_per_class": 40},
-    },
-    "quick": {
-        "epochs": 4,
-        "iters_per_epoch": 10,
-        "full_embedding_epoch": 2,
-        "finetune_epoch": 3,
-        "projection": "pca",
-        "synthetic": {"frame": 7, "videos_per_class": 20},
-    },
-}
-
-
-def _preset_help(name: str, text: str) -> str:
-    return f"{text} (default: {PRESETS['default'][name]}; with --quick: {PRESETS['quick'][name]})"
+PRESETS = Presets({
+    "default": {"epochs": 20, "iters_per_epoch": None, "full_embedding_epoch": 8, "finetune_epoch": 17,
+                "projection": "tsne", "synthetic": {"frame": 7, "videos_per_class": 40}},
+    "quick": {"epochs": 4, "iters_per_epoch": 10, "full_embedding_epoch": 2, "finetune_epoch": 3,
+              "projection": "pca", "synthetic": {"frame": 7, "videos_per_class": 20}},
+}, labels={"quick": "with --quick"}, overrides=("quick",))  # fmt: skip
 
 
 def _init_choice(value: str) -> str:
@@ -117,13 +99,6 @@ def _int_list(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,4, got {value!r}") from None
 
 
-def default_workers(cpus: int | None = None) -> int:
-    """DataLoader workers for image datasets: one core stays with the training process, at most 4 (0 on machines
-    with 2 cores or fewer, where workers only compete with it)."""
-    cpus = (os.cpu_count() or 1) if cpus is None else cpus
-    return 0 if cpus <= 2 else min(4, cpus - 1)
-
-
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Divide-and-conquer metric learning on a pretrained trunk",
@@ -136,117 +111,62 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="synthetic", choices=DATASETS, help="dataset (default: synthetic)")
     data.add_argument("--root", default=None, help="dataset folder (default: none; the embedded data needs none)")
-    data.add_argument(
-        "--image-size",
-        default=None,
-        type=int,
-        help="image side in pixels (default: 64 for synthetic, 32 for shapes, else 224)",
-    )
-    data.add_argument(
-        "--resize",
-        default=None,
-        type=int,
-        help="evaluation resize before the centre crop (default: image size * 8/7, 256 for 224)",
-    )
-    data.add_argument(
-        "--augment",
-        default=None,
-        choices=("none", "crop"),
-        help="training augmentation: none, or random resized crop (+ flip for image datasets) "
-        "(default: none for the embedded data, else crop)",
-    )
-    data.add_argument(
-        "--data-option",
-        default=[],
-        action="append",
-        type=parse_key_value,
-        metavar="KEY=VALUE",
-        help="extra dataset argument (JSON value, else a string), repeatable, e.g. train_fraction=0.5 for folder "
-        "(default: none; "
-        f"the embedded data: {PRESETS['default']['synthetic']}, with --quick "
-        f"{PRESETS['quick']['synthetic']})",
-    )
+    data.add_argument("--image-size", default=None, type=int,
+                      help="image side in pixels (default: 64 for synthetic, 32 for shapes, else 224)")  # fmt: skip
+    data.add_argument("--resize", default=None, type=int,
+                      help="evaluation resize before the centre crop (default: image size * 8/7, 256 for 224)")  # fmt: skip
+    data.add_argument("--augment", default=None, choices=("none", "crop"),
+                      help="training augmentation: none, or random resized crop (+ flip for image datasets) "
+                      "(default: none for the embedded data, else crop)")  # fmt: skip
+    data.add_argument("--data-option", default=[], action="append", type=parse_key_value, metavar="KEY=VALUE",
+                      help="extra dataset argument (JSON value, else a string), repeatable, e.g. train_fraction=0.5 "
+                      f"for folder (default: none; the embedded data: {PRESETS['default']['synthetic']}, with --quick "
+                      f"{PRESETS['quick']['synthetic']})")  # fmt: skip
     model = parser.add_argument_group("model")
-    model.add_argument(
-        "--backbone", default=None, choices=BACKBONES, help="backbone (default: the ssl checkpoint's trunk, else tiny)"
-    )
-    model.add_argument(
-        "--init",
-        default="auto",
-        type=_init_choice,
-        help="backbone weights: random, imagenet (torchvision cache), ssl:CKPT, or auto = the newest "
-        "runs/ssl_ucf101*/trunk.pth if present, else random (default: auto)",
-    )
+    model.add_argument("--backbone", default=None, choices=BACKBONES,
+                       help="backbone (default: the ssl checkpoint's trunk, else tiny)")  # fmt: skip
+    model.add_argument("--init", default="auto", type=_init_choice,
+                       help="backbone weights: random, imagenet (torchvision cache), ssl:CKPT, or auto = the newest "
+                       "runs/ssl_ucf101*/trunk.pth if present, else random (default: auto)")  # fmt: skip
     model.add_argument("-d", "--embedding-dim", default=128, type=int, help="embedding size d (default: 128)")
-    model.add_argument(
-        "-K", "--num-learners", default=4, type=int, help="learners/clusters K; 1 = baseline (default: 4)"
-    )
-    model.add_argument(
-        "--compare-k",
-        default=[],
-        type=_int_list,
-        help="also train these K, e.g. 1,4, and compare them (default: only --num-learners)",
-    )
+    model.add_argument("-K", "--num-learners", default=4, type=int,
+                       help="learners/clusters K; 1 = baseline (default: 4)")  # fmt: skip
+    model.add_argument("--compare-k", default=[], type=_int_list,
+                       help="also train these K, e.g. 1,4, and compare them (default: only --num-learners)")  # fmt: skip
     model.add_argument("--frozen-bn", action="store_true", help="keep backbone BatchNorm statistics fixed")
-    model.add_argument(
-        "--no-sync-bn",
-        dest="sync_bn",
-        action="store_false",
-        help="keep per-process BatchNorm under DDP. By default multi-GPU runs (torchrun on CUDA) turn the backbone's "
-        "train-mode BatchNorm into SyncBatchNorm, which normalises with the statistics of the whole global batch; "
-        "it has no effect on one process, on the CPU (gloo) or with --frozen-bn",
-    )
+    model.add_argument("--no-sync-bn", dest="sync_bn", action="store_false",
+                       help="keep per-process BatchNorm under DDP. By default multi-GPU runs (torchrun on CUDA) turn "
+                       "the backbone's train-mode BatchNorm into SyncBatchNorm, which normalises with the statistics "
+                       "of the whole global batch; it has no effect on one process, on the CPU (gloo) or with "
+                       "--frozen-bn")  # fmt: skip
     sched = parser.add_argument_group("schedule (epochs are 0-based)")
-    sched.add_argument("--epochs", type=int, help=_preset_help("epochs", "training epochs"))
-    sched.add_argument(
-        "--iters-per-epoch",
-        type=int,
-        help=_preset_help("iters_per_epoch", "batches per epoch; None = one pass over the training set"),
-    )
+    sched.add_argument("--epochs", type=int, help=PRESETS.help("epochs", "training epochs"))
+    sched.add_argument("--iters-per-epoch", type=int,
+                       help=PRESETS.help("iters_per_epoch",
+                                         "batches per epoch; None = one pass over the training set"))  # fmt: skip
     sched.add_argument("--recluster-every", default=2, type=int, help="re-cluster every T epochs (default: 2)")
-    sched.add_argument(
-        "--warmup-epochs",
-        default=0,
-        type=int,
-        help="train as K = 1 (all data, full embedding) for this many epochs before the first clustering, so that "
-        "the clusters start from features that separate classes (default: 0)",
-    )
-    sched.add_argument(
-        "--full-embedding-epoch",
-        type=int,
-        help=_preset_help("full_embedding_epoch", "loss on the full embedding from this epoch; -1 = never"),
-    )
-    sched.add_argument(
-        "--finetune-epoch",
-        type=int,
-        help=_preset_help("finetune_epoch", "fine-tune with K = 1 from this epoch; -1 = never"),
-    )
-    sched.add_argument(
-        "--cluster-on",
-        default="embedding",
-        choices=("embedding", "backbone"),
-        help="what k-means clusters: the embedding (as the paper says) or the backbone features (as the reference "
-        "code does); an earlier bench/dc.py found the two within noise, see metric.trainer.Schedule "
-        "(default: embedding)",
-    )
+    sched.add_argument("--warmup-epochs", default=0, type=int,
+                       help="train as K = 1 (all data, full embedding) for this many epochs before the first "
+                       "clustering, so that the clusters start from features that separate classes "
+                       "(default: 0)")  # fmt: skip
+    sched.add_argument("--full-embedding-epoch", type=int,
+                       help=PRESETS.help("full_embedding_epoch",
+                                         "loss on the full embedding from this epoch; -1 = never"))  # fmt: skip
+    sched.add_argument("--finetune-epoch", type=int,
+                       help=PRESETS.help("finetune_epoch", "fine-tune with K = 1 from this epoch; -1 = never"))  # fmt: skip
+    sched.add_argument("--cluster-on", default="embedding", choices=("embedding", "backbone"),
+                       help="what k-means clusters: the embedding (as the paper says) or the backbone features (as the "
+                       "reference code does); an earlier bench/dc.py found the two within noise, see "
+                       "metric.trainer.Schedule (default: embedding)")  # fmt: skip
     sched.add_argument("--kmeans-iters", default=20, type=int, help="k-means iterations (default: 20)")
-    sched.add_argument(
-        "--cluster-features",
-        default="pass",
-        choices=("pass", "cache"),
-        help="features for k-means: an eval pass over the training set, or those the training steps "
-        "computed since the last re-clustering (needs --frozen-bn) (default: pass)",
-    )
-    sched.add_argument(
-        "--cluster-images-per-class",
-        default=None,
-        type=int,
-        metavar="N",
-        help="cluster whole classes from the features of N images per class (k-means on class means), so that a "
-        "re-clustering embeds N images per class, not the whole training set; 0 = cluster every image on its own "
-        "from a pass over the training set, as the paper (default: 2, or 0 with --cluster-features cache; see "
-        "metric.trainer.Schedule)",
-    )
+    sched.add_argument("--cluster-features", default="pass", choices=("pass", "cache"),
+                       help="features for k-means: an eval pass over the training set, or those the training steps "
+                       "computed since the last re-clustering (needs --frozen-bn) (default: pass)")  # fmt: skip
+    sched.add_argument("--cluster-images-per-class", default=None, type=int, metavar="N",
+                       help="cluster whole classes from the features of N images per class (k-means on class means), "
+                       "so that a re-clustering embeds N images per class, not the whole training set; 0 = cluster "
+                       "every image on its own from a pass over the training set, as the paper (default: 2, or 0 with "
+                       "--cluster-features cache; see metric.trainer.Schedule)")  # fmt: skip
     loss = parser.add_argument_group("loss")
     loss.add_argument("--loss", default="margin", choices=LOSSES, help="loss (default: margin)")
     loss.add_argument("--margin", default=0.2, type=float, help="margin alpha (default: 0.2)")
@@ -254,66 +174,43 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     loss.add_argument("--learn-beta", action="store_true", help="train beta (one per learner)")
     loss.add_argument("--beta-lr", default=5e-4, type=float, help="learning rate of beta (default: 5e-4)")
     loss.add_argument("--dws-cutoff", default=0.5, type=float, help="distance-weighted sampling cutoff (default: 0.5)")
-    loss.add_argument(
-        "--nonzero-loss-cutoff",
-        default=1.4,
-        type=float,
-        help="never draw negatives this far (default: 1.4 = beta + alpha)",
-    )
+    loss.add_argument("--nonzero-loss-cutoff", default=1.4, type=float,
+                      help="never draw negatives this far (default: 1.4 = beta + alpha)")  # fmt: skip
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("-b", "--batch-size", default=80, type=int, help="images per batch per process (default: 80)")
-    optim.add_argument(
-        "-m", "--samples-per-class", default=4, type=int, help="images per class in a batch (default: 4)"
-    )
+    optim.add_argument("-m", "--samples-per-class", default=4, type=int,
+                       help="images per class in a batch (default: 4)")  # fmt: skip
     optim.add_argument("--lr", default=1e-3, type=float, help="Adam learning rate of the backbone (default: 1e-3)")
     optim.add_argument("--embedding-lr", default=1e-3, type=float, help="of the embedding layer (default: 1e-3)")
-    optim.add_argument(
-        "--wd", "--weight-decay", dest="weight_decay", default=1e-4, type=float, help="weight decay (default: 1e-4)"
-    )
+    optim.add_argument("--wd", "--weight-decay", dest="weight_decay", default=1e-4, type=float,
+                       help="weight decay (default: 1e-4)")  # fmt: skip
     run = parser.add_argument_group("run")
     run.add_argument("--quick", action="store_true", help="a short run (< 90 s on 2 CPU cores); explicit flags win")
     add_run_folder_arguments(run, "runs/dc_transfer")  # --out, --resume (the checkpoints in --out), --overwrite
     run.add_argument("--seed", default=0, type=int, help="seed (default: 0)")
-    run.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default: auto = cuda if available)"
-    )
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                     help="device (default: auto = cuda if available)")  # fmt: skip
     run.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    run.add_argument(
-        "--threads",
-        default=None,
-        type=int,
-        help="CPU threads of torch and faiss per process (default: torch's default)",
-    )
-    run.add_argument(
-        "-j",
-        "--workers",
-        default=None,
-        type=int,
-        help="DataLoader workers (default: 0 for the in-memory embedded data, else min(4, CPU cores - 1), 0 on "
-        "machines with 2 cores or fewer)",
-    )
+    run.add_argument("--threads", default=None, type=int,
+                     help="CPU threads of torch and faiss per process (default: torch's default)")  # fmt: skip
+    run.add_argument("-j", "--workers", default=None, type=int,
+                     help="DataLoader workers (default: 0 for the in-memory embedded data, else min(4, CPU cores - 1), "
+                     "0 on machines with 2 cores or fewer)")  # fmt: skip
     run.add_argument("--eval-every", default=2, type=int, help="evaluate every N epochs and at the end (default: 2)")
     run.add_argument("--print-freq", default=10, type=int, help="progress-bar refresh in steps (default: 10)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--projection", choices=("tsne", "pca"), help=_preset_help("projection", "embedding plot"))
-    run.add_argument(
-        "--stop-after-epochs",
-        default=None,
-        type=int,
-        metavar="N",
-        help="debugging: stop after N epochs of training in this invocation (at the first unfinished K), after the "
-        "checkpoint, as if interrupted; continue with --resume (default: run to the end)",
-    )
+    run.add_argument("--projection", choices=("tsne", "pca"), help=PRESETS.help("projection", "embedding plot"))
+    add_stop_argument(run, "epochs", " of training in this invocation (at the first unfinished K)")
     return parser
 
 
 #: Options that do not change results: they may differ between a run and its --resume.
-RESUME_IGNORES = ("out", "resume", "overwrite", "stop_after_epochs", "no_progress", "print_freq", "threads",
+RESUME_IGNORES = ("out", "resume", "overwrite", "stop_after", "no_progress", "print_freq", "threads",
                   "quick", "projection")  # fmt: skip
 #: Options that must be >= 1 (0 is never "the default").
 SIZES = ("epochs", "iters_per_epoch", "recluster_every", "kmeans_iters", "batch_size", "samples_per_class",
          "embedding_dim", "num_learners", "eval_every", "print_freq", "image_size", "resize", "threads",
-         "stop_after_epochs")  # fmt: skip
+         "stop_after")  # fmt: skip
 
 
 def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
@@ -323,7 +220,7 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
         ValueError: a size below 1, a phase epoch outside the run, or options that do not fit the dataset.
     """
     preset = PRESETS["quick" if args.quick else "default"]
-    fill_defaults(args, {k: v for k, v in preset.items() if k != "synthetic"})
+    PRESETS.fill(args, "quick" if args.quick else "default")
     embedded = args.dataset in EMBEDDED
     fill_defaults(args, {"workers": 0 if embedded else default_workers(), "image_size": EMBEDDED.get(args.dataset, 224),
                          "augment": "none" if embedded else "crop"})  # fmt: skip
@@ -357,40 +254,6 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-@dataclass
-class Data:
-    """The datasets of a run: the training set (train transform), the same images for k-means (eval transform), and
-    the test task (query, optional gallery, protocol, Recall@K)."""
-
-    train: Dataset
-    cluster: Dataset
-    task: RetrievalTask
-
-
-def load_data(args: argparse.Namespace) -> Data:
-    """Build the training set twice (train / eval transform) and the test task of ``--dataset``.
-
-    The embedded data are ``uint8`` frames transformed as tensors (normalisation only unless ``--augment``); the
-    image datasets are decoded with PIL and resized/cropped to ``--image-size``.
-    """
-    options = dict(args.data_option)
-    if args.dataset in EMBEDDED:
-        options.setdefault("size", args.image_size)
-        eval_tf = normalize_uint8
-        crop = v2.Compose([v2.RandomResizedCrop(args.image_size, scale=(0.5, 1.0), antialias=True), normalize_uint8])
-        train_tf = crop if args.augment == "crop" else eval_tf
-    else:
-        eval_tf = eval_transform(args.image_size, args.resize or args.image_size * 8 // 7)
-        train_tf = train_transform(args.image_size) if args.augment == "crop" else eval_tf
-    try:
-        train = build_dataset(args.dataset, args.root, "train", train_tf, **options)
-    except TypeError as err:  # an option the dataset does not take
-        raise ValueError(f"--data-option {', '.join(options)} for --dataset {args.dataset}: {err}") from None
-    cluster = train if train_tf is eval_tf else build_dataset(args.dataset, args.root, "train", eval_tf, **options)
-    task = build_eval_task(args.dataset, args.root, transform=eval_tf, **options)
-    return Data(train, cluster, replace(task, ks=tuple(sorted({1, 2, 4, 8, *task.ks}))))
-
-
 def train_one_epoch(
     trainer: DivideAndConquerTrainer, loader: DataLoader, epoch: int, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -420,48 +283,27 @@ def train_one_epoch(
     }
 
 
-def evaluate(
-    model: EmbeddingNet, data: Data, args: argparse.Namespace, device: torch.device
-) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    """Retrieval metrics of the full embedding on the test task (computed on rank 0; other ranks get ``{}``).
-
-    Returns:
-        ``(metrics, query embeddings [N, d] (L2-normalised), query labels [N])``.
-    """
-    kwargs = {"batch_size": args.batch_size, "workers": args.workers, "device": device, "amp": args.amp}
-    query, labels = extract(model, data.task.query, "embedding", **kwargs)
-    query = F.normalize(query, dim=1)
-    gallery = None
-    if data.task.gallery is not None:
-        gallery = F.normalize(extract(model, data.task.gallery, "embedding", **kwargs)[0], dim=1)
-    if dist.is_initialized() and dist.get_rank() != 0:
-        return {}, query, labels
-    return {k: float(v) for k, v in data.task.evaluate(query, gallery).items()}, query, labels
+def evaluate(model: EmbeddingNet, data: TrainingData, args: argparse.Namespace, device: torch.device) -> tuple:
+    """Retrieval metrics of the full embedding on the test task (rank 0), the query embeddings and labels."""
+    return evaluate_task(model, data.task, batch_size=args.batch_size, workers=args.workers, device=device,
+                         amp=args.amp)  # fmt: skip
 
 
 def make_schedule(args: argparse.Namespace, num_learners: int) -> Schedule:
     per_class = args.cluster_images_per_class
     if per_class is None:
         per_class = 2 if args.cluster_features == "pass" else 0
-    return Schedule(
-        epochs=args.epochs,
-        num_learners=num_learners,
-        recluster_every=args.recluster_every,
-        warmup_epochs=args.warmup_epochs,
-        full_embedding_epoch=args.full_embedding_epoch,
-        finetune_epoch=args.finetune_epoch,
-        cluster_on=args.cluster_on,
-        kmeans_iters=args.kmeans_iters,
-        cluster_features=args.cluster_features,
-        cluster_images_per_class=per_class or None,
-    )
+    return Schedule(epochs=args.epochs, num_learners=num_learners, recluster_every=args.recluster_every,
+                    warmup_epochs=args.warmup_epochs, full_embedding_epoch=args.full_embedding_epoch,
+                    finetune_epoch=args.finetune_epoch, cluster_on=args.cluster_on, kmeans_iters=args.kmeans_iters,
+                    cluster_features=args.cluster_features, cluster_images_per_class=per_class or None)  # fmt: skip
 
 
 def train_run(
     args: argparse.Namespace,
     num_learners: int,
     init: str,
-    data: Data,
+    data: TrainingData,
     out: Path,
     world: World,
     config: dict[str, Any],
@@ -473,54 +315,21 @@ def train_run(
     torch.manual_seed(args.seed)
     model = EmbeddingNet(build_backbone(args.backbone, init), args.embedding_dim, num_learners, args.frozen_bn)
     model.to(device)
-    criteria = nn.ModuleList(
-        build_loss(args.loss, margin=args.margin, beta=args.beta, learn_beta=args.learn_beta)
-        for _ in range(num_learners)
-    ).to(device)
-    miner = DistanceWeightedMiner(
-        args.dws_cutoff, args.nonzero_loss_cutoff, generator=torch.Generator(device).manual_seed(args.seed + rank)
-    )
-    optimizer = build_optimizer(
-        model,
-        criteria,
-        lr=args.lr,
-        embedding_lr=args.embedding_lr,
-        beta_lr=args.beta_lr,
-        weight_decay=args.weight_decay,
-    )
-    sampler = ClusterBatchSampler(
-        np.asarray(data.train.labels),
-        batch_size=args.batch_size,
-        samples_per_class=args.samples_per_class,
-        iterations_per_epoch=args.iters_per_epoch,
-        seed=args.seed,
-        num_replicas=world.world_size,
-        rank=rank,
-    )
+    criteria = nn.ModuleList(build_loss(args.loss, margin=args.margin, beta=args.beta, learn_beta=args.learn_beta)
+                             for _ in range(num_learners)).to(device)  # fmt: skip
+    miner = DistanceWeightedMiner(args.dws_cutoff, args.nonzero_loss_cutoff,
+                                  generator=torch.Generator(device).manual_seed(args.seed + rank))  # fmt: skip
+    optimizer = build_optimizer(model, criteria, lr=args.lr, embedding_lr=args.embedding_lr, beta_lr=args.beta_lr,
+                                weight_decay=args.weight_decay)  # fmt: skip
+    sampler = ClusterBatchSampler(np.asarray(data.train.labels), batch_size=args.batch_size,
+                                  samples_per_class=args.samples_per_class, iterations_per_epoch=args.iters_per_epoch,
+                                  seed=args.seed, num_replicas=world.world_size, rank=rank)  # fmt: skip
     schedule = make_schedule(args, num_learners)
-    trainer = DivideAndConquerTrainer(
-        model,
-        criteria,
-        miner,
-        optimizer,
-        schedule,
-        sampler,
-        data.cluster,
-        device=device,
-        amp=args.amp,
-        seed=args.seed,
-        extract_batch_size=args.batch_size,
-        workers=args.workers,
-        sync_bn=args.sync_bn,
-    )
-    loader = DataLoader(
-        BatchedDataset(data.train),
-        sampler=sampler,
-        batch_size=None,
-        num_workers=args.workers,
-        persistent_workers=args.workers > 0,
-        pin_memory=device.type == "cuda",
-    )
+    trainer = DivideAndConquerTrainer(model, criteria, miner, optimizer, schedule, sampler, data.cluster,
+                                      device=device, amp=args.amp, seed=args.seed, extract_batch_size=args.batch_size,
+                                      workers=args.workers, sync_bn=args.sync_bn)  # fmt: skip
+    loader = DataLoader(BatchedDataset(data.train), sampler=sampler, batch_size=None, num_workers=args.workers,
+                        persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")  # fmt: skip
     checkpoint, log, start_epoch = checkpoint_path(out, num_learners), [], 0
     if restored is not None:
         trainer.load_state_dict(restored["trainer"])
@@ -529,13 +338,7 @@ def train_run(
         print(f"K={num_learners}: resumed from {checkpoint} at epoch {start_epoch}")
     writer = SummaryWriter(out / "tb" / f"K{num_learners}") if rank == 0 else None
     if writer is not None and start_epoch == 0:
-        writer.add_text(
-            "config",
-            "| key | value |\n|---|---|\n"
-            + "\n".join(
-                f"| {k} | {v} |" for k, v in {**vars(args), "num_learners": num_learners, "init": init}.items()
-            ),
-        )
+        log_config(writer, {**vars(args), "num_learners": num_learners, "init": init})
     final = None
     for epoch in range(start_epoch, schedule.epochs):
         clustering = trainer.begin_epoch(epoch)
@@ -544,31 +347,23 @@ def train_run(
         evaluation = evaluate(model, data, args, device) if last or (epoch + 1) % args.eval_every == 0 else None
         metrics = evaluation[0] if evaluation else {}
         final = evaluation if last else None
-        record = {
-            "epoch": epoch,
-            "phase": schedule.phase(epoch),
-            **stats,
-            "metrics": metrics,
-            "recluster_seconds": clustering["seconds"] if clustering else 0.0,
-        }
+        record = {"epoch": epoch, "phase": schedule.phase(epoch), **stats, "metrics": metrics,
+                  "recluster_seconds": clustering["seconds"] if clustering else 0.0}  # fmt: skip
         log.append(record)
         # on every rank: trainer.state_dict() and gather_per_rank collect each rank's random states
         state = {"trainer": trainer.state_dict(), "rng": gather_per_rank(rng_states()), "log": log, "epoch": epoch}
         if rank == 0:
-            print(
-                f"K={num_learners} epoch {epoch + 1}/{schedule.epochs} [{record['phase']}] loss {stats['loss']:.4f} "
-                f"triplets {stats['triplets']:.0f} "
-                + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                + f" | {stats['seconds']:.1f}s train, {record['recluster_seconds']:.1f}s re-clustering",
-                flush=True,
-            )
+            print(f"K={num_learners} epoch {epoch + 1}/{schedule.epochs} [{record['phase']}] loss {stats['loss']:.4f} "
+                  f"triplets {stats['triplets']:.0f} " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                  + f" | {stats['seconds']:.1f}s train, {record['recluster_seconds']:.1f}s re-clustering",
+                  flush=True)  # fmt: skip
             log_dc_epoch(writer, record, clustering)
             save_checkpoint(world, checkpoint, config, state)
-        if args.stop_after_epochs is not None and epoch + 1 - start_epoch >= args.stop_after_epochs and not last:
+        if args.stop_after is not None and epoch + 1 - start_epoch >= args.stop_after and not last:
             if writer is not None:
                 writer.close()
             raise Interrupted(
-                f"K={num_learners}: stopped after epoch {epoch + 1} (--stop-after-epochs); continue with --resume"
+                f"K={num_learners}: stopped after epoch {epoch + 1} (--stop-after); continue with --resume"
             )
     if final is None:  # resumed a finished run: evaluate its checkpoint
         final = evaluate(model, data, args, device)
@@ -576,14 +371,8 @@ def train_run(
         save_trunk(model.backbone, trunk_path(out, num_learners), dataset=args.dataset, num_learners=num_learners)
     if writer is not None:
         writer.close()
-    return {
-        "num_learners": num_learners,
-        "metrics": final[0],
-        "log": log,
-        "history": trainer.history,
-        "embeddings": final[1],
-        "labels": final[2],
-    }
+    return {"num_learners": num_learners, "metrics": final[0], "log": log, "history": trainer.history,
+            "embeddings": final[1], "labels": final[2]}  # fmt: skip
 
 
 def checkpoint_path(out: Path, num_learners: int) -> Path:
@@ -594,19 +383,6 @@ def checkpoint_path(out: Path, num_learners: int) -> Path:
 def trunk_path(out: Path, num_learners: int) -> Path:
     """The trained trunk of the run with ``num_learners`` learners (a :func:`permgym.models.save_trunk` file)."""
     return out / f"K{num_learners}" / "trunk.pth"
-
-
-def resume_points(out: Path, ks: list[int], config: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """``--resume``: the checkpoint of every K that has one, each checked against ``config``.
-
-    Raises:
-        RunError: no K has a checkpoint, or one was written with options that change results.
-    """
-    found = {k: checkpoint_path(out, k) for k in ks if checkpoint_path(out, k).is_file()}
-    if not found:
-        expected = ", ".join(str(checkpoint_path(out, k)) for k in ks)
-        raise RunError(f"--resume: no checkpoint in {str(out)!r} (looked for {expected}); start without --resume")
-    return {k: load_checkpoint(path, config, RESUME_IGNORES) for k, path in found.items()}
 
 
 def check_learners(ks: list[int], train: Dataset) -> None:
@@ -620,7 +396,7 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
     """Train every requested K, evaluate, and (rank 0) write the outputs.
 
     Returns:
-        metrics.json's content on rank 0; None on other ranks and when stopped by ``--stop-after-epochs``.
+        metrics.json's content on rank 0; None on other ranks and when stopped by ``--stop-after``.
     """
     args = apply_preset(args)
     if args.threads is not None:
@@ -637,21 +413,18 @@ def run(args: argparse.Namespace, world: World) -> dict[str, Any] | None:
     init, args.backbone, message = resolve_init(args.init, args.backbone)
     ks = list(dict.fromkeys([*args.compare_k, args.num_learners]))
     config = {**vars(args), "init_resolved": init}
-    restored = resume_points(out, ks, config) if args.resume else {}
-    data = load_data(args)
+    paths = {k: checkpoint_path(out, k) for k in ks}
+    restored = load_checkpoints(out, paths, config, RESUME_IGNORES) if args.resume else {}
+    data = build_training_data(args.dataset, args.root, args.image_size, args.augment, args.resize,
+                               **dict(args.data_option))  # fmt: skip
     check_learners(ks, data.train)
     if rank == 0:
         print(message)
         gallery = f", gallery {data.task.gallery!r}" if data.task.gallery is not None else ""
         print(f"data: train {data.train!r}, query {data.task.query!r}{gallery} ({data.task.protocol} protocol)")
         out.mkdir(parents=True, exist_ok=True)
-        run_config = {
-            **config,
-            "runs_k": ks,
-            "world_size": world.world_size,
-            "command": sys.argv,
-            "schedules": {f"K={k}": asdict(make_schedule(args, k)) for k in ks},
-        }
+        run_config = {**config, "runs_k": ks, "world_size": world.world_size, "command": sys.argv,
+                      "schedules": {f"K={k}": asdict(make_schedule(args, k)) for k in ks}}  # fmt: skip
         (out / "config.json").write_text(json.dumps(run_config, indent=2))
     try:
         runs = [train_run(args, k, init, data, out, world, config, restored.get(k)) for k in ks]

@@ -157,7 +157,14 @@ def plot_ssl_results(results: dict[str, dict[str, Any]], main_variant: str, clas
 
 
 # ---------------------------------------------------------------------------------------------------- dc_transfer
+def log_config(writer: SummaryWriter, config: dict[str, Any]) -> None:
+    """The run's options as one Markdown table in TensorBoard's text tab."""
+    rows = "\n".join(f"| {k} | {v} |" for k, v in config.items())
+    writer.add_text("config", "| key | value |\n|---|---|\n" + rows)
+
+
 def log_dc_epoch(writer: SummaryWriter | None, record: dict[str, Any], clustering: dict[str, Any] | None) -> None:
+    """One epoch's training, re-clustering and evaluation scalars (no-op without a writer)."""
     if writer is None:
         return
     epoch = record["epoch"]

@@ -67,17 +67,13 @@ from agents import Sampler
 from agents.registry import SAMPLERS, check_sampler_name, make_sampler, sampler_argument
 from agents.rollout import take_step
 from permgym.config import TASKS, PermSamplingConfig, make_config
-from permgym.data import FrameCache, SyntheticActions, load_or_build_cache
-from permgym.data.build import build_video_dataset
+from permgym.data import build
 from permgym.distributed import (
     MetricLogger,
     World,
     broadcast_object,
     cleanup_distributed,
-    gather_per_rank,
     max_divergence,
-    own_entry,
-    rng_states,
     set_rng_states,
 )
 from permgym.env import PermSamplingEnv
@@ -85,24 +81,22 @@ from permgym.finetune import (
     ActionClassifier,
     FinetuneConfig,
     FinetuneTrainer,
-    confusion_matrix,
-    predict_videos,
-    topk_accuracy,
+    evaluate_videos,
 )
 from permgym.models import TRUNKS, Trunk, build_trunk, save_trunk
-from permgym.probe import ProbeData, vcop_retrieval
+from permgym.probe import ProbeData, load_probe_data, vcop_retrieval
 from permgym.run import (
+    Checkpointer,
     Interrupted,
-    RunError,
+    Presets,
     RunFolder,
     add_run_folder_arguments,
-    fill_defaults,
+    add_stop_argument,
     init_distributed,
     load_checkpoint,
     parse_key_value,
     require_at_least,
     run_cli,
-    save_checkpoint,
 )
 
 DATASETS = ("synthetic", "ucf101", "hmdb51", "folder")
@@ -111,20 +105,15 @@ PRETRAIN_SUBSET = "train"
 RANDOM_INIT = "random-init"
 
 # Settings that depend on the data regime; --quick then shortens the budget. Every other default is in the parser.
-PRESETS: dict[str, dict[str, Any]] = {
+PRESETS = Presets({
     "synthetic": {"ssl_updates": 1200, "ft_epochs": 30, "ft_batch_size": 32, "ft_optimizer": "adam", "ft_lr": 2e-3,
                   "test_clips": 5, "eval_every": 5, "task": "temporal", "checkpoint_every": 25, "threads": 1},
     "video": {"ssl_updates": 20000, "ft_epochs": 30, "ft_batch_size": 64, "ft_optimizer": "sgd", "ft_lr": 0.01,
               "test_clips": 10, "eval_every": 10, "task": "joint", "checkpoint_every": 20},
     "quick": {"ssl_updates": 200, "ft_epochs": 8, "eval_every": 4, "checkpoint_every": 10},
-}  # fmt: skip
+}, labels={"synthetic": "on synthetic", "video": "on videos", "quick": "with --quick"}, overrides=("quick",))  # fmt: skip
 #: PermSampling preset of each task on the embedded data; video datasets use "ucf101" with the task set.
 SYNTHETIC_PRESETS = {"temporal": "tiny", "spatial": "tiny-spatial", "joint": "tiny-joint"}
-
-
-def _preset_help(name: str, text: str) -> str:
-    quick = f"; with --quick: {PRESETS['quick'][name]}" if name in PRESETS["quick"] else ""
-    return f"{text} (default: {PRESETS['synthetic'][name]} on synthetic, {PRESETS['video'][name]} on videos{quick})"
 
 
 def _compare_list(value: str) -> list[str]:
@@ -182,7 +171,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                      "granularity)")  # fmt: skip
     ssl.add_argument("--backbone", default=None, choices=TRUNKS,
                      help="trunk (default: tiny on synthetic, caffenet on videos)")  # fmt: skip
-    ssl.add_argument("--ssl-updates", type=int, help=_preset_help("ssl_updates", "pretraining SGD updates"))
+    ssl.add_argument("--ssl-updates", type=int, help=PRESETS.help("ssl_updates", "pretraining SGD updates"))
     ssl.add_argument(
         "--updates-per-step",
         type=int,
@@ -197,17 +186,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                      help="any other PermSamplingConfig field (JSON value), repeatable, e.g. reward=uniform_relative "
                      "(default: none)")  # fmt: skip
     ft = parser.add_argument_group("fine-tuning and evaluation")
-    ft.add_argument("--ft-epochs", type=int, help=_preset_help("ft_epochs", "fine-tuning epochs"))
-    ft.add_argument("-b", "--ft-batch-size", type=int, help=_preset_help("ft_batch_size", "clips per update"))
-    ft.add_argument("--ft-optimizer", choices=("sgd", "adam"), help=_preset_help("ft_optimizer", "optimizer"))
-    ft.add_argument("--ft-lr", type=float, help=_preset_help("ft_lr", "learning rate of the classifier layer"))
+    ft.add_argument("--ft-epochs", type=int, help=PRESETS.help("ft_epochs", "fine-tuning epochs"))
+    ft.add_argument("-b", "--ft-batch-size", type=int, help=PRESETS.help("ft_batch_size", "clips per update"))
+    ft.add_argument("--ft-optimizer", choices=("sgd", "adam"), help=PRESETS.help("ft_optimizer", "optimizer"))
+    ft.add_argument("--ft-lr", type=float, help=PRESETS.help("ft_lr", "learning rate of the classifier layer"))
     ft.add_argument("--trunk-lr-scale", default=0.1, type=float, help="trunk lr / classifier lr (default: 0.1)")
     ft.add_argument("--dropout", default=0.5, type=float, help="dropout on the clip feature (default: 0.5)")
     ft.add_argument("--flip", default=None, action=argparse.BooleanOptionalAction,
                     help="random horizontal flips when fine-tuning (default: on for videos; off on synthetic, whose "
                     "classes have a direction that a flip reverses)")  # fmt: skip
-    ft.add_argument("--test-clips", type=int, help=_preset_help("test_clips", "windows averaged per test video"))
-    ft.add_argument("--eval-every", type=int, help=_preset_help("eval_every", "test evaluation every N epochs"))
+    ft.add_argument("--test-clips", type=int, help=PRESETS.help("test_clips", "windows averaged per test video"))
+    ft.add_argument("--eval-every", type=int, help=PRESETS.help("eval_every", "test evaluation every N epochs"))
     ft.add_argument("--retrieval-clips", default=10, type=int, metavar="N",
                     help="retrieval: clip features averaged per video over N windows with evenly spaced starts "
                     "(VCOP: 10); a clip too short for N distinct windows uses one per distinct start; 1 = one view "
@@ -232,22 +221,20 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                      "from more and slow down several times on shared cores; torch's default on videos)")  # fmt: skip
     run.add_argument("--print-freq", default=20, type=int, help="print smoothed meters every N steps (default: 20)")
     run.add_argument("--checkpoint-every", type=int,
-                     help=_preset_help("checkpoint_every", "pretraining sampler steps between checkpoints; "
+                     help=PRESETS.help("checkpoint_every", "pretraining sampler steps between checkpoints; "
                                        "fine-tuning checkpoints every epoch"))  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--stop-after-updates", default=None, type=int, metavar="N",
-                     help="debugging: stop at the first checkpoint after N SGD updates in all (pretraining and "
-                     "fine-tuning), as if interrupted (default: run to the end)")  # fmt: skip
+    add_stop_argument(run, "SGD updates", " in all (pretraining and fine-tuning)")
     return parser
 
 
 #: Options that do not change results: they may differ between a run and its --resume.
-RESUME_IGNORES = ("out", "resume", "overwrite", "stop_after_updates", "no_progress", "print_freq", "threads",
+RESUME_IGNORES = ("out", "resume", "overwrite", "stop_after", "no_progress", "print_freq", "threads",
                   "workers", "cache_dir", "quick")  # fmt: skip
 #: Options that must be >= 1 when given (0 is no longer "the default").
 SIZES = ("ssl_updates", "updates_per_step", "ssl_batch_size", "ft_epochs", "ft_batch_size", "test_clips",
          "eval_every", "checkpoint_every", "print_freq", "retrieval_clips", "frames", "frame_size",
-         "synthetic_videos", "synthetic_classes", "threads", "stop_after_updates")  # fmt: skip
+         "synthetic_videos", "synthetic_classes", "threads", "stop_after")  # fmt: skip
 
 
 def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
@@ -257,8 +244,7 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     Raises:
         ValueError: a size below 1, a learning rate not above 0, or options that do not fit the dataset.
     """
-    regime = PRESETS["synthetic" if args.dataset == "synthetic" else "video"]
-    fill_defaults(args, PRESETS["quick"] if args.quick else {}, regime)
+    PRESETS.fill(args, "quick" if args.quick else None, "synthetic" if args.dataset == "synthetic" else "video")
     require_at_least(args, 1, *SIZES)
     require_at_least(args, 0, "workers")
     for name in ("ssl_lr", "ft_lr", "trunk_lr_scale"):
@@ -291,12 +277,6 @@ def variant_names(args: argparse.Namespace) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------- data
-def cache_path(args: argparse.Namespace, subset: str) -> Path:
-    """Folder of the frame cache of ``subset`` (``"train"`` or ``"test"``)."""
-    split = f"split{args.split}_" if args.dataset != "folder" else ""
-    return Path(args.cache_dir) / f"{args.dataset}_{split}{subset}_{args.frames}f_{args.frame_size}px"
-
-
 def make_ssl_config(args: argparse.Namespace, world: World) -> PermSamplingConfig:
     """The pretraining env's config: the data regime's preset plus the command-line settings."""
     if args.dataset == "synthetic":
@@ -336,111 +316,30 @@ def make_finetune_config(args: argparse.Namespace, ssl: PermSamplingConfig) -> F
     )  # fmt: skip
 
 
-def _open_cache(args: argparse.Namespace, subset: str, world: World) -> FrameCache:
-    """Rank 0 builds (or reuses) the cache, then every rank opens it; if rank 0 fails, every rank stops.
-
-    Raises:
-        ValueError: the videos or split files are missing, or the cache folder holds another config.
-    """
-    path = cache_path(args, subset)
-    error = None
-    if world.is_main:
-        try:
-            dataset = build_video_dataset(args.dataset, args.root, args.annotations, split=args.split,
-                                          train=subset == "train", frames=args.frames,
-                                          size=(args.frame_size, args.frame_size), folder_split=True)  # fmt: skip
-            print(f"{subset}: {dataset!r}")
-            cache = load_or_build_cache(dataset, path, workers=args.workers, progress=not args.no_progress)
-        except (FileNotFoundError, ValueError) as err:
-            error = str(err)
-        else:
-            counts = cache.index["counts"]
-            print(
-                f"{subset} cache {path}: {counts['cached']} of {counts['listed']} videos, {counts['skipped']} skipped"
-            )
-            for video, reason in list(cache.skipped.items())[:5]:
-                print(f"  skipped {video}: {reason.splitlines()[0] if reason else ''}")
-    error = broadcast_object(error)  # also the barrier: the other ranks wait for the cache
-    if error is not None:
-        raise ValueError(error)
-    return FrameCache(path)
+def cache_path(args: argparse.Namespace, subset: str) -> Path:
+    """Folder of the frame cache of ``subset`` (``"train"`` or ``"test"``)."""
+    return build.cache_path(args.cache_dir, args.dataset, subset, split=args.split, frames=args.frames,
+                            frame_size=args.frame_size)  # fmt: skip
 
 
 def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -> ProbeData:
-    """The labelled train/test clips: SyntheticActions' train/test split; UCF101/HMDB51: the frame caches of the
-    official split's two parts; folder: those of :class:`FolderSplit` (every ``FOLDER_TEST_EVERY``-th video of each
-    class is a test video). Pretraining reads the ``PRETRAIN_SUBSET`` part of the same data (see
-    :func:`make_ssl_config`), holding some of it out for its validation batch.
+    """The labelled train/test clips: SyntheticActions' train/test split (the split the env pretrains on);
+    UCF101/HMDB51: the frame caches of the official split's two parts; folder: those of ``FolderSplit`` (every
+    ``FOLDER_TEST_EVERY``-th video of each class is a test video). Pretraining reads the ``PRETRAIN_SUBSET`` part of
+    the same data (see :func:`make_ssl_config`), holding some of it out for its validation batch.
 
     Raises:
         ValueError: missing files or folders (the message names the path and the expected layout).
     """
     if args.dataset == "synthetic":
-        common = {"num_classes": ssl.synthetic_classes, "num_videos": ssl.synthetic_videos, "frames": ssl.clip_frames,
-                  "size": ssl.frame_size, "seed": ssl.data_seed}  # fmt: skip  # the split the env pretrains on
-        train, test = SyntheticActions(split="train", **common), SyntheticActions(split="test", **common)
-        return ProbeData(train.clips, train.labels, test.clips, test.labels, train.class_names, {})
-    train, test = _open_cache(args, "train", world), _open_cache(args, "test", world)
+        return load_probe_data(ssl.synthetic_classes, ssl.synthetic_videos, ssl.clip_frames, ssl.frame_size,
+                               ssl.data_seed)  # fmt: skip
+    train, test = (build.open_frame_cache(args.dataset, args.root, args.annotations, cache_path(args, subset), world,
+                                          subset=subset, split=args.split, frames=args.frames,
+                                          frame_size=args.frame_size, workers=args.workers,
+                                          progress=not args.no_progress) for subset in ("train", "test"))  # fmt: skip
     return ProbeData(train.clips, train.labels, test.clips, test.labels, train.classes,
-                      {"train": len(train.skipped), "test": len(test.skipped)})  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------------- checkpoints
-class Checkpointer:
-    """Keeps the run's progress and writes it, with the state of the stage in progress, as one ``checkpoint.pth``.
-
-    Args:
-        path: the checkpoint file.
-        world: only rank 0 writes.
-        args: the run's options (``--stop-after-updates``) and, as ``config``, saved with every checkpoint.
-        restored: a loaded checkpoint to continue from (``--resume``), or None.
-
-    Attributes:
-        elapsed_s: wall-clock seconds of the earlier invocations of this run (0 for a fresh run); ``time/total_s``
-            adds this invocation's.
-    """
-
-    def __init__(self, path: Path, world: World, args: argparse.Namespace, restored: dict[str, Any] | None) -> None:
-        self.path, self.world, self.args = path, world, args
-        self.done: dict[str, dict[str, Any]] = restored["done"] if restored else {}
-        self.updates: int = restored["updates"] if restored else 0
-        self.elapsed_s: float = restored["elapsed_s"] if restored else 0.0
-        self.started = time.perf_counter()
-        self.restored = restored
-
-    def total_seconds(self) -> float:
-        """Wall-clock seconds of the run over all its invocations."""
-        return self.elapsed_s + time.perf_counter() - self.started
-
-    def resume_point(self, variant: str) -> dict[str, Any] | None:
-        """The saved stage state of ``variant`` if the checkpoint stopped inside it."""
-        if self.restored is None or self.restored.get("variant") != variant:
-            return None
-        return self.restored
-
-    def save(self, variant: str | None, stage: str | None, result: dict[str, Any] | None, state: Any) -> None:
-        """Write everything: finished runs, the current run's partial result and stage state, and every rank's RNG
-        states (``"rng"``: one ``permgym.distributed.rng_states`` per rank, in rank order). Call on every rank (it gathers).
-
-        The stage state (env, sampler, fine-tuning trainer) is rank 0's: the ranks hold identical copies, since they
-        draw every global batch alike and only split it (``permgym.trainer``, ``permgym.finetune``).
-
-        Raises:
-            Interrupted: ``--stop-after-updates`` is reached.
-        """
-        checkpoint = {"done": self.done, "updates": self.updates, "variant": variant, "stage": stage,
-                      "result": result, "state": state, "rng": gather_per_rank(rng_states()),
-                      "elapsed_s": self.total_seconds()}  # fmt: skip
-        save_checkpoint(self.world, self.path, vars(self.args), checkpoint)
-        limit = self.args.stop_after_updates
-        if limit is not None and self.updates >= limit and stage is not None:
-            raise Interrupted(
-                f"stopped after {self.updates} SGD updates (--stop-after-updates); continue with --resume"
-            )
-
-    def finish(self, variant: str, result: dict[str, Any]) -> None:
-        self.done[variant] = result
-        self.save(None, None, None, None)
+                     {"train": len(train.skipped), "test": len(test.skipped)})  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- pretraining
@@ -543,27 +442,6 @@ def initial_trunk(config: PermSamplingConfig, args: argparse.Namespace) -> Trunk
     return env.trainer.model.trunk
 
 
-# ---------------------------------------------------------------------------------------------------- evaluation
-def evaluate(
-    model: ActionClassifier, data: ProbeData, ft: FinetuneConfig, world: World, into: dict[str, Any] | None = None
-) -> float:
-    """Video-level test accuracy (softmax averaged over ``ft.test_clips`` windows per video).
-
-    Args:
-        into: if given, receives the metrics ``finetune/top1``, ``finetune/top5`` and the ``confusion`` matrix
-            (``[C, C]`` nested lists, row = true class).
-
-    Returns:
-        The top-1 accuracy, the headline metric.
-    """
-    probs = predict_videos(model, data.test_clips, ft, world)
-    accuracy = topk_accuracy(probs, data.test_labels, ks=(1, 5))
-    if into is not None:
-        into.update({f"finetune/{k}": v for k, v in accuracy.items()})
-        into["confusion"] = confusion_matrix(probs, data.test_labels).tolist()
-    return accuracy["top1"]
-
-
 # ---------------------------------------------------------------------------------------------------- fine-tuning
 def train_one_epoch(
     trainer: FinetuneTrainer,
@@ -624,12 +502,12 @@ def finetune(
         record = {"epoch": epoch, "loss": stats["loss"], "accuracy": stats["accuracy"]}
         if epoch % args.eval_every == 0 or epoch == ft.epochs:
             start = time.perf_counter()
-            details: dict[str, Any] = {}
-            record["test_top1"] = evaluate(model, data, ft, world, details)
+            accuracy, confusion = evaluate_videos(model, data.test_clips, data.test_labels, ft, world)
+            record["test_top1"] = accuracy["top1"]
             times["eval_s"] = times.get("eval_s", 0.0) + time.perf_counter() - start
             if epoch == ft.epochs:
-                result["confusion"] = details.pop("confusion")
-                result["metrics"].update(details)
+                result["confusion"] = confusion.tolist()
+                result["metrics"].update({f"finetune/{k}": v for k, v in accuracy.items()})
             if writer is not None:
                 writer.add_scalar("finetune/test_top1", record["test_top1"], epoch * trainer.steps_per_epoch)
         history.append(record)
@@ -693,13 +571,12 @@ def run_variant(
     return result
 
 
-# ---------------------------------------------------------------------------------------------------- outputs
 # ---------------------------------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> dict[str, float] | None:
     """Run every variant (or continue after an interruption) and, on rank 0, write the outputs.
 
     Returns:
-        The content of metrics.json on rank 0; None on other ranks and when stopped by ``--stop-after-updates``.
+        The content of metrics.json on rank 0; None on other ranks and when stopped by ``--stop-after``.
     """
     args = apply_preset(args)
     if args.threads is not None:
@@ -716,10 +593,6 @@ def run(args: argparse.Namespace, world: World) -> dict[str, float] | None:
     restored = None
     if args.resume:
         restored = load_checkpoint(checkpoint_path, vars(args), RESUME_IGNORES)
-        try:
-            own_entry(restored["rng"])  # one entry per process of the run that wrote it: the same number is needed
-        except ValueError as err:
-            raise RunError(f"--resume: {err}") from None
     config = make_ssl_config(args, world)
     data = load_data(args, config, world)
     ft = make_finetune_config(args, config)
@@ -731,7 +604,7 @@ def run(args: argparse.Namespace, world: World) -> dict[str, float] | None:
         run_config = {"args": vars(args), "ssl_config": config.to_dict(), "finetune_config": asdict(ft),
                       "variants": variants, "world_size": world.world_size, "command": sys.argv}  # fmt: skip
         (out / "config.json").write_text(json.dumps(run_config, indent=2, default=str))
-    checkpointer = Checkpointer(checkpoint_path, world, args, restored)
+    checkpointer = Checkpointer(checkpoint_path, world, vars(args), restored, args.stop_after, "SGD updates")
     try:
         for variant in variants:
             if variant in checkpointer.done:

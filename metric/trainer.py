@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -42,6 +43,9 @@ from metric.miners import DistanceWeightedMiner
 from metric.model import EmbeddingNet
 from metric.samplers import ClusterBatchSampler
 from permgym.distributed import World, gather_per_rank, gather_shards, own_entry, sync_batchnorm
+
+if TYPE_CHECKING:
+    from metric.data import RetrievalTask
 
 
 @dataclass
@@ -202,6 +206,35 @@ def extract(
     # every rank's contiguous shard, gathered on the device (NCCL needs CUDA tensors, gloo runs on the CPU)
     features, targets = (gather_shards(torch.cat(t), world, n).cpu() for t in (feats, labels))
     return features, targets
+
+
+def evaluate_task(
+    model: EmbeddingNet,
+    task: RetrievalTask,
+    *,
+    batch_size: int = 256,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """Retrieval metrics of the full embedding on a test task (computed on rank 0; other ranks get ``{}``).
+
+    Args:
+        model, batch_size, workers, device, amp: as for :func:`extract` (collective under ``torch.distributed``).
+        task: what to embed (query, optional gallery) and how to score it.
+
+    Returns:
+        ``(metrics, query embeddings [N, d] (L2-normalised), query labels [N])``.
+    """
+    kwargs = {"batch_size": batch_size, "workers": workers, "device": device, "amp": amp}
+    query, labels = extract(model, task.query, "embedding", **kwargs)
+    query = F.normalize(query, dim=1)
+    gallery = None
+    if task.gallery is not None:
+        gallery = F.normalize(extract(model, task.gallery, "embedding", **kwargs)[0], dim=1)
+    if _world()[0] != 0:
+        return {}, query, labels
+    return {k: float(v) for k, v in task.evaluate(query, gallery).items()}, query, labels
 
 
 def build_optimizer(

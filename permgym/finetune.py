@@ -354,3 +354,19 @@ def confusion_matrix(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     num_classes = probs.shape[1]
     index = labels * num_classes + probs.argmax(1)
     return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def evaluate_videos(
+    model: ActionClassifier,
+    clips: torch.Tensor,
+    labels: torch.Tensor,
+    config: FinetuneConfig,
+    world: World | None = None,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Video-level test accuracy of :func:`predict_videos`' probabilities.
+
+    Returns:
+        ``({"top1": ..., "top5": ...}, confusion [C, C])`` (row = true class).
+    """
+    probs = predict_videos(model, clips, config, world)
+    return topk_accuracy(probs, labels, ks=(1, 5)), confusion_matrix(probs, labels)

@@ -8,10 +8,13 @@ One place for what a run does around its science:
 * **Checkpoints** (:func:`save_checkpoint`, :func:`load_checkpoint`): one format, ``{"format", "config", ...}``,
   storing the run's full config; resuming compares it with the new invocation's and refuses any difference in an
   option that changes results, naming each option and both values (:func:`check_same_config`).
-* **Option parsing**: :func:`parse_key_value` (``KEY=VALUE``: the value as JSON if it parses, else the string) and
-  :func:`fill_defaults` (presets fill options left unset, explicit flags win).
+* **Option parsing**: :func:`parse_key_value` (``KEY=VALUE``: the value as JSON if it parses, else the string),
+  :class:`Presets` (named groups of defaults that fill options left unset, explicit flags win; their ``--help``
+  text) and :func:`add_stop_argument` (the one stop flag, ``--stop-after N``, in the script's unit).
 * **Validation before any work**: :func:`require_at_least`.
-* **Stopping**: :class:`Interrupted`, raised after a checkpoint when a ``--stop-after-*`` limit is reached.
+* **Stopping**: :class:`Interrupted`, raised after a checkpoint when the ``--stop-after`` limit is reached.
+* **Staged runs** (:class:`Checkpointer`): a run of several parts (e.g. one per sampler), each in stages, kept in
+  one checkpoint with the finished parts, the part in progress and every rank's random states.
 * **Distributed**: :func:`init_distributed` joins the process group torchrun describes (or runs as one process)
   and returns this process's ``permgym.distributed.World``.
 * **Errors**: :func:`run_cli` runs a ``main`` and turns expected errors (``ValueError``, ``FileNotFoundError``,
@@ -39,6 +42,7 @@ import fcntl
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -47,19 +51,32 @@ from typing import Any, TextIO
 import torch
 import torch.distributed as dist
 
-from permgym.distributed import World, broadcast_object, resolve_device, save_on_main
+from permgym.distributed import (
+    World,
+    broadcast_object,
+    gather_per_rank,
+    own_entry,
+    resolve_device,
+    rng_states,
+    save_on_main,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "LOCK_FILE",
+    "Checkpointer",
     "Interrupted",
+    "Presets",
     "RunError",
     "RunFolder",
     "add_run_folder_arguments",
+    "add_stop_argument",
     "check_same_config",
+    "default_workers",
     "fill_defaults",
     "init_distributed",
     "load_checkpoint",
+    "load_checkpoints",
     "parse_key_value",
     "require_at_least",
     "run_cli",
@@ -76,7 +93,7 @@ class RunError(ValueError):
 
 
 class Interrupted(Exception):
-    """Raised after a checkpoint was written when a ``--stop-after-*`` limit is reached; continue with --resume."""
+    """Raised after a checkpoint was written when the ``--stop-after`` limit is reached; continue with --resume."""
 
 
 # ---------------------------------------------------------------------------------------------------- options
@@ -111,6 +128,66 @@ def fill_defaults(args: argparse.Namespace, *presets: Mapping[str, Any]) -> argp
             if getattr(args, name, None) is None:
                 setattr(args, name, value)
     return args
+
+
+class Presets(dict):
+    """Named groups of defaults, ``{preset: {option: value}}``: the one preset mechanism of the experiments.
+
+    Options that depend on a preset default to None in the parser; :meth:`fill` sets them from the chosen presets
+    (explicit flags win) and :meth:`help` writes their defaults into ``--help``.
+
+    Args:
+        table: ``{preset name: {option: value}}``.
+        labels: how ``--help`` names each preset, e.g. ``{"synthetic": "on synthetic", "quick": "with --quick"}``
+            (a preset without a label is the plain default).
+        overrides: presets that, when chosen, take priority over the others (e.g. ``("quick",)``); ``--help``
+            lists them after a semicolon.
+    """
+
+    def __init__(self, table: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str] | None = None,
+                 overrides: Iterable[str] = ()) -> None:  # fmt: skip
+        super().__init__({name: dict(values) for name, values in table.items()})
+        self.labels = dict(labels or {})
+        self.overrides = tuple(overrides)
+
+    def fill(self, args: argparse.Namespace, *names: str | None) -> argparse.Namespace:
+        """Fill the options of ``args`` left unset (None) from the presets ``names`` in priority order (None entries
+        are skipped, e.g. ``"quick" if args.quick else None``); returns ``args``. Preset entries that are not
+        options of ``args`` (e.g. a dict of dataset arguments the script reads itself) are left alone."""
+        chosen = [self[name] for name in names if name is not None]
+        return fill_defaults(args, *({k: v for k, v in p.items() if hasattr(args, k)} for p in chosen))
+
+    def help(self, option: str, text: str) -> str:
+        """``text`` and the option's default in every preset: ``"epochs (default: 20; with --quick: 4)"``."""
+        base = ", ".join(
+            f"{self[name][option]}{' ' + self.labels[name] if self.labels.get(name) else ''}"
+            for name in self
+            if name not in self.overrides
+        )
+        extra = "".join(
+            f"; {self.labels.get(name, name)}: {self[name][option]}" for name in self.overrides if option in self[name]
+        )
+        return f"{text} (default: {base}{extra})"
+
+
+def add_stop_argument(parser: argparse.ArgumentParser | Any, unit: str, where: str = "") -> None:
+    """Add the one stop flag, ``--stop-after N``: stop after N ``unit`` at the next checkpoint, as if interrupted.
+
+    Args:
+        parser: a parser or an argument group.
+        unit: what N counts, e.g. ``"SGD updates"`` or ``"epochs"``.
+        where: an optional clause saying where the count starts, e.g. ``" in this invocation"``.
+    """
+    parser.add_argument("--stop-after", default=None, type=int, metavar="N",
+                        help=f"debugging: stop at the first checkpoint after N {unit}{where}, as if interrupted; "
+                        "continue with --resume (default: run to the end)")  # fmt: skip
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """DataLoader workers for image datasets: one core stays with the training process, at most 4 (0 on machines
+    with 2 cores or fewer, where workers only compete with it)."""
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
 def require_at_least(args: argparse.Namespace, minimum: float, *names: str) -> None:
@@ -324,6 +401,91 @@ def load_checkpoint(
         )
     check_same_config(checkpoint["config"], config, ignored)
     return checkpoint
+
+
+class Checkpointer:
+    """The progress of a run made of parts (e.g. one per sampler), each in stages, kept as one checkpoint file.
+
+    A checkpoint holds the finished parts' results (``done``), the part in progress (``variant``), its ``stage`` and
+    partial ``result``, the stage's ``state`` (rank 0's: the ranks hold identical copies), every rank's random
+    states (``rng``: one :func:`permgym.distributed.rng_states` per rank, in rank order), the units of work done
+    (``updates``) and the wall-clock seconds so far (``elapsed_s``).
+
+    Args:
+        path: the checkpoint file.
+        world: only rank 0 writes.
+        config: the run's full config, saved with every checkpoint (a live mapping, e.g. ``vars(args)``).
+        restored: a :func:`load_checkpoint` result to continue from (``--resume``), or None.
+        stop_after: raise :class:`Interrupted` after the first stage checkpoint at or beyond this many units.
+        unit: what ``updates`` counts, for the stop message.
+
+    Raises:
+        RunError: ``restored`` was written by another number of processes.
+    """
+
+    def __init__(self, path: Path, world: World, config: Mapping[str, Any], restored: dict[str, Any] | None = None,
+                 stop_after: int | None = None, unit: str = "SGD updates") -> None:  # fmt: skip
+        if restored is not None:
+            try:
+                own_entry(restored["rng"])  # one entry per process of the run that wrote it: the same number needed
+            except ValueError as err:
+                raise RunError(f"--resume: {err}") from None
+        self.path, self.world, self.config = path, world, config
+        self.stop_after, self.unit = stop_after, unit
+        self.done: dict[str, dict[str, Any]] = restored["done"] if restored else {}
+        self.updates: int = restored["updates"] if restored else 0
+        self.elapsed_s: float = restored["elapsed_s"] if restored else 0.0
+        self.started = time.perf_counter()
+        self.restored = restored
+
+    def total_seconds(self) -> float:
+        """Wall-clock seconds of the run over all its invocations."""
+        return self.elapsed_s + time.perf_counter() - self.started
+
+    def resume_point(self, variant: str) -> dict[str, Any] | None:
+        """The saved checkpoint if it stopped inside part ``variant``, else None."""
+        if self.restored is None or self.restored.get("variant") != variant:
+            return None
+        return self.restored
+
+    def save(self, variant: str | None, stage: str | None, result: dict[str, Any] | None, state: Any) -> None:
+        """Write everything (call on every rank: it gathers the random states).
+
+        Raises:
+            Interrupted: inside a stage, ``stop_after`` units are reached.
+        """
+        checkpoint = {"done": self.done, "updates": self.updates, "variant": variant, "stage": stage,
+                      "result": result, "state": state, "rng": gather_per_rank(rng_states()),
+                      "elapsed_s": self.total_seconds()}  # fmt: skip
+        save_checkpoint(self.world, self.path, self.config, checkpoint)
+        if self.stop_after is not None and self.updates >= self.stop_after and stage is not None:
+            raise Interrupted(f"stopped after {self.updates} {self.unit} (--stop-after); continue with --resume")
+
+    def finish(self, variant: str, result: dict[str, Any]) -> None:
+        """Record part ``variant`` as done and write the checkpoint."""
+        self.done[variant] = result
+        self.save(None, None, None, None)
+
+
+def load_checkpoints(
+    folder: str | Path, paths: Mapping[Any, Path], config: Mapping[str, Any], ignored: Iterable[str] = ()
+) -> dict[Any, dict[str, Any]]:
+    """``--resume`` of a run with one checkpoint per part (e.g. per K): every part's checkpoint that exists, each
+    checked by :func:`load_checkpoint`; parts without one start afresh.
+
+    Args:
+        folder: the run's folder (for the message).
+        paths: ``{part: checkpoint file}``.
+        config, ignored: as for :func:`load_checkpoint`.
+
+    Raises:
+        RunError: no part has a checkpoint, or one belongs to another config.
+    """
+    found = {part: Path(path) for part, path in paths.items() if Path(path).is_file()}
+    if not found:
+        expected = ", ".join(str(path) for path in paths.values())
+        raise RunError(f"--resume: no checkpoint in {str(folder)!r} (looked for {expected}); start without --resume")
+    return {part: load_checkpoint(path, config, ignored) for part, path in found.items()}
 
 
 # ---------------------------------------------------------------------------------------------------- entry point

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from metric.model import build_backbone
+from metric.model import build_backbone, resolve_init
 from permgym.models import build_trunk, save_trunk
-from permgym.run import run_cli
+from permgym.run import default_workers, run_cli
 from tests.process_fixtures import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_resume_without_a_checkpoint_is_an_error(tmp_path: Path, capsys) -> None
 
 
 def test_default_workers_leave_a_core_to_training() -> None:
-    assert [dc_transfer.default_workers(n) for n in (1, 2, 3, 4, 8, 64)] == [0, 0, 2, 3, 4, 4]
+    assert [default_workers(n) for n in (1, 2, 3, 4, 8, 64)] == [0, 0, 2, 3, 4, 4]
     assert _parse().device == "auto"
 
 
@@ -185,7 +185,7 @@ def _spawned_parted_run(rank: int, world_size: int, ports: list[int], argv: list
     each invocation joins a new process group on its own port."""
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1")
-    for port, extra in zip(ports, (["--stop-after-epochs", "1"], ["--resume"]), strict=True):
+    for port, extra in zip(ports, (["--stop-after", "1"], ["--resume"]), strict=True):
         os.environ["MASTER_PORT"] = str(port)
         result = dc_transfer.main(_parse(*argv, *extra))
         if rank == 0 and extra[0] != "--resume":
@@ -248,15 +248,15 @@ def test_presets_fill_only_unset_values() -> None:
 
 
 def test_auto_init_uses_the_newest_ssl_checkpoint(tmp_path: Path) -> None:
-    assert dc_transfer.resolve_init("auto", None, tmp_path)[:2] == ("random", "tiny")
+    assert resolve_init("auto", None, tmp_path)[:2] == ("random", "tiny")
     for i, name in enumerate(("ssl_ucf101", "ssl_ucf101_long")):
         (tmp_path / name).mkdir()
         save_trunk(build_trunk("tiny"), tmp_path / name / "trunk.pth")
         os.utime(tmp_path / name / "trunk.pth", (1000 + i, 1000 + i))
-    init, backbone, message = dc_transfer.resolve_init("auto", None, tmp_path)
+    init, backbone, message = resolve_init("auto", None, tmp_path)
     assert init == f"ssl:{tmp_path / 'ssl_ucf101_long' / 'trunk.pth'}" and backbone == "tiny"
     assert "the last ssl_ucf101 run" in message
-    init, backbone, message = dc_transfer.resolve_init("auto", "resnet18", tmp_path)
+    init, backbone, message = resolve_init("auto", "resnet18", tmp_path)
     assert (init, backbone) == ("random", "resnet18") and "is 'tiny', not 'resnet18'" in message
-    assert dc_transfer.resolve_init(f"ssl:{tmp_path / 'ssl_ucf101' / 'trunk.pth'}", None, tmp_path)[1] == "tiny"
-    assert dc_transfer.resolve_init("imagenet", "resnet50", tmp_path) == ("imagenet", "resnet50", "init: imagenet")
+    assert resolve_init(f"ssl:{tmp_path / 'ssl_ucf101' / 'trunk.pth'}", None, tmp_path)[1] == "tiny"
+    assert resolve_init("imagenet", "resnet50", tmp_path) == ("imagenet", "resnet50", "init: imagenet")

@@ -106,7 +106,7 @@ def test_interrupted_runs_resume_to_the_same_metrics(
     straight = ssl_ucf101.main(parser.parse_args([*common, "--out", str(tmp_path / "straight")]))
     out = str(tmp_path / "resumed")
     # 8 pretraining + 2 x 6 fine-tuning updates per run: stop inside pretraining (after 2 of 4 sampler steps)
-    assert ssl_ucf101.main(parser.parse_args([*common, "--out", out, "--stop-after-updates", "4"])) is None
+    assert ssl_ucf101.main(parser.parse_args([*common, "--out", out, "--stop-after", "4"])) is None
     state = torch.load(Path(out) / "checkpoint.pth", weights_only=False)
     assert (state["variant"], state["stage"], state["updates"]) == ("policy_gradient", "ssl", 4)
     assert state["config"]["seed"] == 0 and state["elapsed_s"] > 0
@@ -254,7 +254,7 @@ def _spawned_parted_run(rank: int, world_size: int, ports: list[int], argv: list
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1")
     parser = ssl_ucf101.get_args_parser()
-    for port, extra in zip(ports, (["--stop-after-updates", "4"], ["--resume", "--stop-after-updates", "10"],
+    for port, extra in zip(ports, (["--stop-after", "4"], ["--resume", "--stop-after", "10"],
                                    ["--resume"]), strict=True):  # fmt: skip
         os.environ["MASTER_PORT"] = str(port)
         result = ssl_ucf101.main(parser.parse_args([*argv, *extra]))

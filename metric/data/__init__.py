@@ -2,6 +2,7 @@
 
     build_dataset(name, root=None, split="train", transform=None, **kwargs) -> Dataset
     build_eval_task(name, root=None, split=None, transform=None, **kwargs) -> RetrievalTask
+    build_training_data(name, root, image_size, augment="none", resize=None, **kwargs) -> TrainingData
 
 ``name``: ``"synthetic"`` (the embedded default, no ``root``), ``"shapes"`` (the embedded many-class regime:
 procedural objects of 1,200 classes in 40 super-classes, :class:`HierarchicalShapes`), ``"cub200"``, ``"cars196"``, ``"sop"``, ``"inshop"``,
@@ -19,13 +20,14 @@ Test protocols differ (self-retrieval, In-shop's query -> gallery, VehicleID's r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
 from metric.data.base import RetrievalImageDataset, Transform
 from metric.data.cars import Cars196
@@ -35,7 +37,7 @@ from metric.data.inshop import InShop
 from metric.data.shapes import HierarchicalShapes
 from metric.data.sop import StanfordOnlineProducts
 from metric.data.synthetic import SyntheticRetrieval
-from metric.data.transforms import default_transform, eval_transform, train_transform
+from metric.data.transforms import default_transform, eval_transform, normalize_uint8, train_transform
 from metric.data.vehicleid import VehicleID
 from metric.evaluation import evaluate_retrieval, evaluate_vehicleid
 
@@ -165,3 +167,48 @@ __all__ = [
     "eval_transform",
     "train_transform",
 ]
+
+
+@dataclass
+class TrainingData:
+    """The datasets of a training run: the training set (train transform), the same images for k-means (eval
+    transform), and the test task (query, optional gallery, protocol, Recall@K)."""
+
+    train: Dataset
+    cluster: Dataset
+    task: RetrievalTask
+
+
+def build_training_data(
+    name: str,
+    root: str | Path | None,
+    image_size: int,
+    augment: Literal["none", "crop"] = "none",
+    resize: int | None = None,
+    **options: Any,
+) -> TrainingData:
+    """Build the training set twice (train / eval transform) and the test task of dataset ``name``, with Recall@1,
+    2, 4 and 8 always among the task's ks.
+
+    The embedded data (:data:`EMBEDDED`) are ``uint8`` images transformed as tensors (normalisation only unless
+    ``augment="crop"``); the image datasets are decoded with PIL and resized/cropped to ``image_size`` (evaluation:
+    resized to ``resize``, default ``image_size * 8 // 7``, then centre-cropped).
+
+    Raises:
+        ValueError: an option the dataset does not take (naming the options), or an unknown dataset.
+    """
+    if name in EMBEDDED:
+        options.setdefault("size", image_size)
+        eval_tf = normalize_uint8
+        crop = v2.Compose([v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True), normalize_uint8])
+        train_tf = crop if augment == "crop" else eval_tf
+    else:
+        eval_tf = eval_transform(image_size, resize or image_size * 8 // 7)
+        train_tf = train_transform(image_size) if augment == "crop" else eval_tf
+    try:
+        train = build_dataset(name, root, "train", train_tf, **options)
+    except TypeError as err:  # an option the dataset does not take
+        raise ValueError(f"--data-option {', '.join(options)} for --dataset {name}: {err}") from None
+    cluster = train if train_tf is eval_tf else build_dataset(name, root, "train", eval_tf, **options)
+    task = build_eval_task(name, root, transform=eval_tf, **options)
+    return TrainingData(train, cluster, replace(task, ks=tuple(sorted({1, 2, 4, 8, *task.ks}))))

@@ -1,14 +1,17 @@
-"""One dispatch from a dataset name to its video dataset, shared by ``permgym.data.prepare`` and the experiments."""
+"""One dispatch from a dataset name to its video dataset, shared by ``permgym.data.prepare`` and the experiments, and
+the experiments' frame caches of a dataset's train/test parts (:func:`cache_path`, :func:`open_frame_cache`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from permgym.data.cache import FrameCache, load_or_build_cache
 from permgym.data.folder import FolderSplit, VideoFolder
 from permgym.data.hmdb51 import HMDB51
 from permgym.data.ucf101 import UCF101
 from permgym.data.video import Backend, Size
 from permgym.data.video_dataset import VideoClipDataset
+from permgym.distributed import World, broadcast_object
 
 #: Names of the video datasets :func:`build_video_dataset` builds.
 VIDEO_DATASETS = ("ucf101", "hmdb51", "folder")
@@ -56,3 +59,51 @@ def build_video_dataset(
         raise ValueError(f"{name} needs --annotations (the folder of official split files)")
     kind = UCF101 if name == "ucf101" else HMDB51
     return kind(root, annotations, split=split, train=train, **common)
+
+
+def cache_path(cache_dir: str | Path, dataset: str, subset: str, *, split: int, frames: int, frame_size: int) -> Path:
+    """The folder of the frame cache of ``subset`` (``"train"`` or ``"test"``) of a dataset under ``cache_dir``."""
+    part = f"split{split}_" if dataset != "folder" else ""
+    return Path(cache_dir) / f"{dataset}_{part}{subset}_{frames}f_{frame_size}px"
+
+
+def open_frame_cache(
+    dataset: str,
+    root: str | Path,
+    annotations: str | Path | None,
+    path: Path,
+    world: World,
+    *,
+    subset: str,
+    split: int,
+    frames: int,
+    frame_size: int,
+    workers: int = 0,
+    progress: bool = True,
+) -> FrameCache:
+    """The frame cache of ``subset`` of a video dataset: rank 0 builds (or reuses) it, then every rank opens it; if
+    rank 0 fails, every rank stops. A ``"folder"`` tree is split by :class:`FolderSplit`.
+
+    Raises:
+        ValueError: the videos or split files are missing, or the cache folder holds another config.
+    """
+    error = None
+    if world.is_main:
+        try:
+            videos = build_video_dataset(dataset, root, annotations, split=split, train=subset == "train",
+                                         frames=frames, size=(frame_size, frame_size), folder_split=True)  # fmt: skip
+            print(f"{subset}: {videos!r}")
+            cache = load_or_build_cache(videos, path, workers=workers, progress=progress)
+        except (FileNotFoundError, ValueError) as err:
+            error = str(err)
+        else:
+            counts = cache.index["counts"]
+            print(
+                f"{subset} cache {path}: {counts['cached']} of {counts['listed']} videos, {counts['skipped']} skipped"
+            )
+            for video, reason in list(cache.skipped.items())[:5]:
+                print(f"  skipped {video}: {reason.splitlines()[0] if reason else ''}")
+    error = broadcast_object(error)  # also the barrier: the other ranks wait for the cache
+    if error is not None:
+        raise ValueError(error)
+    return FrameCache(path)
