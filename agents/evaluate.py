@@ -55,7 +55,7 @@ from agents.train import env_config, train
 from agents.train import get_args_parser as get_train_parser
 from permgym.benchmarks import write_section
 from permgym.probe import evaluate_trunk, load_probe_data
-from permgym.run import RunFolder, parse_key_value, run_cli
+from permgym.run import RunFolder, parse_key_value, require_at_least, run_cli
 from permgym.trainer import chance_loss
 
 T = TypeVar("T")
@@ -487,6 +487,9 @@ def compare(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str
         ValueError: bad options, or ``--out`` holds another run (without ``--overwrite``) or is in use.
     """
     started = time.time()
+    require_at_least(args, 1, "pg_warmup_epochs", "ppo_episodes", "probe_videos", "probe_epochs", "workers")
+    if args.benchmarks is not None and Path(args.benchmarks).is_dir():
+        raise ValueError(f"--benchmarks {args.benchmarks!r} is a folder; give the BENCHMARKS.md file to write into")
     env_kwargs = {**COMPARISON_ENV, **(QUICK_ENV if args.quick else {}), **dict(args.env_kwargs)}
     if args.quick:
         args.train_seeds, args.eval_seeds = args.train_seeds[:2], args.eval_seeds[:2]

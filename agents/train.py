@@ -27,8 +27,20 @@ from permgym.run import RunFolder, check_same_config, parse_key_value, run_cli
 
 
 def env_config(env_id: str, env_kwargs: dict[str, Any]) -> PermSamplingConfig:
-    """The config ``gym.make(env_id, **env_kwargs)`` builds (its preset plus the overrides), without building it."""
-    return make_config(gym.spec(env_id).kwargs.get("config", "tiny"), **env_kwargs)
+    """The config ``gym.make(env_id, **env_kwargs)`` builds (its preset plus the overrides), without building it.
+
+    Raises:
+        ValueError: ``env_id`` is not registered, or an override is unknown or of the wrong type (the message names
+            it and the valid options).
+    """
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error as err:
+        raise ValueError(f"--env-id {env_id!r}: {err}; PermSampling's id is PermSampling-v0") from None
+    try:
+        return make_config(spec.kwargs.get("config", "tiny"), **env_kwargs)
+    except TypeError as err:
+        raise ValueError(f"--env-kwargs: {err}") from None
 
 
 def resolve_env_kwargs(algo: str, env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:

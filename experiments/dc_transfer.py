@@ -65,6 +65,7 @@ from permgym.run import (
     load_checkpoints,
     parse_key_value,
     require_at_least,
+    require_finite,
     run_cli,
     save_checkpoint,
 )
@@ -207,6 +208,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 #: Options that do not change results: they may differ between a run and its --resume.
 RESUME_IGNORES = ("out", "resume", "overwrite", "stop_after", "no_progress", "print_freq", "threads",
                   "quick", "projection")  # fmt: skip
+#: Float options, all of which must be finite.
+FLOATS = ("margin", "beta", "beta_lr", "dws_cutoff", "nonzero_loss_cutoff", "lr", "embedding_lr", "weight_decay")
 #: Options that must be >= 1 (0 is never "the default").
 SIZES = ("epochs", "iters_per_epoch", "recluster_every", "kmeans_iters", "batch_size", "samples_per_class",
          "embedding_dim", "num_learners", "eval_every", "print_freq", "image_size", "resize", "threads",
@@ -225,7 +228,8 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     fill_defaults(args, {"workers": 0 if embedded else default_workers(), "image_size": EMBEDDED.get(args.dataset, 224),
                          "augment": "none" if embedded else "crop"})  # fmt: skip
     require_at_least(args, 1, *SIZES)
-    require_at_least(args, 0, "workers")
+    require_finite(args, *FLOATS)
+    require_at_least(args, 0, "workers", "margin", "dws_cutoff", "nonzero_loss_cutoff", "weight_decay")
     for name in ("lr", "embedding_lr", "beta_lr"):
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")

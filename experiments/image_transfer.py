@@ -65,9 +65,9 @@ from permgym.image_transfer import (
 )
 from permgym.probe import linear_probe_scores
 from permgym.run import (
+    Presets,
     RunFolder,
     add_run_folder_arguments,
-    fill_defaults,
     init_distributed,
     load_checkpoint,
     require_at_least,
@@ -77,20 +77,15 @@ from permgym.run import (
 
 DATASETS = ("synthetic", "voc2007", "folder")
 # Settings that depend on the data; --quick then shortens the run. Every other default is in the parser.
-PRESETS: dict[str, dict[str, Any]] = {
+PRESETS = Presets({
     "synthetic": {"epochs": 20, "batch_size": 64, "image_size": 32, "optimizer": "adam", "lr": 2e-3, "test_crops": 1,
                   "eval_every": 5, "workers": 0, "synthetic_images": 1800, "probe_epochs": 100},
     "images": {"epochs": 30, "batch_size": 64, "image_size": 224, "optimizer": "sgd", "lr": 0.01, "test_crops": 10,
                "eval_every": 5, "workers": 4, "synthetic_images": None, "probe_epochs": 100},
     "quick": {"epochs": 4, "eval_every": 2, "synthetic_images": 450, "probe_epochs": 30},
-}  # fmt: skip
+}, labels={"synthetic": "on synthetic", "images": "on images", "quick": "with --quick"}, overrides=("quick",))  # fmt: skip
 #: Options that may differ on --resume (they do not change results; --quick acts through the values it fills in).
 RESUME_IGNORES = ("out", "resume", "overwrite", "quick", "no_progress", "print_freq", "workers", "threads")
-
-
-def _preset_help(name: str, text: str) -> str:
-    quick = f"; with --quick: {PRESETS['quick'][name]}" if name in PRESETS["quick"] else ""
-    return f"{text} (default: {PRESETS['synthetic'][name]} on synthetic, {PRESETS['images'][name]} on images{quick})"
 
 
 def _init_choice(value: str) -> str:
@@ -114,14 +109,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     data.add_argument("--labels", default="lists", choices=("lists", "annotations"),
                       help="voc2007: labels from ImageSets/Main/<class>_<split>.txt or from Annotations/*.xml "
                       "(default: lists)")  # fmt: skip
-    data.add_argument("--synthetic-images", type=int, help=_preset_help("synthetic_images", "embedded images"))
-    data.add_argument("--image-size", type=int, help=_preset_help("image_size", "side of the views in pixels"))
+    data.add_argument("--synthetic-images", type=int, help=PRESETS.help("synthetic_images", "embedded images"))
+    data.add_argument("--image-size", type=int, help=PRESETS.help("image_size", "side of the views in pixels"))
     data.add_argument("--resize", type=int, default=None,
                       help="test: shorter side before cropping (default: image size * 8 / 7)")  # fmt: skip
     data.add_argument("--min-crop-scale", type=float, default=0.35,
                       help="training crops cover at least this share of the image (default: 0.35)")  # fmt: skip
-    data.add_argument("--test-crops", type=int, choices=(1, 10), help=_preset_help("test_crops", "test views"))
-    data.add_argument("-j", "--workers", type=int, help=_preset_help("workers", "loader processes"))
+    data.add_argument("--test-crops", type=int, choices=(1, 10), help=PRESETS.help("test_crops", "test views"))
+    data.add_argument("-j", "--workers", type=int, help=PRESETS.help("workers", "loader processes"))
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", default=None, choices=BACKBONES,
                        help="trunk (default: the ssl checkpoint's, else tiny)")  # fmt: skip
@@ -130,14 +125,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                        "experiments/ssl_ucf101.py), or auto = the newest runs/ssl_ucf101*/trunk.pth if any, else "
                        "random (default: auto)")  # fmt: skip
     ft = parser.add_argument_group("fine-tuning and probe")
-    ft.add_argument("--epochs", type=int, help=_preset_help("epochs", "fine-tuning epochs (0 = probe only)"))
-    ft.add_argument("-b", "--batch-size", type=int, help=_preset_help("batch_size", "images per update (global)"))
-    ft.add_argument("--optimizer", choices=("sgd", "adam"), help=_preset_help("optimizer", "optimizer"))
-    ft.add_argument("--lr", type=float, help=_preset_help("lr", "learning rate of the new layer"))
+    ft.add_argument("--epochs", type=int, help=PRESETS.help("epochs", "fine-tuning epochs (0 = probe only)"))
+    ft.add_argument("-b", "--batch-size", type=int, help=PRESETS.help("batch_size", "images per update (global)"))
+    ft.add_argument("--optimizer", choices=("sgd", "adam"), help=PRESETS.help("optimizer", "optimizer"))
+    ft.add_argument("--lr", type=float, help=PRESETS.help("lr", "learning rate of the new layer"))
     ft.add_argument("--trunk-lr-scale", type=float, default=0.1, help="trunk lr / layer lr (default: 0.1)")
     ft.add_argument("--dropout", type=float, default=0.5, help="dropout on the trunk features (default: 0.5)")
-    ft.add_argument("--eval-every", type=int, help=_preset_help("eval_every", "test evaluation every N epochs"))
-    ft.add_argument("--probe-epochs", type=int, help=_preset_help("probe_epochs", "linear-probe epochs"))
+    ft.add_argument("--eval-every", type=int, help=PRESETS.help("eval_every", "test evaluation every N epochs"))
+    ft.add_argument("--probe-epochs", type=int, help=PRESETS.help("probe_epochs", "linear-probe epochs"))
     run = parser.add_argument_group("run")
     run.add_argument("--quick", action="store_true", help="a short run (< 1 min on a CPU); explicit flags win")
     add_run_folder_arguments(run, "runs/image_transfer")
@@ -160,7 +155,7 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
         ValueError: an option out of range or not for this dataset.
     """
     embedded = args.dataset == "synthetic"
-    fill_defaults(args, PRESETS["quick"] if args.quick else {}, PRESETS["synthetic" if embedded else "images"])
+    PRESETS.fill(args, "quick" if args.quick else None, "synthetic" if embedded else "images")
     args.resize = args.resize or args.image_size * 8 // 7
     args.threads = args.threads if args.threads is not None else (1 if embedded else None)
     if embedded and args.root is not None:

@@ -14,6 +14,7 @@ class of network) and ``resnet18`` (torchvision, random init). Every trunk maps 
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -163,9 +164,14 @@ def load_trunk(path: str | Path, map_location: str | torch.device = "cpu") -> Tr
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no trunk checkpoint at {path}; run experiments/ssl_ucf101.py to write one")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    trunk = build_trunk(state["trunk_name"])
-    trunk.load_state_dict(state["state_dict"])
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+        trunk = build_trunk(state["trunk_name"])
+        trunk.load_state_dict(state["state_dict"])
+    except (EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path} is not a trunk checkpoint written by save_trunk (e.g. experiments/ssl_ucf101.py's "
+                         f"trunk.pth): {reason}") from None  # fmt: skip
     return trunk
 
 

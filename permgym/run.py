@@ -11,7 +11,7 @@ One place for what a run does around its science:
 * **Option parsing**: :func:`parse_key_value` (``KEY=VALUE``: the value as JSON if it parses, else the string),
   :class:`Presets` (named groups of defaults that fill options left unset, explicit flags win; their ``--help``
   text) and :func:`add_stop_argument` (the one stop flag, ``--stop-after N``, in the script's unit).
-* **Validation before any work**: :func:`require_at_least`.
+* **Validation before any work**: :func:`require_at_least`, :func:`require_finite`.
 * **Stopping**: :class:`Interrupted`, raised after a checkpoint when the ``--stop-after`` limit is reached.
 * **Staged runs** (:class:`Checkpointer`): a run of several parts (e.g. one per sampler), each in stages, kept in
   one checkpoint with the finished parts, the part in progress and every rank's random states.
@@ -40,7 +40,9 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import math
 import os
+import pickle
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -79,6 +81,7 @@ __all__ = [
     "load_checkpoints",
     "parse_key_value",
     "require_at_least",
+    "require_finite",
     "run_cli",
     "save_checkpoint",
 ]
@@ -188,6 +191,18 @@ def default_workers(cpus: int | None = None) -> int:
     with 2 cores or fewer, where workers only compete with it)."""
     cpus = (os.cpu_count() or 1) if cpus is None else cpus
     return 0 if cpus <= 2 else min(4, cpus - 1)
+
+
+def require_finite(args: argparse.Namespace, *names: str) -> None:
+    """Refuse a float option among ``names`` that is nan or infinite (None, an unset optional, is allowed).
+
+    Raises:
+        ValueError: ``--flag-name must be a finite number, got value``.
+    """
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
 
 
 def require_at_least(args: argparse.Namespace, minimum: float, *names: str) -> None:
@@ -393,7 +408,11 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise RunError(f"--resume: no checkpoint at {str(path)!r}; start without --resume")
-    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except (EOFError, RuntimeError, pickle.UnpicklingError) as err:
+        raise RunError(f"--resume: {str(path)!r} cannot be read as a checkpoint ({type(err).__name__}: "
+                       f"{str(err).splitlines()[0] if str(err) else 'empty'}); start afresh with --overwrite") from None  # fmt: skip
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise RunError(
             f"--resume: {str(path)!r} is not a checkpoint of format {CHECKPOINT_FORMAT} (written by another version); "
@@ -491,13 +510,14 @@ def load_checkpoints(
 # ---------------------------------------------------------------------------------------------------- entry point
 def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser,
             argv: list[str] | None = None) -> None:  # fmt: skip
-    """Parse ``argv``, run ``main(args)`` and exit: 0 on success, 2 with one line ``error: ...`` on stderr for an
-    expected error (``ValueError``, ``FileNotFoundError``, :class:`RunError`; bad input, missing files, a taken
+    """Parse ``argv``, run ``main(args)`` and exit: 0 on success, 2 with one line ``error: ...`` on stderr (a
+    multi-line message joined into one) for an expected error (``ValueError``, ``FileNotFoundError``, :class:`RunError`; bad input, missing files, a taken
     folder). Anything else is a bug and keeps its traceback."""
     args = parser.parse_args(argv)
     try:
         main(args)
     except (ValueError, FileNotFoundError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())  # one line
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
         sys.exit(2)  # no barrier: under torchrun, one rank's error must not wait for the others
     sys.exit(0)

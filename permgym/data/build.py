@@ -57,6 +57,10 @@ def build_video_dataset(
         raise ValueError(f"unknown video dataset {name!r}; choose one of {', '.join(VIDEO_DATASETS)}")
     if annotations is None:
         raise ValueError(f"{name} needs --annotations (the folder of official split files)")
+    if Path(annotations).exists() and not Path(annotations).is_dir():
+        raise ValueError(
+            f"--annotations {str(annotations)!r} is a file; give the folder of {name}'s official split files"
+        )
     kind = UCF101 if name == "ucf101" else HMDB51
     return kind(root, annotations, split=split, train=train, **common)
 

@@ -1,0 +1,108 @@
+"""Misuses of every command-line program end in one ``error:`` line and exit status 2, before any work.
+
+Each case runs the program's ``main`` in this process (through ``permgym.run.run_cli``, as ``__main__`` does), so the
+whole table takes seconds. ``{tmp}`` in an argument is the test's temporary folder, which holds ``empty.pth`` (a
+zero-byte file), ``text.pth`` (a text file), ``file.txt`` and the empty folder ``empty/``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agents.evaluate
+import agents.train
+from permgym.data import prepare
+from permgym.run import run_cli
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def _script(name: str) -> Any:
+    if str(EXPERIMENTS) not in sys.path:
+        sys.path.insert(0, str(EXPERIMENTS))  # the scripts import their sibling reporting.py
+    spec = importlib.util.spec_from_file_location(f"cli_errors_{name}", EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cli(program: str) -> tuple[Callable[[Any], Any], Callable[[], Any]]:
+    if program in ("ssl_ucf101", "dc_transfer"):
+        module = _script(program)
+        return module.main, module.get_args_parser
+    if program == "agents.train":
+        return agents.train.run, agents.train.get_args_parser
+    return agents.evaluate.compare, agents.evaluate.get_args_parser
+
+
+CASES = [
+    ("ssl_ucf101", ["--frames", "-1"], "--frames must be >= 1, got -1"),
+    ("ssl_ucf101", ["--ssl-lr", "nan"], "--ssl-lr must be > 0, got nan"),
+    ("ssl_ucf101", ["--retrieval-clips", "0"], "--retrieval-clips must be >= 1, got 0"),
+    ("ssl_ucf101", ["--dataset", "hmdb51", "--root", "{tmp}/empty", "--annotations", "{tmp}/file.txt"],
+     "--annotations '{tmp}/file.txt' is a file; give the folder of hmdb51's official split files"),
+    ("ssl_ucf101", ["--out", "{tmp}/file.txt"], "--out '{tmp}/file.txt' is a file, not a folder"),
+    ("dc_transfer", ["--init", "ssl:{tmp}/nowhere/trunk.pth"], "no trunk checkpoint at {tmp}/nowhere/trunk.pth"),
+    ("dc_transfer", ["--init", "ssl:{tmp}/empty.pth"], "{tmp}/empty.pth is not a trunk checkpoint written by"),
+    ("dc_transfer", ["--init", "ssl:{tmp}/text.pth"], "{tmp}/text.pth is not a trunk checkpoint written by"),
+    ("dc_transfer", ["--margin", "nan"], "--margin must be a finite number, got nan"),
+    ("dc_transfer", ["--weight-decay", "-1"], "--weight-decay must be >= 0, got -1.0"),
+    ("dc_transfer", ["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    ("dc_transfer", ["--dataset", "cub200", "--root", "{tmp}/nowhere"], "CUB200: {tmp}/nowhere/images.txt not found"),
+    ("agents.train", ["--env-kwargs", "lr=fast"], "--env-kwargs: config option lr must be of type float, got 'fast'"),
+    ("agents.train", ["--env-kwargs", "colour=red"], "--env-kwargs: unknown config option(s) colour"),
+    ("agents.train", ["--env-id", "Nope-v0"], "--env-id 'Nope-v0': Environment `Nope` doesn't exist"),
+    ("agents.train", ["--n-envs", "0"], "--n-envs must be >= 1, got 0"),
+    ("agents.evaluate", ["--ppo-episodes", "-1"], "--ppo-episodes must be >= 1, got -1"),
+    ("agents.evaluate", ["--benchmarks", "{tmp}/empty"], "--benchmarks '{tmp}/empty' is a folder"),
+    ("agents.evaluate", ["--env-kwargs", "batch_size=3.7"], "config option batch_size must be of type int, got 3.7"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    (tmp_path / "file.txt").write_text("a file")
+    (tmp_path / "empty").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize(("program", "argv", "message"), CASES, ids=[f"{c[0]}:{' '.join(c[1])}" for c in CASES])
+def test_misuse_is_one_error_line(
+    program: str, argv: list[str], message: str, tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main, parser = _cli(program)
+    out = tmp / "out"
+    argv = [a.replace("{tmp}", str(tmp)) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, parser(), argv)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert exit_info.value.code == 2
+    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err[-2000:]
+    assert message.replace("{tmp}", str(tmp)) in errors[0], errors[0]
+    assert not out.exists()  # refused before any output
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["hmdb51", "--root", "{tmp}/empty", "--annotations", "{tmp}/file.txt"], "--annotations '{tmp}/file.txt' is a file"),
+     (["folder", "--root", "{tmp}/nowhere"], "VideoFolder root not found: '{tmp}/nowhere'")],
+)  # fmt: skip
+def test_prepare_misuse_is_one_error_line(
+    argv: list[str], message: str, tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [a.replace("{tmp}", str(tmp)) for a in argv]
+    assert prepare.main(prepare.get_args_parser().parse_args([*argv, "--out", str(tmp / "cache")])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message.replace("{tmp}", str(tmp)) in err, err
+    assert not (tmp / "cache").exists()
