@@ -14,13 +14,16 @@ import torch
 from permgym.distributed import World
 from permgym.run import (
     LOCK_FILE,
+    Presets,
     RunError,
     RunFolder,
+    add_stop_argument,
     check_same_config,
     fill_defaults,
     load_checkpoint,
     parse_key_value,
     require_at_least,
+    require_finite,
     run_cli,
     save_checkpoint,
 )
@@ -46,6 +49,24 @@ def test_presets_fill_only_unset_options_and_sizes_are_checked() -> None:
     args.batch = 0
     with pytest.raises(ValueError, match=re.escape("--batch must be >= 1, got 0")):
         require_at_least(args, 1, "epochs", "batch")
+
+
+def test_one_preset_mechanism_and_one_stop_flag() -> None:
+    presets = Presets({"small": {"epochs": 4, "data": {"frame": 7}}, "large": {"epochs": 20, "lr": 0.1},
+                       "quick": {"epochs": 2}}, labels={"small": "on small", "large": "on large",
+                       "quick": "with --quick"}, overrides=("quick",))  # fmt: skip
+    assert presets.help("epochs", "epochs") == "epochs (default: 4 on small, 20 on large; with --quick: 2)"
+    args = argparse.Namespace(epochs=None, lr=None)
+    presets.fill(args, "quick", "small")  # "data" is not an option of args: the script reads it itself
+    assert vars(args) == {"epochs": 2, "lr": None} and presets["small"]["data"] == {"frame": 7}
+    args = presets.fill(argparse.Namespace(epochs=7, lr=None), None, "large")
+    assert (args.epochs, args.lr) == (7, 0.1)
+    parser = argparse.ArgumentParser()
+    add_stop_argument(parser, "epochs", " in this invocation")
+    assert parser.parse_args(["--stop-after", "3"]).stop_after == 3
+    assert "after N epochs in this invocation" in " ".join(parser.format_help().split())
+    with pytest.raises(ValueError, match=re.escape("--margin must be a finite number, got nan")):
+        require_finite(argparse.Namespace(margin=float("nan")), "margin")
 
 
 def test_run_folder_ownership(tmp_path: Path) -> None:
