@@ -56,17 +56,16 @@ from permgym.models import TRUNKS, save_trunk
 from permgym.run import (
     Interrupted,
     Presets,
-    RunFolder,
     add_run_folder_arguments,
     add_stop_argument,
     default_workers,
     fill_defaults,
-    init_distributed,
     load_checkpoints,
     parse_key_value,
     require_at_least,
     require_finite,
     run_cli,
+    run_in_folder,
     save_checkpoint,
 )
 
@@ -404,11 +403,8 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
     """
     args = apply_preset(args)
     if args.threads is not None:
-        torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
-    world = init_distributed(args.device)
-    with RunFolder(args.out, world, resume=args.resume, overwrite=args.overwrite):
-        return run(args, world)
+    return run_in_folder(args, run)
 
 
 def run(args: argparse.Namespace, world: World) -> dict[str, Any] | None:

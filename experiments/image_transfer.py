@@ -66,12 +66,11 @@ from permgym.image_transfer import (
 from permgym.probe import linear_probe_scores
 from permgym.run import (
     Presets,
-    RunFolder,
     add_run_folder_arguments,
-    init_distributed,
     load_checkpoint,
     require_at_least,
     run_cli,
+    run_in_folder,
     save_checkpoint,
 )
 
@@ -285,12 +284,7 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
     Returns:
         The content of metrics.json on rank 0, None on other ranks.
     """
-    args = apply_preset(args)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    world = init_distributed(args.device)
-    with RunFolder(args.out, world, resume=args.resume, overwrite=args.overwrite):
-        return run(args, world)
+    return run_in_folder(apply_preset(args), run)
 
 
 def run(args: argparse.Namespace, world: World) -> dict[str, float] | None:

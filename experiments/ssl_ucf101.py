@@ -89,14 +89,13 @@ from permgym.run import (
     Checkpointer,
     Interrupted,
     Presets,
-    RunFolder,
     add_run_folder_arguments,
     add_stop_argument,
-    init_distributed,
     load_checkpoint,
     parse_key_value,
     require_at_least,
     run_cli,
+    run_in_folder,
 )
 
 DATASETS = ("synthetic", "ucf101", "hmdb51", "folder")
@@ -578,12 +577,7 @@ def main(args: argparse.Namespace) -> dict[str, float] | None:
     Returns:
         The content of metrics.json on rank 0; None on other ranks and when stopped by ``--stop-after``.
     """
-    args = apply_preset(args)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    world = init_distributed(args.device)
-    with RunFolder(args.out, world, resume=args.resume, overwrite=args.overwrite):
-        return run(args, world)
+    return run_in_folder(apply_preset(args), run)
 
 
 def run(args: argparse.Namespace, world: World) -> dict[str, float] | None:

@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -83,8 +83,11 @@ __all__ = [
     "require_at_least",
     "require_finite",
     "run_cli",
+    "run_in_folder",
     "save_checkpoint",
 ]
+
+T = TypeVar("T")
 
 CHECKPOINT_FORMAT = 1
 LOCK_FILE = ".lock"
@@ -508,6 +511,21 @@ def load_checkpoints(
 
 
 # ---------------------------------------------------------------------------------------------------- entry point
+def run_in_folder(args: argparse.Namespace, body: Callable[[argparse.Namespace, World], T]) -> T:
+    """Run ``body(args, world)`` as every experiment does: torch's CPU threads from ``args.threads`` (when set), the
+    process group of ``args.device`` (:func:`init_distributed`), and ``args.out`` owned for the whole run
+    (:class:`RunFolder` with ``args.resume`` / ``args.overwrite``).
+
+    Returns:
+        What ``body`` returns.
+    """
+    if getattr(args, "threads", None) is not None:
+        torch.set_num_threads(args.threads)
+    world = init_distributed(args.device)
+    with RunFolder(args.out, world, resume=getattr(args, "resume", False), overwrite=args.overwrite):
+        return body(args, world)
+
+
 def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser,
             argv: list[str] | None = None) -> None:  # fmt: skip
     """Parse ``argv``, run ``main(args)`` and exit: 0 on success, 2 with one line ``error: ...`` on stderr (a
