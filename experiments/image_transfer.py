@@ -67,6 +67,7 @@ from permgym.probe import linear_probe_scores
 from permgym.run import (
     Presets,
     add_run_folder_arguments,
+    default_workers,
     load_checkpoint,
     require_at_least,
     run_cli,
@@ -80,7 +81,7 @@ PRESETS = Presets({
     "synthetic": {"epochs": 20, "batch_size": 64, "image_size": 32, "optimizer": "adam", "lr": 2e-3, "test_crops": 1,
                   "eval_every": 5, "workers": 0, "synthetic_images": 1800, "probe_epochs": 100},
     "images": {"epochs": 30, "batch_size": 64, "image_size": 224, "optimizer": "sgd", "lr": 0.01, "test_crops": 10,
-               "eval_every": 5, "workers": 4, "synthetic_images": None, "probe_epochs": 100},
+               "eval_every": 5, "workers": default_workers(), "synthetic_images": None, "probe_epochs": 100},
     "quick": {"epochs": 4, "eval_every": 2, "synthetic_images": 450, "probe_epochs": 30},
 }, labels={"synthetic": "on synthetic", "images": "on images", "quick": "with --quick"}, overrides=("quick",))  # fmt: skip
 #: Options that may differ on --resume (they do not change results; --quick acts through the values it fills in).
