@@ -184,6 +184,7 @@ def _spawned_parted_run(rank: int, world_size: int, ports: list[int], argv: list
     """One of ``world_size`` processes (as torchrun would start them): stop after epoch 1, then resume to the end;
     each invocation joins a new process group on its own port."""
     torch.set_num_threads(1)
+    os.chdir(Path(argv[-1]).parent)  # as _torchrun's processes: --init auto must not find the repo's runs/ folder
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1")
     for port, extra in zip(ports, (["--stop-after", "1"], ["--resume"]), strict=True):
         os.environ["MASTER_PORT"] = str(port)
