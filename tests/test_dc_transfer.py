@@ -184,7 +184,6 @@ def _spawned_parted_run(rank: int, world_size: int, ports: list[int], argv: list
     """One of ``world_size`` processes (as torchrun would start them): stop after epoch 1, then resume to the end;
     each invocation joins a new process group on its own port."""
     torch.set_num_threads(1)
-    os.chdir(Path(argv[-1]).parent)  # as _torchrun's processes: --init auto must not find the repo's runs/ folder
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1")
     for port, extra in zip(ports, (["--stop-after", "1"], ["--resume"]), strict=True):
         os.environ["MASTER_PORT"] = str(port)
@@ -196,7 +195,8 @@ def _spawned_parted_run(rank: int, world_size: int, ports: list[int], argv: list
 def test_two_processes_resume_exactly(tmp_path: Path) -> None:
     """An uninterrupted torchrun run of 2 processes (the one torchrun smoke test) and the same run stopped after
     epoch 1 and resumed (2 processes started once by torch.multiprocessing) end with the same weights and metrics."""
-    argv = [*TINY, "--num-learners", "2", "--batch-size", "8"]
+    # an explicit init: the parted processes run in the repo, where --init auto would find make demo's trunk
+    argv = [*TINY, "--num-learners", "2", "--batch-size", "8", "--init", "random"]
     straight, parted = tmp_path / "straight", tmp_path / "parted"
     proc = _torchrun(tmp_path, *argv, "--out", str(straight))
     assert proc.stdout.count("results in") == 1  # only rank 0 writes
