@@ -464,7 +464,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the learners' initialisation (default: 0)")
     parser.add_argument("--out", default="runs/agents_eval", help="output folder (default: runs/agents_eval)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into an --out that holds another run's files, over them")  # fmt: skip
+                        help="start afresh in an --out that holds another run: its files are moved to OUT.previous/ "
+                        "(replacing an older backup there), never mixed with the new run's")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help=f"tiny run: env {QUICK_ENV}, 2 training and 2 evaluation seeds, 300 probe videos")  # fmt: skip
     parser.add_argument("--benchmarks", default=None, metavar="PATH",

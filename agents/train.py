@@ -81,7 +81,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--resume", default=None, metavar="PATH.zip",
                         help="continue from this checkpoint .zip up to --total-timesteps")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh in an --out/ALGO that holds another run's files, writing over them")  # fmt: skip
+                        help="start afresh in an --out/ALGO that holds another run: its files are moved to "
+                        "--out/ALGO.previous/ (replacing an older backup there), never mixed with the new run's")  # fmt: skip
     parser.add_argument("--no-progress-bar", action="store_true", help="do not show SB3's progress bar")
     parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity (default: 0)")
     return parser

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from permgym.models import TRUNKS, Trunk, build_trunk, load_trunk
+from permgym.run import BACKUP_SUFFIX
 
 BACKBONES: tuple[str, ...] = ("resnet50", *TRUNKS)
 IMAGENET_BACKBONES: tuple[str, ...] = ("resnet50", "resnet18")
@@ -48,14 +49,16 @@ def _load_imagenet(net: nn.Module, name: str) -> None:
 
 
 def resolve_init(init: str, backbone: str | None, runs: Path = Path("runs")) -> tuple[str, str, str]:
-    """Resolve ``--init auto`` (the newest ``runs/ssl_ucf101*/trunk.pth`` if it fits ``backbone``, else random) and
+    """Resolve ``--init auto`` (the newest ``runs/ssl_ucf101*/trunk.pth`` if it fits ``backbone``, else random; runs
+    moved aside by ``--overwrite``, ``*.previous/``, are left out) and
     the backbone name (an ssl checkpoint's trunk, else ``tiny``, unless ``backbone`` is given).
 
     Returns:
         ``(init, backbone, message)``: the init and backbone to use and a log line saying which and why.
     """
     if init == "auto":
-        checkpoints = sorted(runs.glob("ssl_ucf101*/trunk.pth"), key=lambda p: p.stat().st_mtime)
+        found = (p for p in runs.glob("ssl_ucf101*/trunk.pth") if not p.parent.name.endswith(BACKUP_SUFFIX))
+        checkpoints = sorted(found, key=lambda p: p.stat().st_mtime)  # not a run that --overwrite moved aside
         if not checkpoints:
             message = f"init: random (no {runs}/ssl_ucf101*/trunk.pth; run experiments/ssl_ucf101.py to make one)"
             return "random", backbone or "tiny", message

@@ -3,8 +3,10 @@
 One place for what a run does around its science:
 
 * **Output folder ownership** (:class:`RunFolder`): a run writes only into a new or empty folder, or into one that
-  holds a run it continues (``--resume``) or may replace (``--overwrite``); an exclusive lock file (``.lock``,
-  ``fcntl.flock``) held for the whole run makes a second concurrent run on the same folder refuse at once.
+  holds a run it continues (``--resume``) or replaces (``--overwrite``: the previous run is moved aside to
+  ``<out>.previous/``, so the new run starts in an empty folder and never mixes with the old run's files); an
+  exclusive lock file (``.lock``, ``fcntl.flock``) held for the whole run makes a second concurrent run on the same
+  folder refuse at once.
 * **Checkpoints** (:func:`save_checkpoint`, :func:`load_checkpoint`): one format, ``{"format", "config", ...}``,
   storing the run's full config; resuming compares it with the new invocation's and refuses any difference in an
   option that changes results, naming each option and both values (:func:`check_same_config`).
@@ -43,6 +45,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -64,6 +67,8 @@ from permgym.distributed import (
 )
 
 __all__ = [
+    "BACKUP_MARKER",
+    "BACKUP_SUFFIX",
     "CHECKPOINT_FORMAT",
     "LOCK_FILE",
     "Checkpointer",
@@ -91,6 +96,10 @@ T = TypeVar("T")
 
 CHECKPOINT_FORMAT = 1
 LOCK_FILE = ".lock"
+#: ``--overwrite`` moves the previous run in ``<out>`` to the sibling folder ``<out>`` + BACKUP_SUFFIX ...
+BACKUP_SUFFIX = ".previous"
+#: ... and marks it with this file, so that the next ``--overwrite`` may replace that backup (and nothing else).
+BACKUP_MARKER = ".permgym-previous-run"
 
 
 class RunError(ValueError):
@@ -260,7 +269,8 @@ def add_run_folder_arguments(parser: argparse.ArgumentParser | Any, default_out:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its checkpoint (same options that change results)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh in an --out that holds another run's files, writing over them")  # fmt: skip
+                        help=f"start afresh in an --out that holds another run: its files are moved to "
+                        f"OUT{BACKUP_SUFFIX}/ (replacing an older backup there), never mixed with the new run's")  # fmt: skip
 
 
 class RunFolder:
@@ -272,7 +282,12 @@ class RunFolder:
       (a folder holding another run's files is never written over silently); whether it holds a checkpoint to
       resume from is :func:`load_checkpoint`'s check;
     * ``LOCK_FILE`` is locked exclusively (``fcntl.flock``) until exit: a second run on the same folder, in this or
-      another process, refuses with a :class:`RunError` instead of mixing its files with this run's.
+      another process, refuses with a :class:`RunError` instead of mixing its files with this run's;
+    * with ``overwrite``, once the lock is held, everything else the folder holds is moved (renamed, so nothing is
+      copied or deleted) into the sibling backup folder ``<path>.previous/`` and one line says so: the new run
+      starts in an empty folder, and no file of the old run (e.g. a ``K4/`` folder a new run with K = 1 never
+      writes) survives next to its outputs. A backup folder there from an earlier ``overwrite`` (it holds the
+      marker file ``BACKUP_MARKER``) is replaced; anything else at that path is refused, never deleted.
 
     On exit the lock is released; a folder created here that still holds only the lock file is removed.
 
@@ -280,11 +295,11 @@ class RunFolder:
         path: the output folder.
         world: only rank 0 touches the folder; under torchrun every rank raises the same error.
         resume: the run continues what the folder holds.
-        overwrite: the run may write over another run's files.
+        overwrite: the run replaces the run the folder holds (moved to ``<path>.previous/``).
 
     Raises:
-        RunError: the folder is taken (another run's files without ``resume``/``overwrite``, or locked) or is a
-            file.
+        RunError: the folder is taken (another run's files without ``resume``/``overwrite``, or locked), is a
+            file, or ``overwrite`` finds ``<path>.previous`` taken by something that is not a backup of a run.
     """
 
     def __init__(self, path: str | Path, world: World | None = None, *, resume: bool = False,
@@ -321,6 +336,37 @@ class RunFolder:
         lock.write(f"{os.getpid()}\n")
         lock.flush()
         self._lock = lock
+        held = sorted(p.name for p in self.path.iterdir() if p.name != LOCK_FILE)  # as of now that it is locked
+        if held and self.overwrite:
+            try:
+                self._move_aside(held)
+            except RunError:
+                self.close()
+                raise
+
+    def _move_aside(self, held: list[str]) -> None:
+        """Move the entries ``held`` (all but the lock file, which stays locked) into the backup folder."""
+        backup = self.path.resolve().with_name(self.path.resolve().name + BACKUP_SUFFIX)
+        replaced = ""
+        if backup.exists() or backup.is_symlink():
+            if not (backup.is_dir() and not backup.is_symlink() and (backup / BACKUP_MARKER).is_file()):
+                raise RunError(
+                    f"--overwrite moves the run in --out {str(self.path)!r} to {str(backup)!r}, but that path holds "
+                    "something that is not a backup of a run; move it away, or choose another --out"
+                )
+            shutil.rmtree(backup)  # an older run, moved aside by an earlier --overwrite
+            replaced = " (replacing the older backup there)"
+        backup.mkdir()
+        (backup / BACKUP_MARKER).write_text(
+            f"moved here from {self.path.resolve()} by --overwrite at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        )
+        try:
+            for name in held:
+                os.rename(self.path / name, backup / name)
+        except OSError as err:
+            raise RunError(f"--overwrite could not move {str(self.path / name)!r} to {str(backup)!r} ({err}); "
+                           "the entries moved so far are there; free --out by hand or choose another --out") from None  # fmt: skip
+        print(f"--overwrite: the previous run in {str(self.path)!r} was moved to {str(backup)!r}{replaced}", flush=True)
 
     def __enter__(self) -> RunFolder:
         error = None

@@ -15,6 +15,7 @@ import torch
 from permgym.data import UCF101, FrameCache, build_frame_cache, load_or_build_cache
 from permgym.data.cache import PROGRESS_FILE
 from permgym.data.prepare import get_args_parser, main
+from permgym.run import run_cli
 from tests.video_fixtures import make_ucf101_tree, write_bad_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,6 +125,15 @@ def test_cache_errors(ucf: tuple[Path, Path], tmp_path: Path) -> None:
         FrameCache(tmp_path / "cache")
 
 
+def _prepare_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``python -m permgym.data.prepare`` with ``args`` in this process; its stderr (one line, exit status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, get_args_parser(), args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "prepare: error: " in err, err
+    return err
+
+
 def test_prepare_cli(ucf: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root, annotations = ucf
     out = tmp_path / "cache"
@@ -138,8 +148,7 @@ def test_prepare_cli(ucf: tuple[Path, Path], tmp_path: Path, capsys: pytest.Capt
         get_args_parser().parse_args(["--help"])
     assert "--workers" in capsys.readouterr().out
     args = ["ucf101", "--root", str(tmp_path / "nope"), "--annotations", str(annotations), "--out", str(out)]
-    assert main(get_args_parser().parse_args(args)) == 2
-    assert f"UCF101 video root not found: '{tmp_path / 'nope'}'" in capsys.readouterr().err
+    assert f"UCF101 video root not found: '{tmp_path / 'nope'}'" in _prepare_error(args, capsys)
 
 
 def test_build_never_deletes_a_folder_that_is_not_a_cache(ucf: tuple[Path, Path], tmp_path: Path) -> None:
@@ -172,9 +181,8 @@ def test_prepare_refuses_the_video_tree_and_user_folders(
     listing = sorted(p.relative_to(root) for p in root.rglob("*"))
     for out in (root, root / "Archery", root.parent):
         args = ["ucf101", "--root", str(root), "--annotations", str(annotations), "--out", str(out), "--rebuild"]
-        assert main(get_args_parser().parse_args(args)) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and ("overlaps the video folder --root" in err or "is not empty" in err), err
+        err = _prepare_error(args, capsys)
+        assert "overlaps the video folder --root" in err or "is not empty" in err, err
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == listing
 
 
@@ -187,5 +195,4 @@ def test_prepare_checks_its_options_first(
     extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["folder", "--root", str(tmp_path / "videos"), "--out", str(tmp_path / "cache"), *extra]
-    assert main(get_args_parser().parse_args(args)) == 2
-    assert message in capsys.readouterr().err and not (tmp_path / "cache").exists()
+    assert message in _prepare_error(args, capsys) and not (tmp_path / "cache").exists()

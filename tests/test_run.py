@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +16,7 @@ import torch
 
 from permgym.distributed import World
 from permgym.run import (
+    BACKUP_MARKER,
     LOCK_FILE,
     Presets,
     RunError,
@@ -84,6 +88,67 @@ def test_run_folder_ownership(tmp_path: Path) -> None:
         RunFolder(tmp_path / "file").__enter__()
     with pytest.raises(RunError, match="--resume and --overwrite contradict each other"):
         RunFolder(out, resume=True, overwrite=True)
+
+
+def test_overwrite_moves_the_previous_run_aside_and_never_mixes_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out, backup = tmp_path / "run", tmp_path / "run.previous"
+    (out / "K4").mkdir(parents=True)  # e.g. left by an earlier run with --compare-k 1,4
+    (out / "K4" / "checkpoint.pth").write_text("old K4")
+    (out / "metrics.json").write_text("old")
+    with RunFolder(out, overwrite=True) as run:
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # the new run starts in an empty folder
+        with pytest.raises(RunError, match="is in use by another run"):  # still locked while it moved the old run
+            RunFolder(out, overwrite=True).__enter__()
+        (run.path / "metrics.json").write_text("new")
+    assert capsys.readouterr().out == f"--overwrite: the previous run in '{out}' was moved to '{backup}'\n"
+    assert (backup / "K4" / "checkpoint.pth").read_text() == "old K4" and (backup / "metrics.json").read_text() == "old"
+    assert (backup / BACKUP_MARKER).is_file()
+    with RunFolder(out, overwrite=True):  # the backup of an earlier --overwrite is replaced by the newer run
+        pass
+    assert "(replacing the older backup there)" in capsys.readouterr().out
+    assert sorted(p.name for p in backup.iterdir()) == [BACKUP_MARKER, "metrics.json"]
+    assert (backup / "metrics.json").read_text() == "new" and sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    # anything else at the backup's path is never deleted: refused, the run left where it is, the lock released
+    (out / "metrics.json").write_text("newer")
+    (backup / BACKUP_MARKER).unlink()  # now an ordinary folder
+    refused = re.escape(f"to '{backup}', but that path holds something that is not a backup of a run")
+    with pytest.raises(RunError, match=refused):
+        RunFolder(out, overwrite=True).__enter__()
+    assert sorted(p.name for p in backup.iterdir()) == ["metrics.json"]
+    assert (out / "metrics.json").read_text() == "newer"
+    shutil.rmtree(backup)
+    backup.write_text("a user's file")
+    with pytest.raises(RunError, match=refused):
+        RunFolder(out, overwrite=True).__enter__()
+    assert backup.read_text() == "a user's file" and (out / "metrics.json").read_text() == "newer"
+    with RunFolder(out, resume=True):  # the lock was released
+        pass
+
+
+def test_overwrite_through_a_cli_leaves_only_the_new_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """dc_transfer -K 1 --overwrite over a folder whose earlier run also trained K = 4: no K4/ next to the new run."""
+    script = Path(__file__).resolve().parents[1] / "experiments" / "dc_transfer.py"
+    sys.path.insert(0, str(script.parent))  # the script imports its sibling reporting.py
+    spec = importlib.util.spec_from_file_location("run_overwrite_dc_transfer", script)
+    dc_transfer = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = dc_transfer  # dataclasses look their module up
+    spec.loader.exec_module(dc_transfer)
+    out = tmp_path / "dc"
+    (out / "K4").mkdir(parents=True)
+    (out / "K4" / "checkpoint.pth").write_text("the earlier run's K = 4")
+    (out / "metrics.json").write_text('{"K4/R@1": 0.5}')
+    argv = ["--quick", "--epochs", "1", "--iters-per-epoch", "1", "--full-embedding-epoch", "-1", "--finetune-epoch",
+            "-1", "--batch-size", "8", "--samples-per-class", "2", "--embedding-dim", "8", "--no-progress", "--threads",
+            "1", "--data-option", "videos_per_class=2", "-K", "1", "--init", "random", "--out", str(out), "--overwrite"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(dc_transfer.main, dc_transfer.get_args_parser(), argv)
+    assert exit_info.value.code == 0
+    assert f"--overwrite: the previous run in '{out}' was moved to '{out}.previous'" in capsys.readouterr().out
+    assert not (out / "K4").exists() and (out / "K1" / "checkpoint.pth").is_file()
+    assert not any(key.startswith("K4") for key in json.loads((out / "metrics.json").read_text()))
+    assert (tmp_path / "dc.previous" / "K4" / "checkpoint.pth").read_text() == "the earlier run's K = 4"
 
 
 def test_a_second_process_cannot_take_a_locked_folder(tmp_path: Path) -> None:

@@ -9,14 +9,13 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from permgym.data.build import VIDEO_DATASETS, build_video_dataset
 from permgym.data.cache import load_or_build_cache
 from permgym.data.video import BACKENDS
 from permgym.data.video_dataset import VideoClipDataset
-from permgym.run import require_at_least
+from permgym.run import require_at_least, run_cli
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -92,24 +91,23 @@ def make_dataset(args: argparse.Namespace) -> VideoClipDataset:
                                target_fps=args.fps, backend=args.backend)  # fmt: skip
 
 
-def main(args: argparse.Namespace) -> int:
-    try:
-        dataset = make_dataset(args)
-        print(dataset)
-        cache = load_or_build_cache(
-            dataset, args.out, workers=args.workers, rebuild=args.rebuild, progress=args.progress
-        )
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def main(args: argparse.Namespace) -> None:
+    """Build (or reuse) the frame cache ``args`` describe and print what was cached and skipped.
+
+    Raises:
+        ValueError: a bad option, an ``--out`` that overlaps ``--root`` or holds something that is not a frame cache.
+        FileNotFoundError: missing videos or split files (the message names the path).
+    """
+    dataset = make_dataset(args)
+    print(dataset)
+    cache = load_or_build_cache(dataset, args.out, workers=args.workers, rebuild=args.rebuild, progress=args.progress)
     counts = cache.index["counts"]
     print(f"{cache}\ncached {counts['cached']} of {counts['listed']} listed videos, skipped {counts['skipped']}")
     for path, reason in list(cache.skipped.items())[:10]:
         print(f"  skipped {path}: {reason}")
     if len(cache.skipped) > 10:
         print(f"  ... and {len(cache.skipped) - 10} more, all listed in {args.out}/index.json")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    run_cli(main, get_args_parser())
