@@ -254,6 +254,8 @@ def test_auto_init_uses_the_newest_ssl_checkpoint(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         save_trunk(build_trunk("tiny"), tmp_path / name / "trunk.pth")
         os.utime(tmp_path / name / "trunk.pth", (1000 + i, 1000 + i))
+    (tmp_path / "ssl_ucf101.previous").mkdir()  # the newest, but a run moved aside by --overwrite: never picked
+    save_trunk(build_trunk("tiny"), tmp_path / "ssl_ucf101.previous" / "trunk.pth")
     init, backbone, message = resolve_init("auto", None, tmp_path)
     assert init == f"ssl:{tmp_path / 'ssl_ucf101_long' / 'trunk.pth'}" and backbone == "tiny"
     assert "the last ssl_ucf101 run" in message
