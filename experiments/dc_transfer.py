@@ -28,8 +28,6 @@ run: e.g. a trunk trained on other classes, as the paper starts from ImageNet).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -51,7 +49,7 @@ from metric.miners import DistanceWeightedMiner
 from metric.model import BACKBONES, EmbeddingNet, build_backbone, resolve_init
 from metric.samplers import BatchedDataset, ClusterBatchSampler
 from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, evaluate_task
-from permgym.distributed import World, cleanup_distributed, gather_per_rank, rng_states, set_rng_states
+from permgym.distributed import World, gather_per_rank, rng_states, set_rng_states
 from permgym.models import TRUNKS, save_trunk
 from permgym.run import (
     Interrupted,
@@ -67,6 +65,7 @@ from permgym.run import (
     run_cli,
     run_in_folder,
     save_checkpoint,
+    write_config,
 )
 
 DATASETS = ("synthetic", "shapes", "cub200", "cars196", "sop", "inshop", "vehicleid", "folder")
@@ -422,22 +421,13 @@ def run(args: argparse.Namespace, world: World) -> dict[str, Any] | None:
         print(message)
         gallery = f", gallery {data.task.gallery!r}" if data.task.gallery is not None else ""
         print(f"data: train {data.train!r}, query {data.task.query!r}{gallery} ({data.task.protocol} protocol)")
-        out.mkdir(parents=True, exist_ok=True)
-        run_config = {**config, "runs_k": ks, "world_size": world.world_size, "command": sys.argv,
-                      "schedules": {f"K={k}": asdict(make_schedule(args, k)) for k in ks}}  # fmt: skip
-        (out / "config.json").write_text(json.dumps(run_config, indent=2))
-    try:
-        runs = [train_run(args, k, init, data, out, world, config, restored.get(k)) for k in ks]
-    except Interrupted as stop:
-        if rank == 0:
-            print(stop)
-        cleanup_distributed()
+    write_config(world, out, **config, runs_k=ks, schedules={f"K={k}": asdict(make_schedule(args, k)) for k in ks})
+    runs = [train_run(args, k, init, data, out, world, config, restored.get(k)) for k in ks]
+    if rank != 0:
         return None
-    metrics = write_dc_results(args, runs, init, out) if rank == 0 else None
-    if rank == 0:
-        print(f"results in {out}/ (results.md, metrics.json, plots, tb/)")
-        print((out / "results.md").read_text())
-    cleanup_distributed()
+    metrics = write_dc_results(args, runs, init, out)
+    print(f"results in {out}/ (results.md, metrics.json, plots, tb/)")
+    print((out / "results.md").read_text())
     return metrics
 
 

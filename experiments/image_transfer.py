@@ -35,25 +35,22 @@ Outputs in ``--out`` (rank 0 writes): ``config.json``, ``metrics.json`` (``mAP``
 from __future__ import annotations
 
 import argparse
-import copy
-import json
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from reporting import write_image_results
 from torch.utils.data import DataLoader
-from torch.utils.tensorboard import SummaryWriter
 
 from metric.model import BACKBONES, build_backbone, resolve_init
 from permgym.average_precision import average_precisions
 from permgym.data.images import ImageFolderClassification, ImageSet
 from permgym.data.synthetic_images import SyntheticObjects
 from permgym.data.voc import VOC2007
-from permgym.distributed import MetricLogger, World, cleanup_distributed, gather_per_rank, rng_states, set_rng_states
-from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer, prepared
+from permgym.distributed import World, gather_per_rank, rng_states, set_rng_states
+from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer, finetune, new_classifier, prepared
 from permgym.image_transfer import (
     TrainViews,
     epoch_items,
@@ -73,6 +70,7 @@ from permgym.run import (
     run_cli,
     run_in_folder,
     save_checkpoint,
+    write_config,
 )
 
 DATASETS = ("synthetic", "voc2007", "folder")
@@ -202,30 +200,12 @@ def linear_probe(trunk: torch.nn.Module, train: ImageSet, test: ImageSet, args: 
     return scores_metrics(logits.sigmoid() if train.multilabel else logits.softmax(-1), test, "probe/")
 
 
-def train_one_epoch(trainer: FinetuneTrainer, train: ImageSet, args: argparse.Namespace, epoch: int,
-                    writer: SummaryWriter | None) -> dict[str, float]:  # fmt: skip
-    """One pass over the training images (views drawn up front, :func:`epoch_items`); mean loss and accuracy."""
-    logger = MetricLogger(trainer.world)
-    items = epoch_items(trainer)
-    loader = DataLoader(TrainViews(train, args.image_size, args.min_crop_scale), batch_sampler=items,
-                        num_workers=args.workers)  # fmt: skip
-    batches = logger.log_every(loader, args.print_freq, f"finetune epoch {epoch}/{args.epochs}", total=len(items),
-                               writer=writer, tb_prefix="finetune", step_offset=(epoch - 1) * len(items),
-                               progress=not args.no_progress)  # fmt: skip
-    for pixels, targets in batches:
-        stats = trainer.step(normalize(pixels)[:, None], train_targets(targets, train.multilabel))
-        logger.update(n=len(targets), loss=stats["loss"], accuracy=stats["accuracy"], lr=stats["lr"])
-    logger.synchronize()
-    return {name: logger.meters[name].global_avg for name in ("loss", "accuracy")}
-
-
-def finetune(trunk: torch.nn.Module, train: ImageSet, test: ImageSet, args: argparse.Namespace, world: World,
-             state: dict[str, Any], out: Path) -> ActionClassifier:  # fmt: skip
-    """Fine-tune (or continue from ``state["trainer"]``), evaluating every ``--eval-every`` epochs and at the end;
-    writes the checkpoint after every epoch and fills ``state["history"]`` and ``state["metrics"]``."""
-    with torch.random.fork_rng(devices=[]):  # the new layer's initialisation is seeded, the global RNG untouched
-        torch.manual_seed(args.seed)
-        model = ActionClassifier(copy.deepcopy(trunk), 1, len(train.classes))
+def finetune_trunk(trunk: torch.nn.Module, train: ImageSet, test: ImageSet, args: argparse.Namespace, world: World,
+                   state: dict[str, Any], out: Path) -> ActionClassifier:  # fmt: skip
+    """Fine-tune (or continue from ``state["trainer"]``) with :func:`permgym.finetune.finetune`, evaluating every
+    ``--eval-every`` epochs and at the end; writes the checkpoint after every epoch and fills ``state["history"]``
+    and ``state["metrics"]``."""
+    model = new_classifier(trunk, 1, len(train.classes), args.seed)
     config = FinetuneConfig(num_frames=1, image_size=args.image_size, epochs=args.epochs,
                             batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                             trunk_lr_scale=args.trunk_lr_scale, dropout=args.dropout, multilabel=train.multilabel)  # fmt: skip
@@ -233,29 +213,25 @@ def finetune(trunk: torch.nn.Module, train: ImageSet, test: ImageSet, args: argp
                               augment=prepared)  # fmt: skip
     if state.get("trainer") is not None:
         trainer.load_state_dict(state["trainer"])
-    writer = (
-        SummaryWriter(out / "tb", purge_step=trainer.epoch * trainer.steps_per_epoch or None) if world.is_main else None
-    )
-    for epoch in range(trainer.epoch + 1, args.epochs + 1):
-        start = time.perf_counter()
-        record: dict[str, Any] = {"epoch": epoch, **train_one_epoch(trainer, train, args, epoch, writer)}
-        state["times"]["finetune_s"] = state["times"].get("finetune_s", 0.0) + time.perf_counter() - start
-        if epoch % args.eval_every == 0 or epoch == args.epochs:
-            start = time.perf_counter()
-            scores = predict_scores(model, test, args.image_size, args.resize, args.test_crops, world, args.workers)
-            state["metrics"] = scores_metrics(scores, test)
-            state["times"]["eval_s"] = state["times"].get("eval_s", 0.0) + time.perf_counter() - start
-            record["test_mAP"] = state["metrics"]["mAP"]
-            if writer is not None:
-                writer.add_scalar("test/mAP", record["test_mAP"], epoch * trainer.steps_per_epoch)
-        state["history"].append(record)
-        if world.is_main:
-            tested = f"  test mAP {100 * record['test_mAP']:.2f}" if "test_mAP" in record else ""
-            print(f"finetune epoch {epoch}: loss {record['loss']:.4f}  accuracy {record['accuracy']:.4f}{tested}")
+
+    def epoch_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Training views drawn up front (:func:`epoch_items`), so that loader workers cannot change them."""
+        loader = DataLoader(TrainViews(train, args.image_size, args.min_crop_scale), batch_sampler=epoch_items(trainer),
+                            num_workers=args.workers)  # fmt: skip
+        return ((normalize(pixels)[:, None], train_targets(targets, train.multilabel)) for pixels, targets in loader)
+
+    def evaluate(epoch: int) -> float:
+        scores = predict_scores(model, test, args.image_size, args.resize, args.test_crops, world, args.workers)
+        state["metrics"] = scores_metrics(scores, test)
+        return state["metrics"]["mAP"]
+
+    def save() -> None:
         state["trainer"] = trainer.state_dict()
         checkpoint(state, args, world, out)
-    if writer is not None:
-        writer.close()
+
+    finetune(trainer, epoch_batches, evaluate, save, eval_every=args.eval_every, history=state["history"],
+             times=state["times"], test_metric="mAP", tb_dir=out / "tb", print_freq=args.print_freq,
+             progress=not args.no_progress)  # fmt: skip
     return model
 
 
@@ -300,8 +276,7 @@ def run(args: argparse.Namespace, world: World) -> dict[str, float] | None:
     train, test = load_data(args)
     if world.is_main:
         print(f"{message}\ndata: train {train!r}, test {test!r}")
-        config = {"args": vars(args), "world_size": world.world_size, "command": sys.argv}
-        (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    write_config(world, out, args=vars(args))
     if state["probe"] is None:
         start = time.perf_counter()
         state["probe"] = linear_probe(trunk, train, test, args, world)
@@ -309,17 +284,16 @@ def run(args: argparse.Namespace, world: World) -> dict[str, float] | None:
         if world.is_main:
             print(f"linear probe: mAP {100 * state['probe']['probe/mAP']:.2f}")
         checkpoint(state, args, world, out)
-    model = finetune(trunk, train, test, args, world, state, out) if args.epochs > 0 else None
-    metrics = None
-    if world.is_main:
-        state["times"]["total_s"] = sum(state["times"].values())
-        if model is not None:
-            torch.save({"model": model.state_dict(), "classes": test.classes, "trunk_name": args.backbone},
-                       out / "finetuned.pth")  # fmt: skip
-        metrics = write_image_results(state, args, train, test, out)
-        print((out / "results.md").read_text())
-        print(f"results in {out}/ (results.md, metrics.json, curves.png, ap_per_class.png, tb/)")
-    cleanup_distributed()
+    model = finetune_trunk(trunk, train, test, args, world, state, out) if args.epochs > 0 else None
+    if not world.is_main:
+        return None
+    state["times"]["total_s"] = sum(state["times"].values())
+    if model is not None:
+        torch.save({"model": model.state_dict(), "classes": test.classes, "trunk_name": args.backbone},
+                   out / "finetuned.pth")  # fmt: skip
+    metrics = write_image_results(state, args, train, test, out)
+    print((out / "results.md").read_text())
+    print(f"results in {out}/ (results.md, metrics.json, curves.png, ap_per_class.png, tb/)")
     return metrics
 
 

@@ -2,26 +2,14 @@
 
 Stages, for the sampler of ``--sampler`` and each ``--compare`` baseline (a sampler name or ``random-init``):
 
-1. **Pretraining**: one ``PermSampling`` episode of ``--ssl-updates`` SGD updates (``steps_per_episode = updates /
-   updates_per_step``), the sampler choosing each step's permutations and, if it learns, learning online from each
-   step's reward. The env's trainer is the one trainer, so a policy learned in the env is the policy used here.
-   Pretraining sees the **training split only**, on every dataset (``PRETRAIN_SUBSET``): both its clip pool and the
-   held-out part behind the env's validation batch and reward come from the training videos (SyntheticActions'
-   ``"train"`` split; the training frame cache of UCF101/HMDB51's official split or of a ``folder`` tree, where every
-   ``FOLDER_TEST_EVERY``-th video of each class is a test video). The test videos are only seen by the evaluations.
-2. **Retrieval** with the pretrained trunk (VCOP protocol): test videos query training videos by cosine similarity
-   of their features; top-1/5/10/20/50 (a hit when one of the k nearest training videos has the query's class). A
-   video's feature is the mean, over ``--retrieval-clips`` windows with evenly spaced starts (VCOP: 10), of the clip
-   features of ``permgym.probe.clip_features`` (per-frame trunk features concatenated in temporal order); the means
-   are standardised by the training videos' statistics, and the cosine L2-normalises them. A window has the
-   fine-tuning test windows' frames and stride; windows whose starts coincide are kept once, so a clip too short
-   for N distinct windows uses fewer (``retrieval/windows`` in metrics.json: 7 of 10 on the 16-frame
-   SyntheticActions clips). ``--retrieval-clips 1`` is the single view of n frames spread over the whole clip that
-   earlier versions used.
-3. **Fine-tuning** on the labelled training split: trunk + linear layer over the n frames' concatenated features,
-   the trunk at a lower learning rate (``permgym.finetune``).
-4. **Evaluation** on the test split: video-level top-1/top-5, the softmax averaged over ``--test-clips`` windows per
-   video (as in the literature), and a confusion matrix.
+1. **Pretraining** (:func:`agents.pretrain.pretrain`): one ``PermSampling`` episode of ``--ssl-updates`` SGD updates,
+   the sampler choosing each step's permutations. It sees the **training split only** (``PRETRAIN_SUBSET``), on every
+   dataset: the test videos are only seen by the evaluations.
+2. **Retrieval** with the pretrained trunk (VCOP protocol, :func:`permgym.probe.vcop_retrieval`): test videos query
+   training videos by cosine similarity of their features averaged over ``--retrieval-clips`` windows; top-1 ... 50.
+3. **Fine-tuning** on the labelled training split (:func:`permgym.finetune.finetune`): trunk + linear layer over the
+   n frames' concatenated features, the trunk at a lower learning rate.
+4. **Evaluation** on the test split: video-level top-1/top-5 over ``--test-clips`` windows, a confusion matrix.
 
 Examples::
 
@@ -30,64 +18,47 @@ Examples::
     python experiments/ssl_ucf101.py --compare uniform,random-init --out runs/ssl_compare
     python experiments/ssl_ucf101.py --dataset ucf101 --root data/UCF-101 --annotations data/ucfTrainTestlist
     torchrun --nproc_per_node=2 experiments/ssl_ucf101.py --quick       # DDP: gloo on CPUs, NCCL on GPUs
-                                                                         # (SyncBatchNorm on GPUs, --no-sync-bn)
     python experiments/ssl_ucf101.py --out runs/ssl_ucf101 --resume     # continue; as many processes as before
 
-On UCF101 / HMDB51 the defaults follow the paper's setup as far as it is known (``permgym.config.PRESETS["ucf101"]``:
-joint temporal + 3x3 jigsaw task, CaffeNet-style trunk, SGD; see ``--help``'s epilogue for what is our choice), and
-the frame caches (``--cache-dir``) are built on first use and reused when their config matches.
-
-Outputs in ``--out`` (rank 0 writes): ``config.json``, ``metrics.json`` (flat keys of the ``--sampler`` run:
-``ssl/val_loss``, ``retrieval/top1``, ``finetune/top1``, ``time/ssl_s`` ...; each ``--compare`` run's keys prefixed by
-its name, e.g. ``random-init/finetune/top1``), ``results.md``, ``loss_curves.png``, ``permutation_usage.png``,
-``confusion_matrix.png``, TensorBoard logs in ``tb/``, ``checkpoint.pth`` (everything needed by ``--resume``),
-``trunk.pth`` (the pretrained trunk, read by ``experiments/dc_transfer.py``), ``sampler.pth`` and
-``finetuned.pth``; the ``--compare`` runs' trunks and models go to ``<out>/<name>/``.
+Outputs in ``--out`` (rank 0 writes): ``config.json``, ``metrics.json`` (flat keys: ``ssl/val_loss``,
+``retrieval/top1``, ``finetune/top1``, ``time/ssl_s`` ...; a ``--compare`` run's keys prefixed by its name),
+``results.md``, plots, TensorBoard logs in ``tb/``, ``checkpoint.pth`` (for ``--resume``), ``trunk.pth`` (read by
+``experiments/dc_transfer.py``), ``sampler.pth`` and ``finetuned.pth``; a ``--compare`` run's files go to
+``<out>/<name>/``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import json
 import math
 import re
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from reporting import write_ssl_results
-from torch.utils.tensorboard import SummaryWriter
 
 from agents import Sampler
+from agents.pretrain import pretrain
 from agents.registry import SAMPLERS, check_sampler_name, make_sampler, sampler_argument
-from agents.rollout import take_step
 from permgym.config import TASKS, PermSamplingConfig, make_config
 from permgym.data import build
-from permgym.distributed import (
-    MetricLogger,
-    World,
-    broadcast_object,
-    cleanup_distributed,
-    max_divergence,
-    set_rng_states,
-)
+from permgym.distributed import World, broadcast_object, max_divergence, set_rng_states
 from permgym.env import PermSamplingEnv
 from permgym.finetune import (
     ActionClassifier,
     FinetuneConfig,
     FinetuneTrainer,
     evaluate_videos,
+    finetune,
+    new_classifier,
 )
 from permgym.models import TRUNKS, Trunk, build_trunk, save_trunk
 from permgym.probe import ProbeData, load_probe_data, vcop_retrieval
 from permgym.run import (
     Checkpointer,
-    Interrupted,
     Presets,
     add_run_folder_arguments,
     add_stop_argument,
@@ -96,6 +67,7 @@ from permgym.run import (
     require_at_least,
     run_cli,
     run_in_folder,
+    write_config,
 )
 
 DATASETS = ("synthetic", "ucf101", "hmdb51", "folder")
@@ -349,91 +321,6 @@ def build_sampler(name: str, env: PermSamplingEnv, args: argparse.Namespace) -> 
     return make_sampler(name, env, seed=args.seed, **options)
 
 
-def pretrain(
-    variant: str,
-    config: PermSamplingConfig,
-    args: argparse.Namespace,
-    world: World,
-    checkpointer: Checkpointer,
-    result: dict[str, Any],
-    tb_dir: Path,
-) -> tuple[PermSamplingEnv, Sampler]:
-    """Run the pretraining episode with sampler ``variant`` (or continue it from the checkpoint).
-
-    Every rank steps its own env in lock-step (same seed, same global batches; rank 0's action is broadcast);
-    ``DistributedDataParallel`` splits each update's batch. Fills ``result`` with ``ssl/...`` metrics, the per-step
-    history and the stage's wall time.
-
-    Returns:
-        The env (its trainer holds the pretrained network) and the sampler.
-    """
-    env = PermSamplingEnv(config, world=world, amp=args.amp, sync_bn=args.sync_bn)
-    obs, _ = env.reset(seed=args.seed)
-    sampler = build_sampler(variant, env, args)
-    history: list[dict[str, Any]] = result.setdefault("ssl_history", [])
-    elapsed, episode_start, state = result["times"].get("ssl_s", 0.0), True, None
-    resume = checkpointer.resume_point(variant)
-    if resume is not None:
-        env.load_state_dict(resume["state"]["env"])
-        sampler.load_state_dict(resume["state"]["sampler"])
-        obs, state, episode_start = resume["state"]["obs"], resume["state"]["policy_state"], False
-        set_rng_states(resume["rng"])
-    total = config.steps_per_episode
-    done = total if history and history[-1]["diverged"] else len(history)
-    writer = SummaryWriter(tb_dir, purge_step=done or None) if world.is_main else None
-    logger = MetricLogger(world)
-    start = time.perf_counter()
-    steps = logger.log_every(range(done, total), args.print_freq, f"pretrain [{variant}]", total=total, initial=done,
-                             writer=writer, tb_prefix="ssl", progress=not args.no_progress)  # fmt: skip
-    for step in steps:
-        # rank 0 decides, so the ranks never drift apart (e.g. GPU nondeterminism)
-        taken = take_step(env, sampler, obs, state, episode_start, decide=broadcast_object)
-        obs, state, info, episode_start = taken.obs, taken.state, taken.info, False
-        reward, learned = taken.reward, taken.learned
-        checkpointer.updates += config.updates_per_step
-        record = {"update": env.trainer.updates_done, "reward": reward, "train_loss": info["train_loss"],
-                  "diverged": info["diverged"], "counts": {t: c.tolist() for t, c in info["selection_counts"].items()}}  # fmt: skip
-        for task in env.tasks:
-            record[f"{task}/val_loss"] = info[f"{task}/val_loss"]
-            record[f"{task}/val_accuracy"] = info[f"{task}/val_accuracy"]
-        history.append(record)
-        meters = {k.split("/")[-1]: v for k, v in learned.items()}  # the sampler's own scalars, if it learns
-        meters.update({"train_loss": info["train_loss"], "reward": reward},
-                      **{f"{t}_val_accuracy": info[f"{t}/val_accuracy"] for t in env.tasks})  # fmt: skip
-        logger.update(**meters)
-        finished = taken.done or step + 1 == total
-        if finished or (step + 1) % args.checkpoint_every == 0:
-            result["times"]["ssl_s"] = elapsed + time.perf_counter() - start
-            state_dict = {"env": env.state_dict(), "sampler": sampler.state_dict(), "obs": obs, "policy_state": state}
-            checkpointer.save(variant, "ssl", result, state_dict)
-        if finished:
-            break
-    result["times"]["ssl_s"] = elapsed + time.perf_counter() - start
-    if writer is not None:
-        writer.close()
-    last = history[-1] if history else {}
-    result["metrics"].update(ssl_metrics(env, history))
-    if last.get("diverged"):
-        print(f"warning: pretraining with {variant} diverged after {last['update']} updates")
-    return env, sampler
-
-
-def ssl_metrics(env: PermSamplingEnv, history: list[dict[str, Any]]) -> dict[str, float]:
-    """Final held-out ordering loss/accuracy per task (on the env's report pool: clips the reward never saw) and their
-    mean, the return and the number of updates."""
-    val = env.heldout_statistics()
-    metrics: dict[str, float] = {}
-    for task, stats in val.items():
-        metrics[f"ssl/{task}/val_loss"] = float(stats["loss"].mean())
-        metrics[f"ssl/{task}/val_accuracy"] = float(stats["accuracy"].mean())
-    metrics["ssl/val_loss"] = float(np.mean([metrics[f"ssl/{t}/val_loss"] for t in val]))
-    metrics["ssl/val_accuracy"] = float(np.mean([metrics[f"ssl/{t}/val_accuracy"] for t in val]))
-    metrics["ssl/return"] = float(sum(r["reward"] for r in history))
-    metrics["ssl/updates"] = float(env.trainer.updates_done)
-    metrics["ssl/diverged"] = float(any(r["diverged"] for r in history))
-    return metrics
-
-
 def initial_trunk(config: PermSamplingConfig, args: argparse.Namespace) -> Trunk:
     """The untrained trunk every pretraining run starts from (same seed): the random-init baseline."""
     env = PermSamplingEnv(config)
@@ -442,31 +329,7 @@ def initial_trunk(config: PermSamplingConfig, args: argparse.Namespace) -> Trunk
 
 
 # ---------------------------------------------------------------------------------------------------- fine-tuning
-def train_one_epoch(
-    trainer: FinetuneTrainer,
-    data: ProbeData,
-    header: str,
-    args: argparse.Namespace,
-    checkpointer: Checkpointer,
-    writer: SummaryWriter | None,
-) -> dict[str, float]:
-    """One pass over the training videos; returns the epoch's mean loss and accuracy (over all processes)."""
-    logger = MetricLogger(trainer.world)
-    steps = trainer.steps_per_epoch
-    batches = logger.log_every(trainer.epoch_batches(), args.print_freq, header, total=steps, writer=writer,
-                               tb_prefix="finetune", step_offset=trainer.epoch * steps,  # epoch + 1 is next
-                               progress=not args.no_progress)  # fmt: skip
-    for index in batches:
-        start = time.perf_counter()
-        stats = trainer.step(data.train_clips[index], data.train_labels[index])
-        checkpointer.updates += 1
-        logger.update(n=len(index), loss=stats["loss"], accuracy=stats["accuracy"], lr=stats["lr"])
-        logger.update(step_seconds=time.perf_counter() - start)
-    logger.synchronize()
-    return {name: logger.meters[name].global_avg for name in ("loss", "accuracy", "step_seconds")}
-
-
-def finetune(
+def finetune_variant(
     variant: str,
     trunk: Trunk,
     data: ProbeData,
@@ -477,46 +340,33 @@ def finetune(
     result: dict[str, Any],
     tb_dir: Path,
 ) -> ActionClassifier:
-    """Fine-tune ``trunk`` + a new linear layer (or continue from the checkpoint), evaluating every
-    ``--eval-every`` epochs and at the end; fills ``result`` with ``finetune/...`` metrics and the history."""
-    with torch.random.fork_rng(devices=[]):  # the new layer's initialisation is seeded, the global RNG untouched
-        torch.manual_seed(args.seed)
-        model = ActionClassifier(copy.deepcopy(trunk), ft.num_frames, len(data.classes))
+    """Fine-tune ``trunk`` + a new linear layer (or continue from the checkpoint) with
+    :func:`permgym.finetune.finetune`, evaluating every ``--eval-every`` epochs and at the end; fills ``result`` with
+    ``finetune/...`` metrics, the confusion matrix and the history."""
+    model = new_classifier(trunk, ft.num_frames, len(data.classes), args.seed)
     trainer = FinetuneTrainer(model, ft, len(data.train_labels), world, seed=args.seed, amp=args.amp,
                               sync_bn=args.sync_bn)  # fmt: skip
     history: list[dict[str, Any]] = result.setdefault("finetune_history", [])
-    times = result["times"]
     resume = checkpointer.resume_point(variant)
     if resume is not None and resume["stage"] == "finetune" and resume["state"] is not None:
         trainer.load_state_dict(resume["state"])
         set_rng_states(resume["rng"])
-    writer = None
-    if world.is_main:
-        writer = SummaryWriter(tb_dir, purge_step=trainer.epoch * trainer.steps_per_epoch or None)
-    for epoch in range(trainer.epoch + 1, ft.epochs + 1):
-        start = time.perf_counter()
-        stats = train_one_epoch(trainer, data, f"finetune [{variant}] epoch {epoch}/{ft.epochs}", args, checkpointer,
-                                writer)  # fmt: skip
-        times["finetune_s"] = times.get("finetune_s", 0.0) + time.perf_counter() - start
-        record = {"epoch": epoch, "loss": stats["loss"], "accuracy": stats["accuracy"]}
-        if epoch % args.eval_every == 0 or epoch == ft.epochs:
-            start = time.perf_counter()
-            accuracy, confusion = evaluate_videos(model, data.test_clips, data.test_labels, ft, world)
-            record["test_top1"] = accuracy["top1"]
-            times["eval_s"] = times.get("eval_s", 0.0) + time.perf_counter() - start
-            if epoch == ft.epochs:
-                result["confusion"] = confusion.tolist()
-                result["metrics"].update({f"finetune/{k}": v for k, v in accuracy.items()})
-            if writer is not None:
-                writer.add_scalar("finetune/test_top1", record["test_top1"], epoch * trainer.steps_per_epoch)
-        history.append(record)
-        if world.is_main:
-            test = f"  test top-1 {record['test_top1']:.4f}" if "test_top1" in record else ""
-            print(f"finetune [{variant}] epoch {epoch}: loss {stats['loss']:.4f}  accuracy {stats['accuracy']:.4f}"
-                  f"  {stats['step_seconds'] * 1000:.0f} ms/step{test}", flush=True)  # fmt: skip
+
+    def evaluate(epoch: int) -> float:
+        accuracy, confusion = evaluate_videos(model, data.test_clips, data.test_labels, ft, world)
+        if epoch == ft.epochs:
+            result["confusion"] = confusion.tolist()
+            result["metrics"].update({f"finetune/{k}": v for k, v in accuracy.items()})
+        return accuracy["top1"]
+
+    def save() -> None:
+        checkpointer.updates += trainer.steps_per_epoch
         checkpointer.save(variant, "finetune", result, trainer.state_dict())
-    if writer is not None:
-        writer.close()
+
+    finetune(trainer, lambda: ((data.train_clips[i], data.train_labels[i]) for i in trainer.epoch_batches()),
+             evaluate, save, eval_every=args.eval_every, history=history, times=result["times"],
+             name=f"finetune [{variant}]", test_metric="top1", tb_dir=tb_dir, print_freq=args.print_freq,
+             progress=not args.no_progress)  # fmt: skip
     result["metrics"]["finetune/train_loss"] = history[-1]["loss"]
     result["metrics"]["finetune/train_accuracy"] = history[-1]["accuracy"]
     return model
@@ -542,7 +392,10 @@ def run_variant(
         if variant == RANDOM_INIT:
             trunk = initial_trunk(config, args)
         else:
-            env, sampler = pretrain(variant, config, args, world, checkpointer, result, tb / "ssl")
+            env, sampler = pretrain(config, lambda env: build_sampler(variant, env, args), seed=args.seed, world=world,
+                                    checkpointer=checkpointer, variant=variant, result=result, amp=args.amp,
+                                    sync_bn=args.sync_bn, tb_dir=tb / "ssl", print_freq=args.print_freq,
+                                    checkpoint_every=args.checkpoint_every, progress=not args.no_progress)  # fmt: skip
             trunk = env.trainer.model.trunk
             result["metrics"]["ddp/max_weight_divergence"] = max_divergence(env.trainer.model)
             if world.is_main:
@@ -558,7 +411,7 @@ def run_variant(
     state = torch.load(folder / "trunk.pth", map_location="cpu", weights_only=True) if world.is_main else None
     trunk = build_trunk(config.trunk)
     trunk.load_state_dict(broadcast_object(state)["state_dict"])
-    model = finetune(variant, trunk, data, ft, args, world, checkpointer, result, tb / "finetune")
+    model = finetune_variant(variant, trunk, data, ft, args, world, checkpointer, result, tb / "finetune")
     if world.is_main:
         torch.save({"model": model.state_dict(), "classes": data.classes, "num_frames": ft.num_frames,
                     "trunk_name": trunk.name}, folder / "finetuned.pth")  # fmt: skip
@@ -592,34 +445,24 @@ def run(args: argparse.Namespace, world: World) -> dict[str, float] | None:
     ft = make_finetune_config(args, config)
     variants = variant_names(args)
     if world.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         print(f"data: {len(data.train_labels)} training / {len(data.test_labels)} test videos, "
               f"{len(data.classes)} classes; runs: {', '.join(variants)}")  # fmt: skip
-        run_config = {"args": vars(args), "ssl_config": config.to_dict(), "finetune_config": asdict(ft),
-                      "variants": variants, "world_size": world.world_size, "command": sys.argv}  # fmt: skip
-        (out / "config.json").write_text(json.dumps(run_config, indent=2, default=str))
+    write_config(world, out, args=vars(args), ssl_config=config.to_dict(), finetune_config=asdict(ft),
+                 variants=variants)  # fmt: skip
     checkpointer = Checkpointer(checkpoint_path, world, vars(args), restored, args.stop_after, "SGD updates")
-    try:
-        for variant in variants:
-            if variant in checkpointer.done:
-                continue
-            folder = out if variant == args.sampler else out / folder_name(variant)
-            if world.is_main:
-                folder.mkdir(parents=True, exist_ok=True)
-            result = run_variant(variant, config, ft, data, args, world, checkpointer, folder)
-            checkpointer.finish(variant, result)
-    except Interrupted as stop:
+    for variant in variants:
+        if variant in checkpointer.done:
+            continue
+        folder = out if variant == args.sampler else out / folder_name(variant)
         if world.is_main:
-            print(stop)
-        cleanup_distributed()
+            folder.mkdir(parents=True, exist_ok=True)
+        checkpointer.finish(variant, run_variant(variant, config, ft, data, args, world, checkpointer, folder))
+    if not world.is_main:
         return None
-    metrics = None
-    if world.is_main:
-        results = {v: checkpointer.done[v] for v in variants}
-        metrics = write_ssl_results(args, config, ft, results, data, world, out, checkpointer.total_seconds())
-        print((out / "results.md").read_text())
-        print(f"results in {out}/ (results.md, metrics.json, plots, tb/); pretrained trunk: {out / 'trunk.pth'}")
-    cleanup_distributed()
+    results = {v: checkpointer.done[v] for v in variants}
+    metrics = write_ssl_results(args, config, ft, results, data, world, out, checkpointer.total_seconds())
+    print((out / "results.md").read_text())
+    print(f"results in {out}/ (results.md, metrics.json, plots, tb/); pretrained trunk: {out / 'trunk.pth'}")
     return metrics
 
 

@@ -15,6 +15,9 @@ The same trainer fine-tunes still images (``experiments/image_transfer.py``): on
 by the caller (``augment=prepared``), and with ``FinetuneConfig.multilabel`` a per-class binary cross-entropy that
 leaves VOC's difficult (0) targets out.
 
+:func:`finetune` is the epoch loop both experiments run (train, evaluate every few epochs, log, checkpoint), with
+:func:`train_one_epoch` as its inner loop, torchvision-reference style.
+
 :class:`FinetuneTrainer` holds model, optimiser, cosine learning-rate schedule, optional AMP scaler and one
 ``torch.Generator`` (data order, augmentation, dropout), so a run is reproducible on the CPU and resumes exactly from
 :meth:`FinetuneTrainer.state_dict`. Under torchrun every rank draws the same global batch and trains on its share
@@ -25,17 +28,21 @@ with ``DistributedDataParallel``, as :class:`permgym.trainer.OrderingTrainer` do
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
 
-from permgym.distributed import World, all_reduce_sum, average_buffers, gather_shards, sync_batchnorm
+from permgym.distributed import MetricLogger, World, all_reduce_sum, average_buffers, gather_shards, sync_batchnorm
 from permgym.models import Trunk
 from permgym.permutations import PermutationBank
 from permgym.probe import clip_features, eval_windows
@@ -370,3 +377,106 @@ def evaluate_videos(
     """
     probs = predict_videos(model, clips, config, world)
     return topk_accuracy(probs, labels, ks=(1, 5)), confusion_matrix(probs, labels)
+
+
+# ---------------------------------------------------------------------------------------------------- the loop
+def new_classifier(trunk: Trunk, num_frames: int, num_classes: int, seed: int) -> ActionClassifier:
+    """An :class:`ActionClassifier` on a copy of ``trunk`` whose new layer is initialised from ``seed`` (torch's
+    global random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ActionClassifier(copy.deepcopy(trunk), num_frames, num_classes)
+
+
+def train_one_epoch(
+    trainer: FinetuneTrainer,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    epoch: int,
+    header: str,
+    *,
+    writer: SummaryWriter | None = None,
+    print_freq: int = 20,
+    progress: bool = True,
+) -> dict[str, float]:
+    """One epoch of :meth:`FinetuneTrainer.step`, one call per ``(inputs, labels)`` global batch of ``batches``
+    (``trainer.steps_per_epoch`` of them).
+
+    Smoothed meters (loss, accuracy, lr, step time) are printed every ``print_freq`` steps under ``header`` and
+    written to ``writer`` as ``finetune/...`` at global step ``(epoch - 1) * steps_per_epoch + step``.
+
+    Returns:
+        ``{"loss", "accuracy", "step_seconds"}``: the epoch's means over all processes.
+    """
+    logger = MetricLogger(trainer.world)
+    steps = trainer.steps_per_epoch
+    for inputs, labels in logger.log_every(batches, print_freq, header, total=steps, writer=writer,
+                                           tb_prefix="finetune", step_offset=(epoch - 1) * steps, progress=progress):  # fmt: skip
+        start = time.perf_counter()
+        stats = trainer.step(inputs, labels)
+        logger.update(n=len(labels), loss=stats["loss"], accuracy=stats["accuracy"], lr=stats["lr"])
+        logger.update(step_seconds=time.perf_counter() - start)
+    logger.synchronize()
+    return {name: logger.meters[name].global_avg for name in ("loss", "accuracy", "step_seconds")}
+
+
+def finetune(
+    trainer: FinetuneTrainer,
+    epoch_batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+    evaluate: Callable[[int], float],
+    checkpoint: Callable[[], None],
+    *,
+    eval_every: int,
+    history: list[dict[str, Any]],
+    times: dict[str, float],
+    name: str = "finetune",
+    test_metric: str = "top1",
+    tb_dir: str | Path | None = None,
+    print_freq: int = 20,
+    progress: bool = True,
+) -> None:
+    """Train from the epoch after ``trainer.epoch`` (0, or a restored checkpoint's) to ``trainer.config.epochs``.
+
+    Each epoch: :func:`train_one_epoch` on ``epoch_batches()`` (which draws the epoch's data order from the trainer);
+    every ``eval_every`` epochs and after the last, ``evaluate(epoch)``, whose headline value is recorded as
+    ``test_<test_metric>`` and written to TensorBoard; the record ``{"epoch", "loss", "accuracy"[, "test_..."]}`` is
+    appended to ``history``, one line printed on rank 0, then ``checkpoint()`` called on every rank (the place to
+    save ``trainer.state_dict()`` with ``history``). Seconds spent are added to ``times["finetune_s"]`` and
+    ``times["eval_s"]``, so a resumed run's times add up.
+
+    Args:
+        trainer: the trainer, restored from a checkpoint where the run resumes.
+        epoch_batches: the next epoch's ``(inputs, labels)`` global batches, as :meth:`FinetuneTrainer.step` takes them.
+        evaluate: tests the model after epoch ``epoch``; returns the headline metric.
+        checkpoint: called after every epoch.
+        eval_every: epochs between evaluations.
+        history, times: the run's epoch records and stage times, filled in place.
+        name: prefix of progress lines, e.g. ``"finetune [uniform]"``.
+        test_metric: the headline metric's name.
+        tb_dir: TensorBoard folder (rank 0 writes), or None.
+        print_freq, progress: meters every N steps; progress bars.
+    """
+    epochs, steps = trainer.config.epochs, trainer.steps_per_epoch
+    writer = None
+    if trainer.world.is_main and tb_dir is not None:
+        writer = SummaryWriter(tb_dir, purge_step=trainer.epoch * steps or None)
+    for epoch in range(trainer.epoch + 1, epochs + 1):
+        start = time.perf_counter()
+        stats = train_one_epoch(trainer, epoch_batches(), epoch, f"{name} epoch {epoch}/{epochs}", writer=writer,
+                                print_freq=print_freq, progress=progress)  # fmt: skip
+        times["finetune_s"] = times.get("finetune_s", 0.0) + time.perf_counter() - start
+        record: dict[str, Any] = {"epoch": epoch, "loss": stats["loss"], "accuracy": stats["accuracy"]}
+        tested = ""
+        if epoch % eval_every == 0 or epoch == epochs:
+            start = time.perf_counter()
+            record[f"test_{test_metric}"] = value = evaluate(epoch)
+            times["eval_s"] = times.get("eval_s", 0.0) + time.perf_counter() - start
+            tested = f"  test {test_metric} {value:.4f}"
+            if writer is not None:
+                writer.add_scalar(f"finetune/test_{test_metric}", value, epoch * steps)
+        history.append(record)
+        if trainer.world.is_main:
+            print(f"{name} epoch {epoch}: loss {stats['loss']:.4f}  accuracy {stats['accuracy']:.4f}  "
+                  f"{stats['step_seconds'] * 1000:.0f} ms/step{tested}", flush=True)  # fmt: skip
+        checkpoint()
+    if writer is not None:
+        writer.close()

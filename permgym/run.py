@@ -59,6 +59,7 @@ import torch.distributed as dist
 from permgym.distributed import (
     World,
     broadcast_object,
+    cleanup_distributed,
     gather_per_rank,
     own_entry,
     resolve_device,
@@ -90,6 +91,7 @@ __all__ = [
     "run_cli",
     "run_in_folder",
     "save_checkpoint",
+    "write_config",
 ]
 
 T = TypeVar("T")
@@ -557,19 +559,35 @@ def load_checkpoints(
 
 
 # ---------------------------------------------------------------------------------------------------- entry point
-def run_in_folder(args: argparse.Namespace, body: Callable[[argparse.Namespace, World], T]) -> T:
+def run_in_folder(args: argparse.Namespace, body: Callable[[argparse.Namespace, World], T]) -> T | None:
     """Run ``body(args, world)`` as every experiment does: torch's CPU threads from ``args.threads`` (when set), the
-    process group of ``args.device`` (:func:`init_distributed`), and ``args.out`` owned for the whole run
-    (:class:`RunFolder` with ``args.resume`` / ``args.overwrite``).
+    process group of ``args.device`` (:func:`init_distributed`), ``args.out`` owned for the whole run
+    (:class:`RunFolder` with ``args.resume`` / ``args.overwrite``), a stop by ``--stop-after`` (:class:`Interrupted`:
+    its message printed on rank 0) and, once done, the process group left (``cleanup_distributed``).
 
     Returns:
-        What ``body`` returns.
+        What ``body`` returns; None when it was stopped by :class:`Interrupted`.
     """
     if getattr(args, "threads", None) is not None:
         torch.set_num_threads(args.threads)
     world = init_distributed(args.device)
     with RunFolder(args.out, world, resume=getattr(args, "resume", False), overwrite=args.overwrite):
-        return body(args, world)
+        try:
+            result = body(args, world)
+        except Interrupted as stop:
+            if world.is_main:
+                print(stop)
+            result = None
+    cleanup_distributed()  # not on errors: its barrier must not make one rank's error wait for the others
+    return result
+
+
+def write_config(world: World, out: str | Path, /, **content: Any) -> None:
+    """Write ``out/config.json`` on rank 0: ``content`` (e.g. ``args=vars(args)``), the number of processes and the
+    command line (values JSON cannot hold are written as strings)."""
+    if world.is_main:
+        config = {**content, "world_size": world.world_size, "command": sys.argv}
+        (Path(out) / "config.json").write_text(json.dumps(config, indent=2, default=str))
 
 
 def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import permgym.finetune
 from permgym.average_precision import average_precisions
 from permgym.data.voc import VOC_CLASSES
 from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer, prepared
@@ -71,17 +72,17 @@ def test_quick_run_end_to_end_with_an_ssl_trunk(tmp_path: Path) -> None:
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path: Path, monkeypatch) -> None:
     argv = [*TINY, "--epochs", "3", "--init", "random"]
     straight = image_transfer.main(_parse(*argv, "--out", str(tmp_path / "a")))
-    real = image_transfer.train_one_epoch
+    real = permgym.finetune.train_one_epoch
 
-    def interrupt(trainer, train, args, epoch, writer):
+    def interrupt(trainer, batches, epoch, *args, **kwargs):
         if epoch == 3:
             raise KeyboardInterrupt
-        return real(trainer, train, args, epoch, writer)
+        return real(trainer, batches, epoch, *args, **kwargs)
 
-    monkeypatch.setattr(image_transfer, "train_one_epoch", interrupt)
+    monkeypatch.setattr(permgym.finetune, "train_one_epoch", interrupt)
     with pytest.raises(KeyboardInterrupt):
         image_transfer.main(_parse(*argv, "--out", str(tmp_path / "b")))
-    monkeypatch.setattr(image_transfer, "train_one_epoch", real)
+    monkeypatch.setattr(permgym.finetune, "train_one_epoch", real)
     with pytest.raises(RunError, match=r"options that change results \(seed: checkpoint 0, now 1\)"):
         image_transfer.main(_parse(*argv, "--out", str(tmp_path / "b"), "--resume", "--seed", "1"))
     resumed = image_transfer.main(_parse(*argv, "--out", str(tmp_path / "b"), "--resume"))
