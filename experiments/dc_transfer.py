@@ -17,18 +17,14 @@ Examples::
     torchrun --nproc_per_node=2 experiments/dc_transfer.py --quick   # DDP (gloo on CPU, NCCL on GPUs)
     python experiments/dc_transfer.py --out runs/dc_transfer --resume   # continue; as many processes as before
 
-Outputs in ``--out`` (written by rank 0 only): ``config.json``, ``metrics.json`` (``R@1``, ``R@2``, ``R@4``, ``R@8``,
-``NMI``, ``MAP@R``, ... of the final epoch; no test-set model selection), ``results.md``, ``recall.png``,
-``embedding.png`` (t-SNE or PCA of the test embeddings coloured by class), ``clusters.png`` (cluster sizes at every
-re-clustering), ``curves.png``, TensorBoard logs in ``tb/``, and per K a folder ``K{k}/`` with ``checkpoint.pth`` and
-``trunk.pth`` (the trained backbone for permgym trunks, which ``--init ssl:OUT/K{k}/trunk.pth`` loads into another
-run: e.g. a trunk trained on other classes, as the paper starts from ImageNet).
+Outputs in ``--out`` (rank 0 writes): ``config.json``, ``metrics.json`` (``R@1`` ... ``NMI``, ``MAP@R`` of the final
+epoch; no test-set model selection), ``results.md``, plots, TensorBoard logs in ``tb/``, and per K a folder ``K{k}/``
+with ``checkpoint.pth`` and ``trunk.pth`` (permgym trunks; ``--init ssl:OUT/K{k}/trunk.pth`` loads it into another run).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,24 +32,23 @@ from typing import Any
 import faiss
 import numpy as np
 import torch
-import torch.distributed as dist
 from reporting import log_config, log_dc_epoch, write_dc_results
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from metric.data import EMBEDDED, TrainingData, build_training_data
 from metric.losses import LOSSES, build_loss
 from metric.miners import DistanceWeightedMiner
-from metric.model import BACKBONES, EmbeddingNet, build_backbone, resolve_init
+from metric.model import BACKBONES, EmbeddingNet, build_backbone, init_argument, resolve_init
 from metric.samplers import BatchedDataset, ClusterBatchSampler
-from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, evaluate_task
+from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, evaluate_task, train_one_epoch
 from permgym.distributed import World, gather_per_rank, rng_states, set_rng_states
 from permgym.models import TRUNKS, save_trunk
 from permgym.run import (
     Interrupted,
     Presets,
+    add_device_arguments,
     add_run_folder_arguments,
     add_stop_argument,
     default_workers,
@@ -62,6 +57,7 @@ from permgym.run import (
     parse_key_value,
     require_at_least,
     require_finite,
+    require_positive,
     run_cli,
     run_in_folder,
     save_checkpoint,
@@ -83,12 +79,6 @@ PRESETS = Presets({
     "quick": {"epochs": 4, "iters_per_epoch": 10, "full_embedding_epoch": 2, "finetune_epoch": 3,
               "projection": "pca", "synthetic": {"frame": 7, "videos_per_class": 20}},
 }, labels={"quick": "with --quick"}, overrides=("quick",))  # fmt: skip
-
-
-def _init_choice(value: str) -> str:
-    if value in ("auto", "random", "imagenet") or (value.startswith("ssl:") and len(value) > 4):
-        return value
-    raise argparse.ArgumentTypeError(f"invalid init {value!r} (choose from auto, random, imagenet, ssl:PATH)")
 
 
 def _int_list(value: str) -> list[int]:
@@ -124,7 +114,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", default=None, choices=BACKBONES,
                        help="backbone (default: the ssl checkpoint's trunk, else tiny)")  # fmt: skip
-    model.add_argument("--init", default="auto", type=_init_choice,
+    model.add_argument("--init", default="auto", type=init_argument,
                        help="backbone weights: random, imagenet (torchvision cache), ssl:CKPT, or auto = the newest "
                        "runs/ssl_ucf101*/trunk.pth if present, else random (default: auto)")  # fmt: skip
     model.add_argument("-d", "--embedding-dim", default=128, type=int, help="embedding size d (default: 128)")
@@ -133,11 +123,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     model.add_argument("--compare-k", default=[], type=_int_list,
                        help="also train these K, e.g. 1,4, and compare them (default: only --num-learners)")  # fmt: skip
     model.add_argument("--frozen-bn", action="store_true", help="keep backbone BatchNorm statistics fixed")
-    model.add_argument("--no-sync-bn", dest="sync_bn", action="store_false",
-                       help="keep per-process BatchNorm under DDP. By default multi-GPU runs (torchrun on CUDA) turn "
-                       "the backbone's train-mode BatchNorm into SyncBatchNorm, which normalises with the statistics "
-                       "of the whole global batch; it has no effect on one process, on the CPU (gloo) or with "
-                       "--frozen-bn")  # fmt: skip
     sched = parser.add_argument_group("schedule (epochs are 0-based)")
     sched.add_argument("--epochs", type=int, help=PRESETS.help("epochs", "training epochs"))
     sched.add_argument("--iters-per-epoch", type=int,
@@ -187,9 +172,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="a short run (< 90 s on 2 CPU cores); explicit flags win")
     add_run_folder_arguments(run, "runs/dc_transfer")  # --out, --resume (the checkpoints in --out), --overwrite
     run.add_argument("--seed", default=0, type=int, help="seed (default: 0)")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                     help="device (default: auto = cuda if available)")  # fmt: skip
-    run.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    add_device_arguments(run)  # --device, --amp, --no-sync-bn
     run.add_argument("--threads", default=None, type=int,
                      help="CPU threads of torch and faiss per process (default: torch's default)")  # fmt: skip
     run.add_argument("-j", "--workers", default=None, type=int,
@@ -228,9 +211,7 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     require_at_least(args, 1, *SIZES)
     require_finite(args, *FLOATS)
     require_at_least(args, 0, "workers", "margin", "dws_cutoff", "nonzero_loss_cutoff", "weight_decay")
-    for name in ("lr", "embedding_lr", "beta_lr"):
-        if not getattr(args, name) > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    require_positive(args, "lr", "embedding_lr", "beta_lr")
     for name in ("full_embedding_epoch", "finetune_epoch"):
         value = getattr(args, name)
         if value == -1:
@@ -254,35 +235,6 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("--amp needs CUDA; drop it or use --device cuda")
     make_schedule(args, args.num_learners)  # the warm-up and the phases against --epochs (errors name the flags)
     return args
-
-
-def train_one_epoch(
-    trainer: DivideAndConquerTrainer, loader: DataLoader, epoch: int, args: argparse.Namespace
-) -> dict[str, Any]:
-    """One epoch of training steps; returns the mean loss and triplet count, steps per learner and seconds."""
-    start = time.perf_counter()
-    loss_sum, triplet_sum = torch.zeros((), device=trainer.device), torch.zeros(())  # no per-step host sync
-    steps = np.zeros(trainer.num_clusters, dtype=np.int64)
-    show = not args.no_progress and (not dist.is_initialized() or dist.get_rank() == 0)
-    bar = tqdm(loader, desc=f"K={trainer.schedule.num_learners} epoch {epoch}", disable=not show, leave=False)
-    for step, (images, labels, indices, learner) in enumerate(bar):
-        out = trainer.train_step(images, labels, learner, indices)
-        loss_sum += out["loss"]
-        triplet_sum += out["triplets"]
-        steps[learner] += 1
-        if step % args.print_freq == 0:
-            bar.set_postfix(loss=f"{float(out['loss']):.4f}", learner=learner)
-    totals = torch.stack([loss_sum, triplet_sum.to(trainer.device)]) / len(loader)
-    if dist.is_initialized():
-        dist.all_reduce(totals)
-        totals /= dist.get_world_size()
-    totals = totals.cpu()
-    return {
-        "loss": float(totals[0]),
-        "triplets": float(totals[1]),
-        "steps_per_learner": steps.tolist(),
-        "seconds": time.perf_counter() - start,
-    }
 
 
 def evaluate(model: EmbeddingNet, data: TrainingData, args: argparse.Namespace, device: torch.device) -> tuple:
@@ -344,7 +296,7 @@ def train_run(
     final = None
     for epoch in range(start_epoch, schedule.epochs):
         clustering = trainer.begin_epoch(epoch)
-        stats = train_one_epoch(trainer, loader, epoch, args)
+        stats = train_one_epoch(trainer, loader, epoch, print_freq=args.print_freq, progress=not args.no_progress)
         last = epoch == schedule.epochs - 1
         evaluation = evaluate(model, data, args, device) if last or (epoch + 1) % args.eval_every == 0 else None
         metrics = evaluation[0] if evaluation else {}

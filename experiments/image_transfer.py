@@ -44,7 +44,7 @@ import torch
 from reporting import write_image_results
 from torch.utils.data import DataLoader
 
-from metric.model import BACKBONES, build_backbone, resolve_init
+from metric.model import BACKBONES, build_backbone, init_argument, resolve_init
 from permgym.average_precision import average_precisions
 from permgym.data.images import ImageFolderClassification, ImageSet
 from permgym.data.synthetic_images import SyntheticObjects
@@ -63,6 +63,7 @@ from permgym.image_transfer import (
 from permgym.probe import linear_probe_scores
 from permgym.run import (
     Presets,
+    add_device_arguments,
     add_run_folder_arguments,
     default_workers,
     load_checkpoint,
@@ -84,12 +85,6 @@ PRESETS = Presets({
 }, labels={"synthetic": "on synthetic", "images": "on images", "quick": "with --quick"}, overrides=("quick",))  # fmt: skip
 #: Options that may differ on --resume (they do not change results; --quick acts through the values it fills in).
 RESUME_IGNORES = ("out", "resume", "overwrite", "quick", "no_progress", "print_freq", "workers", "threads")
-
-
-def _init_choice(value: str) -> str:
-    if value in ("auto", "random", "imagenet") or (value.startswith("ssl:") and len(value) > 4):
-        return value
-    raise argparse.ArgumentTypeError(f"invalid init {value!r} (choose from auto, random, imagenet, ssl:PATH)")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -118,7 +113,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", default=None, choices=BACKBONES,
                        help="trunk (default: the ssl checkpoint's, else tiny)")  # fmt: skip
-    model.add_argument("--init", default="auto", type=_init_choice,
+    model.add_argument("--init", default="auto", type=init_argument,
                        help="trunk weights: random, imagenet (torchvision cache), ssl:PATH (a trunk.pth of "
                        "experiments/ssl_ucf101.py), or auto = the newest runs/ssl_ucf101*/trunk.pth if any, else "
                        "random (default: auto)")  # fmt: skip
@@ -135,10 +130,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="a short run (< 1 min on a CPU); explicit flags win")
     add_run_folder_arguments(run, "runs/image_transfer")
     run.add_argument("--seed", type=int, default=0, help="seed of weights, data order and views (default: 0)")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default: auto)")
-    run.add_argument("--amp", action="store_true", help="mixed precision, CUDA only (default: off)")
-    run.add_argument("--no-sync-bn", dest="sync_bn", action="store_false",
-                     help="under torchrun on GPUs keep per-process BatchNorm (default: SyncBatchNorm on CUDA)")  # fmt: skip
+    add_device_arguments(run)  # --device, --amp, --no-sync-bn
     run.add_argument("--threads", type=int, default=None,
                      help="torch CPU threads per process (default: 1 on synthetic, else torch's default)")  # fmt: skip
     run.add_argument("--print-freq", type=int, default=20, help="print smoothed meters every N steps (default: 20)")

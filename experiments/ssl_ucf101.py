@@ -60,11 +60,13 @@ from permgym.probe import ProbeData, load_probe_data, vcop_retrieval
 from permgym.run import (
     Checkpointer,
     Presets,
+    add_device_arguments,
     add_run_folder_arguments,
     add_stop_argument,
     load_checkpoint,
     parse_key_value,
     require_at_least,
+    require_positive,
     run_cli,
     run_in_folder,
     write_config,
@@ -143,12 +145,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     ssl.add_argument("--backbone", default=None, choices=TRUNKS,
                      help="trunk (default: tiny on synthetic, caffenet on videos)")  # fmt: skip
     ssl.add_argument("--ssl-updates", type=int, help=PRESETS.help("ssl_updates", "pretraining SGD updates"))
-    ssl.add_argument(
-        "--updates-per-step",
-        type=int,
-        default=None,
-        help="SGD updates per sampler decision (default: the preset's, 4 on synthetic, 25 on videos)",
-    )
+    ssl.add_argument("--updates-per-step", type=int, default=None,
+                     help="SGD updates per sampler decision (default: the preset's, 4 on synthetic, 25 on videos)")  # fmt: skip
     ssl.add_argument("--ssl-batch-size", type=int, default=None,
                      help="clips per pretraining update (default: the preset's, 32 / 64)")  # fmt: skip
     ssl.add_argument("--ssl-lr", type=float, default=None,
@@ -180,13 +178,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="a short run (<= 90 s on 2 CPU cores); explicit flags win")
     add_run_folder_arguments(run, "runs/ssl_ucf101")  # --out, --resume (same number of processes), --overwrite
     run.add_argument("--seed", default=0, type=int, help="seed of networks, data order and samplers (default: 0)")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                     help="device (default: auto = cuda if available)")  # fmt: skip
-    run.add_argument("--amp", action="store_true", help="mixed precision, CUDA only (default: off)")
-    run.add_argument("--no-sync-bn", dest="sync_bn", action="store_false",
-                     help="under torchrun on GPUs, keep per-process BatchNorm statistics instead of converting to "
-                     "SyncBatchNorm (default: SyncBatchNorm on CUDA; plain BatchNorm on CPUs/gloo, where "
-                     "SyncBatchNorm cannot run)")  # fmt: skip
+    add_device_arguments(run)  # --device, --amp, --no-sync-bn
     run.add_argument("--threads", default=None, type=int,
                      help="torch CPU threads per process (default: 1 on synthetic, whose tiny networks gain little "
                      "from more and slow down several times on shared cores; torch's default on videos)")  # fmt: skip
@@ -218,9 +210,7 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     PRESETS.fill(args, "quick" if args.quick else None, "synthetic" if args.dataset == "synthetic" else "video")
     require_at_least(args, 1, *SIZES)
     require_at_least(args, 0, "workers")
-    for name in ("ssl_lr", "ft_lr", "trunk_lr_scale"):
-        if getattr(args, name) is not None and not getattr(args, name) > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    require_positive(args, "ssl_lr", "ft_lr", "trunk_lr_scale")
     if args.dataset == "synthetic":
         given = [flag for flag, value in (("--root", args.root), ("--annotations", args.annotations)) if value]
         if given:
@@ -240,11 +230,6 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
 def folder_name(variant: str) -> str:
     """A file-system-safe name for a run (``sb3:runs/ppo.zip`` -> ``sb3_runs_ppo.zip``)."""
     return re.sub(r"[^\w.-]+", "_", variant)
-
-
-def variant_names(args: argparse.Namespace) -> list[str]:
-    """The ``--sampler`` run first, then the ``--compare`` runs, without repeats."""
-    return list(dict.fromkeys([args.sampler, *args.compare]))
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -294,10 +279,8 @@ def cache_path(args: argparse.Namespace, subset: str) -> Path:
 
 
 def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -> ProbeData:
-    """The labelled train/test clips: SyntheticActions' train/test split (the split the env pretrains on);
-    UCF101/HMDB51: the frame caches of the official split's two parts; folder: those of ``FolderSplit`` (every
-    ``FOLDER_TEST_EVERY``-th video of each class is a test video). Pretraining reads the ``PRETRAIN_SUBSET`` part of
-    the same data (see :func:`make_ssl_config`), holding some of it out for its validation batch.
+    """The labelled train/test clips: SyntheticActions' split, or the frame caches of a video dataset's two parts
+    (built on first use). Pretraining reads the ``PRETRAIN_SUBSET`` part (see :func:`make_ssl_config`).
 
     Raises:
         ValueError: missing files or folders (the message names the path and the expected layout).
@@ -329,17 +312,8 @@ def initial_trunk(config: PermSamplingConfig, args: argparse.Namespace) -> Trunk
 
 
 # ---------------------------------------------------------------------------------------------------- fine-tuning
-def finetune_variant(
-    variant: str,
-    trunk: Trunk,
-    data: ProbeData,
-    ft: FinetuneConfig,
-    args: argparse.Namespace,
-    world: World,
-    checkpointer: Checkpointer,
-    result: dict[str, Any],
-    tb_dir: Path,
-) -> ActionClassifier:
+def finetune_variant(variant: str, trunk: Trunk, data: ProbeData, ft: FinetuneConfig, args: argparse.Namespace,
+                     world: World, checkpointer: Checkpointer, result: dict[str, Any], tb_dir: Path) -> ActionClassifier:  # fmt: skip
     """Fine-tune ``trunk`` + a new linear layer (or continue from the checkpoint) with
     :func:`permgym.finetune.finetune`, evaluating every ``--eval-every`` epochs and at the end; fills ``result`` with
     ``finetune/...`` metrics, the confusion matrix and the history."""
@@ -373,16 +347,8 @@ def finetune_variant(
 
 
 # ---------------------------------------------------------------------------------------------------- one run
-def run_variant(
-    variant: str,
-    config: PermSamplingConfig,
-    ft: FinetuneConfig,
-    data: ProbeData,
-    args: argparse.Namespace,
-    world: World,
-    checkpointer: Checkpointer,
-    folder: Path,
-) -> dict[str, Any]:
+def run_variant(variant: str, config: PermSamplingConfig, ft: FinetuneConfig, data: ProbeData, args: argparse.Namespace,
+                world: World, checkpointer: Checkpointer, folder: Path) -> dict[str, Any]:  # fmt: skip
     """Pretrain with ``variant`` (or take the initial trunk for ``random-init``), then retrieval, fine-tuning and
     evaluation. Writes ``trunk.pth``, ``sampler.pth`` and ``finetuned.pth`` into ``folder`` (rank 0)."""
     resume = checkpointer.resume_point(variant)
@@ -443,7 +409,7 @@ def run(args: argparse.Namespace, world: World) -> dict[str, float] | None:
     config = make_ssl_config(args, world)
     data = load_data(args, config, world)
     ft = make_finetune_config(args, config)
-    variants = variant_names(args)
+    variants = list(dict.fromkeys([args.sampler, *args.compare]))  # --sampler's run first, no repeats
     if world.is_main:
         print(f"data: {len(data.train_labels)} training / {len(data.test_labels)} test videos, "
               f"{len(data.classes)} classes; runs: {', '.join(variants)}")  # fmt: skip

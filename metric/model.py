@@ -14,6 +14,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import torch
@@ -46,6 +47,13 @@ def _load_imagenet(net: nn.Module, name: str) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the classifier is replaced by Identity
     net.load_state_dict(state)
+
+
+def init_argument(value: str) -> str:
+    """``--init`` as an argparse ``type``: ``auto``, ``random``, ``imagenet`` or ``ssl:PATH`` (see :func:`resolve_init`)."""
+    if value in ("auto", "random", "imagenet") or (value.startswith("ssl:") and len(value) > 4):
+        return value
+    raise argparse.ArgumentTypeError(f"invalid init {value!r} (choose from auto, random, imagenet, ssl:PATH)")
 
 
 def resolve_init(init: str, backbone: str | None, runs: Path = Path("runs")) -> tuple[str, str, str]:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
 
 from metric.clustering import (
     UNASSIGNED,
@@ -507,3 +508,39 @@ class DivideAndConquerTrainer:
             self.miner.generator.set_state(miner_generator.cpu())  # RNG states are CPU tensors
         if state["feature_cache"] is not None:
             self._cache, self._fresh = (t.to(self.device) for t in state["feature_cache"])
+
+
+def train_one_epoch(
+    trainer: DivideAndConquerTrainer, loader: DataLoader, epoch: int, *, print_freq: int = 10, progress: bool = True
+) -> dict[str, Any]:
+    """One epoch of :meth:`DivideAndConquerTrainer.train_step` over ``loader``'s ``(images, labels, indices,
+    learner)`` batches (a :class:`metric.samplers.BatchedDataset` over the trainer's sampler), under a progress bar
+    on rank 0 refreshed every ``print_freq`` steps.
+
+    Returns:
+        ``{"loss", "triplets"}`` (means over the steps and the processes), ``"steps_per_learner"`` (this process's
+        steps per learner) and ``"seconds"``.
+    """
+    start = time.perf_counter()
+    loss_sum, triplet_sum = torch.zeros((), device=trainer.device), torch.zeros(())  # no per-step host sync
+    steps = np.zeros(trainer.num_clusters, dtype=np.int64)
+    show = progress and (not dist.is_initialized() or dist.get_rank() == 0)
+    bar = tqdm(loader, desc=f"K={trainer.schedule.num_learners} epoch {epoch}", disable=not show, leave=False)
+    for step, (images, labels, indices, learner) in enumerate(bar):
+        out = trainer.train_step(images, labels, learner, indices)
+        loss_sum += out["loss"]
+        triplet_sum += out["triplets"]
+        steps[learner] += 1
+        if step % print_freq == 0:
+            bar.set_postfix(loss=f"{float(out['loss']):.4f}", learner=learner)
+    totals = torch.stack([loss_sum, triplet_sum.to(trainer.device)]) / len(loader)
+    if dist.is_initialized():
+        dist.all_reduce(totals)
+        totals /= dist.get_world_size()
+    totals = totals.cpu()
+    return {
+        "loss": float(totals[0]),
+        "triplets": float(totals[1]),
+        "steps_per_learner": steps.tolist(),
+        "seconds": time.perf_counter() - start,
+    }

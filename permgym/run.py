@@ -13,7 +13,7 @@ One place for what a run does around its science:
 * **Option parsing**: :func:`parse_key_value` (``KEY=VALUE``: the value as JSON if it parses, else the string),
   :class:`Presets` (named groups of defaults that fill options left unset, explicit flags win; their ``--help``
   text) and :func:`add_stop_argument` (the one stop flag, ``--stop-after N``, in the script's unit).
-* **Validation before any work**: :func:`require_at_least`, :func:`require_finite`.
+* **Validation before any work**: :func:`require_at_least`, :func:`require_positive`, :func:`require_finite`.
 * **Stopping**: :class:`Interrupted`, raised after a checkpoint when the ``--stop-after`` limit is reached.
 * **Staged runs** (:class:`Checkpointer`): a run of several parts (e.g. one per sampler), each in stages, kept in
   one checkpoint with the finished parts, the part in progress and every rank's random states.
@@ -77,6 +77,7 @@ __all__ = [
     "Presets",
     "RunError",
     "RunFolder",
+    "add_device_arguments",
     "add_run_folder_arguments",
     "add_stop_argument",
     "check_same_config",
@@ -88,6 +89,7 @@ __all__ = [
     "parse_key_value",
     "require_at_least",
     "require_finite",
+    "require_positive",
     "run_cli",
     "run_in_folder",
     "save_checkpoint",
@@ -231,6 +233,18 @@ def require_at_least(args: argparse.Namespace, minimum: float, *names: str) -> N
             raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
 
 
+def require_positive(args: argparse.Namespace, *names: str) -> None:
+    """Refuse any option among ``names`` that is not above 0 (nan included; None, an unset optional, is allowed).
+
+    Raises:
+        ValueError: ``--flag-name must be > 0, got value``.
+    """
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+
+
 # ---------------------------------------------------------------------------------------------------- distributed
 def init_distributed(device: str = "auto") -> World:
     """Join the process group that torchrun describes, or run as one process.
@@ -273,6 +287,17 @@ def add_run_folder_arguments(parser: argparse.ArgumentParser | Any, default_out:
     parser.add_argument("--overwrite", action="store_true",
                         help=f"start afresh in an --out that holds another run: its files are moved to "
                         f"OUT{BACKUP_SUFFIX}/ (replacing an older backup there), never mixed with the new run's")  # fmt: skip
+
+
+def add_device_arguments(parser: argparse.ArgumentParser | Any) -> None:
+    """Add ``--device``, ``--amp`` and ``--no-sync-bn`` (to a parser or an argument group)."""
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="device (default: auto = cuda if available)")  # fmt: skip
+    parser.add_argument("--amp", action="store_true", help="mixed precision, CUDA only (default: off)")
+    parser.add_argument("--no-sync-bn", dest="sync_bn", action="store_false",
+                        help="keep per-process BatchNorm statistics under torchrun. By default multi-GPU runs (torchrun "
+                        "on CUDA) turn train-mode BatchNorm into SyncBatchNorm, which normalises with the statistics of "
+                        "the whole global batch; no effect on one process or on CPUs (gloo)")  # fmt: skip
 
 
 class RunFolder:

@@ -142,10 +142,10 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path: Path, monk
 
     real = dc_transfer.train_one_epoch
 
-    def interrupt(trainer, loader, epoch, args):
+    def interrupt(trainer, loader, epoch, **kwargs):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real(trainer, loader, epoch, args)
+        return real(trainer, loader, epoch, **kwargs)
 
     monkeypatch.setattr(dc_transfer, "train_one_epoch", interrupt)
     with pytest.raises(KeyboardInterrupt):
