@@ -14,7 +14,8 @@ One place for what a run does around its science:
   :class:`Presets` (named groups of defaults that fill options left unset, explicit flags win; their ``--help``
   text) and :func:`add_stop_argument` (the one stop flag, ``--stop-after N``, in the script's unit).
 * **Validation before any work**: :func:`require_at_least`, :func:`require_positive`, :func:`require_finite`.
-* **Stopping**: :class:`Interrupted`, raised after a checkpoint when the ``--stop-after`` limit is reached.
+* **Stopping**: :class:`Interrupted`, raised after a checkpoint when the ``--stop-after`` limit is reached;
+  :func:`run_in_folder` ends the run there (its message printed, exit status 0).
 * **Staged runs** (:class:`Checkpointer`): a run of several parts (e.g. one per sampler), each in stages, kept in
   one checkpoint with the finished parts, the part in progress and every rank's random states.
 * **Distributed**: :func:`init_distributed` joins the process group torchrun describes (or runs as one process)
@@ -25,13 +26,16 @@ One place for what a run does around its science:
 A new experiment script uses it like this::
 
     def main(args):
-        fill_defaults(args, PRESETS["default"])
-        require_at_least(args, 1, "epochs", "batch_size")
-        world = init_distributed(args.device)
-        with RunFolder(args.out, world, resume=args.resume, overwrite=args.overwrite) as run:
-            state = load_checkpoint(run.path / "checkpoint.pth", config, IGNORED) if args.resume else None
-            ...
-            save_checkpoint(world, run.path / "checkpoint.pth", config, {"model": ..., "epoch": epoch})
+        PRESETS.fill(args, "quick" if args.quick else None, "default")
+        require_at_least(args, 1, "epochs", "batch_size")  # every check before any work
+        return run_in_folder(args, run)  # threads, process group, --out owned and locked, --stop-after
+
+    def run(args, world):
+        out = Path(args.out)
+        state = load_checkpoint(out / "checkpoint.pth", vars(args), IGNORED) if args.resume else None
+        write_config(world, out, args=vars(args))
+        ...
+        save_checkpoint(world, out / "checkpoint.pth", vars(args), {"model": ..., "epoch": epoch})
 
     if __name__ == "__main__":
         run_cli(main, get_args_parser())
