@@ -204,7 +204,9 @@ def test_two_processes_resume_exactly(tmp_path: Path) -> None:
     a = torch.load(straight / "K2" / "checkpoint.pth", weights_only=False)
     assert a["config"]["batch_size"] == 8 and a["epoch"] == 1
 
-    mp.spawn(_spawned_parted_run, args=(2, free_ports(2), [*argv, "--out", str(parted)]), nprocs=2, join=True)
+    mp.start_processes(
+        _spawned_parted_run, args=(2, free_ports(2), [*argv, "--out", str(parted)]), nprocs=2, start_method="fork"
+    )
     b = torch.load(parted / "K2" / "checkpoint.pth", weights_only=False)
     assert b["epoch"] == 1
     for (name, x), y in zip(a["trainer"]["model"].items(), b["trainer"]["model"].values(), strict=True):

@@ -163,7 +163,7 @@ def _checks_in_group(world: World) -> None:
 
 def test_two_gloo_processes_agree(tmp_path: Path) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_two_process_checks, args=(2, str(tmp_path / "init")), nprocs=2, join=True)
+    mp.start_processes(_two_process_checks, args=(2, str(tmp_path / "init")), nprocs=2, start_method="fork")
 
 
 # ---------------------------------------------------------------------------------------------------- CUDA / AMP

@@ -118,7 +118,7 @@ def test_pickled_env_behaves_like_original() -> None:
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_vector_envs_step(mode: str) -> None:
-    kwargs = {"vector_kwargs": {"context": "spawn"}} if mode == "async" else {}
+    kwargs = {"vector_kwargs": {"context": "fork"}} if mode == "async" else {}  # fork: no re-import of torch
     envs = gym.make_vec("permgym:PermSampling-v0", num_envs=2, vectorization_mode=mode, **kwargs, **FAST)
     obs, _ = envs.reset(seed=0)
     assert obs.shape == (2, envs.single_observation_space.shape[0])
@@ -132,7 +132,11 @@ def test_sb3_subproc_vec_env_steps() -> None:
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     venv = make_vec_env(
-        "permgym:PermSampling-v0", n_envs=2, vec_env_cls=SubprocVecEnv, env_kwargs={"render_mode": None, **FAST}
+        "permgym:PermSampling-v0",
+        n_envs=2,
+        vec_env_cls=SubprocVecEnv,
+        vec_env_kwargs={"start_method": "fork"},
+        env_kwargs={"render_mode": None, **FAST},
     )
     venv.reset()
     _, rewards, _, _ = venv.step(np.stack([venv.action_space.sample() for _ in range(2)]))

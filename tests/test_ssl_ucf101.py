@@ -283,7 +283,9 @@ def test_two_processes_resume_exactly(tmp_path: Path, keep_threads: None) -> Non
     assert (straight / "trunk.pth").is_file() and not list(straight.glob("*.tmp"))
 
     # 8 pretraining updates, then 2 epochs of fine-tuning: stop after 4 (pretraining), then after epoch 1
-    mp.spawn(_spawned_parted_run, args=(2, free_ports(3), [*common, "--out", str(parted)]), nprocs=2, join=True)
+    mp.start_processes(
+        _spawned_parted_run, args=(2, free_ports(3), [*common, "--out", str(parted)]), nprocs=2, start_method="fork"
+    )
     assert _comparable(_metrics(parted)) == _comparable(metrics)
     for name in ("trunk.pth", "finetuned.pth"):
         key = "state_dict" if name == "trunk.pth" else "model"
