@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# Every process a test starts (scripts, torchrun, vector-env workers) computes on one thread too: pytest-xdist runs
+# one test per core, so a child with torch's default of one thread per core would oversubscribe them.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 import pytest
 import torch
 
