@@ -14,6 +14,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import normalized_mutual_info_score
 
+from metric.knn import l2_normalize
+
 UNASSIGNED = -1
 """Cluster id of a sample that no learner trains on (its class has a single image in its cluster)."""
 CLASS_KMEANS_REDO = 10
@@ -112,12 +114,8 @@ def assign_clusters(
     Returns:
         ``[N]`` int64 cluster ids in ``[0, k)``, :data:`UNASSIGNED` for removed samples.
     """
-    x = np.asarray(features, dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    clusters = kmeans(x, k, niter=niter, seed=seed)
-    if previous is not None:
-        clusters = match_clusters(previous, clusters, k)
-    return drop_singleton_classes(clusters, labels)
+    clusters = kmeans(l2_normalize(np.asarray(features, dtype=np.float32)), k, niter=niter, seed=seed)
+    return _settle(clusters, labels, k, previous)
 
 
 def cluster_class_nmi(clusters: np.ndarray, labels: np.ndarray) -> float:
@@ -185,12 +183,16 @@ def assign_classes(
     sampled = inverse[rows]
     if len(np.unique(sampled)) != len(classes):
         raise ValueError("assign_classes needs features of at least one image of every class")
-    x = np.asarray(features, dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = l2_normalize(np.asarray(features, dtype=np.float32))
     means = np.zeros((len(classes), x.shape[1]), dtype=np.float32)
     np.add.at(means, sampled, x)
-    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    clusters = kmeans(means, k, niter=niter, seed=seed, nredo=CLASS_KMEANS_REDO)[inverse]
+    clusters = kmeans(l2_normalize(means), k, niter=niter, seed=seed, nredo=CLASS_KMEANS_REDO)[inverse]
+    return _settle(clusters, labels, k, previous)
+
+
+def _settle(clusters: np.ndarray, labels: np.ndarray, k: int, previous: np.ndarray | None) -> np.ndarray:
+    """The end of every re-clustering: new cluster ids matched to ``previous`` (if given, see
+    :func:`match_clusters`), then classes with a single image in their cluster marked :data:`UNASSIGNED`."""
     if previous is not None:
         clusters = match_clusters(previous, clusters, k)
     return drop_singleton_classes(clusters, labels)

@@ -26,7 +26,7 @@ import torch
 from sklearn.metrics import normalized_mutual_info_score
 
 from metric.kmeans import faiss_kmeans
-from metric.knn import as_float32, knn
+from metric.knn import as_float32, knn, l2_normalize
 
 KMEANS_SEED = 1234  # faiss's default clustering seed, used by PML's AccuracyCalculator
 
@@ -208,7 +208,7 @@ def evaluate_vehicleid(
 
 def _embeddings(x: ArrayLike, normalize: bool) -> np.ndarray:
     x = as_float32(x)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) if normalize else x
+    return l2_normalize(x) if normalize else x
 
 
 def _labels(y: ArrayLike, n: int) -> np.ndarray:

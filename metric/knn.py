@@ -76,6 +76,11 @@ def as_float32(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return x
 
 
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """The rows of ``[N, D]`` ``x`` scaled to unit L2 norm, in ``x``'s dtype (a row of zeros stays zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def _searcher(gallery: np.ndarray, k: int, device: str | torch.device | None, backend: Backend) -> Searcher:
     """A function ``queries [B, D] -> (squared distances [B, k], indices [B, k])`` over ``gallery``."""
     if backend == "torch":

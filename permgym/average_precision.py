@@ -72,12 +72,8 @@ def voc07_ap(scores: torch.Tensor, targets: torch.Tensor) -> float:
 
 def auc_ap(scores: torch.Tensor, targets: torch.Tensor) -> float:
     """Area under the precision-recall curve, ``sum_n (R_n - R_{n-1}) P_n`` (scikit-learn's
-    ``average_precision_score``) of one class (NaN without a positive).
-
-    Args:
-        scores: ``[N]`` scores.
-        targets: ``[N]`` in ``{1, -1, 0}`` (``0`` = difficult, ignored).
-    """
+    ``average_precision_score``) of one class (NaN without a positive); ``scores`` and ``targets`` as in
+    :func:`voc07_ap`."""
     if not bool((targets > 0).any()):
         return math.nan
     precision, recall = precision_recall(scores, targets)

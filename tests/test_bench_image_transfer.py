@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from tests.script_loading import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def bench(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(REPO / "bench"))  # as when run as `python bench/image_transfer.py`
-    spec = importlib.util.spec_from_file_location("bench_image_transfer", REPO / "bench" / "image_transfer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "bench" / "image_transfer.py", "bench_image_transfer", monkeypatch)
 
 
 def finished_run(folder: Path, command: list[str], mtime: float = 2e9) -> Path:

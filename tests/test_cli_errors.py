@@ -7,8 +7,6 @@ zero-byte file), ``text.pth`` (a text file), ``file.txt`` and the empty folder `
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,17 +17,13 @@ import agents.evaluate
 import agents.train
 from permgym.data import prepare
 from permgym.run import run_cli
+from tests.script_loading import load_script
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 
 def _script(name: str) -> Any:
-    if str(EXPERIMENTS) not in sys.path:
-        sys.path.insert(0, str(EXPERIMENTS))  # the scripts import their sibling reporting.py
-    spec = importlib.util.spec_from_file_location(f"cli_errors_{name}", EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXPERIMENTS / f"{name}.py", f"cli_errors_{name}")
 
 
 def _cli(program: str) -> tuple[Callable[[Any], Any], Callable[[], Any]]:

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.script_loading import load_script
 from tests.test_dc_transfer import dc_transfer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -13,12 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def ablation(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(REPO / "bench"))  # as when run as `python bench/dc_ablation.py`
-    spec = importlib.util.spec_from_file_location("bench_dc_ablation", REPO / "bench" / "dc_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_dc_ablation", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "bench" / "dc_ablation.py", "bench_dc_ablation", monkeypatch)
 
 
 def _metrics(r1: float, nmi: float) -> dict:

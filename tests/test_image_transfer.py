@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -18,23 +17,15 @@ from permgym.models import build_trunk, save_trunk
 from permgym.probe import linear_probe_scores
 from permgym.run import RunError
 from tests.image_fixtures import make_folder, make_voc
+from tests.script_loading import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "image_transfer.py"
-sys.path.insert(0, str(SCRIPT.parent))  # the script imports its sibling experiments/reporting.py
 TINY = ["--quick", "--synthetic-images", "60", "--epochs", "2", "--eval-every", "1", "--probe-epochs", "5",
         "--batch-size", "16", "--no-progress"]  # fmt: skip
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("image_transfer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["image_transfer"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-image_transfer = _load_script()
+image_transfer = load_script(SCRIPT, "image_transfer")
 
 
 def _parse(*argv: str):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 from pathlib import Path
@@ -22,6 +21,7 @@ from metric.evaluation import (
 )
 from metric.kmeans import faiss_kmeans
 from metric.knn import knn
+from tests.script_loading import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -208,10 +208,7 @@ def test_lone_queries_are_left_out() -> None:
 
 
 def test_bench_rewrites_only_its_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(REPO / "bench"))  # as when run as `python bench/eval.py`
-    spec = importlib.util.spec_from_file_location("bench_eval", REPO / "bench" / "eval.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(REPO / "bench" / "eval.py", "bench_eval", monkeypatch)
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\n## Other bench\n\nkeep me\n\n## Retrieval evaluation (bench/eval.py)\n\nold\n")
     args = ["--n", "300", "--dim", "8", "--classes", "40", "--runs", "1", "--output", str(out)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import shutil
@@ -31,6 +30,7 @@ from permgym.run import (
     run_cli,
     save_checkpoint,
 )
+from tests.script_loading import load_script
 
 
 def test_key_value_is_json_else_a_string() -> None:
@@ -130,11 +130,7 @@ def test_overwrite_moves_the_previous_run_aside_and_never_mixes_runs(
 def test_overwrite_through_a_cli_leaves_only_the_new_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """dc_transfer -K 1 --overwrite over a folder whose earlier run also trained K = 4: no K4/ next to the new run."""
     script = Path(__file__).resolve().parents[1] / "experiments" / "dc_transfer.py"
-    sys.path.insert(0, str(script.parent))  # the script imports its sibling reporting.py
-    spec = importlib.util.spec_from_file_location("run_overwrite_dc_transfer", script)
-    dc_transfer = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = dc_transfer  # dataclasses look their module up
-    spec.loader.exec_module(dc_transfer)
+    dc_transfer = load_script(script, "run_overwrite_dc_transfer")
     out = tmp_path / "dc"
     (out / "K4").mkdir(parents=True)
     (out / "K4" / "checkpoint.pth").write_text("the earlier run's K = 4")

@@ -25,6 +25,16 @@ class Annotations(NamedTuple):
     universe: Sequence[Hashable] | None = None  # class ids that share the label space (default: this split's)
 
 
+def require_split(dataset: str, split: str, splits: Sequence[str]) -> None:
+    """Refuse a ``split`` name that is not one of ``splits``.
+
+    Raises:
+        ValueError: ``{dataset}: split must be one of (...), got '...'``.
+    """
+    if split not in splits:
+        raise ValueError(f"{dataset}: split must be one of {tuple(splits)}, got {split!r}")
+
+
 def read_rows(path: Path, columns: int, skip: int = 0) -> list[list[str]]:
     """Whitespace-separated rows of an annotation file, as distributed.
 
@@ -93,8 +103,7 @@ class RetrievalImageDataset(Dataset):
 
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None) -> None:
         name = type(self).__name__
-        if split not in self.splits:
-            raise ValueError(f"{name}: split must be one of {self.splits}, got {split!r}")
+        require_split(name, split, self.splits)
         self.root = self._locate(Path(root))
         self.split = split
         self.transform = default_transform() if transform is None else transform

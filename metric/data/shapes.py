@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from metric.data.base import require_split
 from metric.data.transforms import normalize_uint8
 
 _HARMONICS = np.arange(2, 7)  # outline terms cos(k theta + phase), k = 2..6
@@ -69,8 +70,7 @@ class HierarchicalShapes(Dataset):
         size: int = 32,
         seed: int = 0,
     ) -> None:
-        if split not in self.splits:
-            raise ValueError(f"HierarchicalShapes: split must be one of {self.splits}, got {split!r}")
+        require_split("HierarchicalShapes", split, self.splits)
         if num_superclasses < 1 or num_classes % num_superclasses or num_classes // num_superclasses < 2:
             raise ValueError(
                 f"num_classes ({num_classes}) must be a multiple of num_superclasses ({num_superclasses}) with at "

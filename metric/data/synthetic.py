@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch.utils.data import Dataset
 
+from metric.data.base import require_split
 from metric.data.transforms import normalize_uint8
 from permgym.data.synthetic import MAX_CLASSES, SyntheticActions, class_name
 
@@ -61,8 +62,7 @@ class SyntheticRetrieval(Dataset):
         seed: int = DEFAULT_SEED,
         frame: int | None = None,
     ) -> None:
-        if split not in self.splits:
-            raise ValueError(f"SyntheticRetrieval: split must be one of {self.splits}, got {split!r}")
+        require_split("SyntheticRetrieval", split, self.splits)
         if mode not in ("frame", "clip"):
             raise ValueError(f"mode must be 'frame' or 'clip', got {mode!r}")
         if not 2 <= num_classes <= MAX_CLASSES:

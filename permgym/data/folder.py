@@ -88,11 +88,8 @@ class FolderSplit(VideoClipDataset):
             members = (folder.labels == c).nonzero().squeeze(1)
             rank_in_class[members] = torch.arange(len(members))
         keep = (rank_in_class % test_every != test_every - 1) == train
-        super().__init__(
-            [v for v, k in zip(folder.videos, keep.tolist(), strict=True) if k], folder.labels[keep].tolist(),
-            folder.classes, root=folder.root, frames=folder.frames, size=folder.size, target_fps=folder.target_fps,
-            temporal_jitter=folder.temporal_jitter, backend=folder.backend, transform=folder.transform,
-            layout_help=LAYOUT,
-            source={"extensions": folder.config()["extensions"], "part": "train" if train else "test",
-                    "test_every": test_every},
-        )  # fmt: skip
+        source = {"extensions": folder.config()["extensions"], "part": "train" if train else "test",
+                  "test_every": test_every}  # fmt: skip
+        videos = [v for v, k in zip(folder.videos, keep.tolist(), strict=True) if k]
+        super().__init__(videos, folder.labels[keep].tolist(), folder.classes, root=folder.root, layout_help=LAYOUT,
+                         source=source, **folder.clip_options())  # fmt: skip

@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from permgym.data.errors import require_path
-from permgym.data.video import Backend, Size
-from permgym.data.video_dataset import Transform, VideoClipDataset, read_listing
+from permgym.data.video_dataset import OfficialSplitVideos, read_listing
 
 VIDEOS_URL = "https://serre-lab.clps.brown.edu/wp-content/uploads/2013/10/hmdb51_org.rar"
 SPLITS_URL = "https://serre-lab.clps.brown.edu/wp-content/uploads/2013/10/test_train_splits.rar"
@@ -44,7 +42,7 @@ def parse_split_files(annotation_path: Path, split: int, train: bool) -> tuple[l
     return classes, entries
 
 
-class HMDB51(VideoClipDataset):
+class HMDB51(OfficialSplitVideos):
     """HMDB51 action recognition videos with the official train/test splits.
 
     Get the videos from ``VIDEOS_URL`` (unpack to ``root/<class>/*.avi``) and the splits from ``SPLITS_URL``
@@ -57,46 +55,19 @@ class HMDB51(VideoClipDataset):
         annotation_path: folder with the ``<class>_test_split<N>.txt`` files.
         split: official split, 1, 2 or 3.
         train: videos tagged 1 (train) if True, else those tagged 2 (test).
-        frames: frames per clip ``T``.
-        size: ``None`` (native), an int (short side) or ``(height, width)``.
-        target_fps: sampling rate in frames per second; ``None`` spreads the frames over the whole video.
-        temporal_jitter: random frame positions instead of deterministic centred ones.
-        backend: ``"auto"``, ``"decord"`` or ``"pyav"``.
-        transform: optional callable applied to each ``[T, 3, H, W]`` uint8 clip.
+        frames, size, target_fps, temporal_jitter, backend, transform: as in
+            :class:`~permgym.data.video_dataset.OfficialSplitVideos`.
 
     ``dataset[i]`` returns ``(clip, label)``: ``clip`` a ``[T, 3, H, W]`` uint8 tensor, ``label`` an int in
     ``[0, 51)``. ``dataset.labels`` is the ``[N]`` int64 tensor of all labels, ``dataset.classes`` the names.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        annotation_path: str | Path,
-        split: int = 1,
-        train: bool = True,
-        frames: int = 16,
-        size: Size = None,
-        target_fps: float | None = None,
-        temporal_jitter: bool = False,
-        backend: Backend = "auto",
-        transform: Transform | None = None,
-    ) -> None:
-        if split not in (1, 2, 3):
-            raise ValueError(f"split must be 1, 2 or 3 (the official HMDB51 splits), got {split!r}")
-        root = require_path(root, "HMDB51 video root", LAYOUT)
-        annotation_path = require_path(annotation_path, "HMDB51 annotation folder", LAYOUT)
+    name = "HMDB51"
+    layout = LAYOUT
+
+    def read_split(
+        self, root: Path, annotation_path: Path, split: int, train: bool
+    ) -> tuple[list[str], list[Path], list[int]]:
+        """The classes, videos and labels of one split (see :func:`parse_split_files`)."""
         classes, entries = parse_split_files(annotation_path, split, train)
-        super().__init__(
-            [root / relative for relative, _ in entries],
-            [label for _, label in entries],
-            classes,
-            root=root,
-            frames=frames,
-            size=size,
-            target_fps=target_fps,
-            temporal_jitter=temporal_jitter,
-            backend=backend,
-            transform=transform,
-            layout_help=LAYOUT,
-            source={"annotation_path": str(annotation_path.resolve()), "split": split, "train": train},
-        )
+        return classes, [root / relative for relative, _ in entries], [label for _, label in entries]

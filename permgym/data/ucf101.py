@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from permgym.data.errors import require_path
-from permgym.data.video import Backend, Size
-from permgym.data.video_dataset import Transform, VideoClipDataset, read_listing
+from permgym.data.video_dataset import OfficialSplitVideos, read_listing
 
 VIDEOS_URL = "https://www.crcv.ucf.edu/data/UCF101/UCF101.rar"
 SPLITS_URL = "https://www.crcv.ucf.edu/data/UCF101/UCF101TrainTestSplits-RecognitionTask.zip"
@@ -72,7 +71,7 @@ def _resolve(root: Path, relative: str, folders: dict[str, str]) -> Path:
     return root / folders[folder.lower()] / rest
 
 
-class UCF101(VideoClipDataset):
+class UCF101(OfficialSplitVideos):
     """UCF101 action recognition videos with the official train/test splits.
 
     Get the videos from ``VIDEOS_URL`` (unpack the UCF-101 folder as ``root``) and the splits from ``SPLITS_URL``
@@ -86,34 +85,21 @@ class UCF101(VideoClipDataset):
         annotation_path: folder with ``classInd.txt``, ``trainlist0{1,2,3}.txt`` and ``testlist0{1,2,3}.txt``.
         split: official split, 1, 2 or 3.
         train: ``trainlist0N`` if True, else ``testlist0N``.
-        frames: frames per clip ``T``.
-        size: ``None`` (native 320x240), an int (short side) or ``(height, width)``.
-        target_fps: sampling rate in frames per second; ``None`` spreads the frames over the whole video.
-        temporal_jitter: random frame positions instead of deterministic centred ones.
-        backend: ``"auto"``, ``"decord"`` or ``"pyav"``.
-        transform: optional callable applied to each ``[T, 3, H, W]`` uint8 clip.
+        frames, size, target_fps, temporal_jitter, backend, transform: as in
+            :class:`~permgym.data.video_dataset.OfficialSplitVideos` (native frames are 320x240).
 
     ``dataset[i]`` returns ``(clip, label)``: ``clip`` a ``[T, 3, H, W]`` uint8 tensor, ``label`` an int in
     ``[0, 101)``. ``dataset.labels`` is the ``[N]`` int64 tensor of all labels, ``dataset.classes`` the names.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        annotation_path: str | Path,
-        split: int = 1,
-        train: bool = True,
-        frames: int = 16,
-        size: Size = None,
-        target_fps: float | None = None,
-        temporal_jitter: bool = False,
-        backend: Backend = "auto",
-        transform: Transform | None = None,
-    ) -> None:
-        if split not in (1, 2, 3):
-            raise ValueError(f"split must be 1, 2 or 3 (the official UCF101 splits), got {split!r}")
-        root = require_path(root, "UCF101 video root", LAYOUT)
-        annotation_path = require_path(annotation_path, "UCF101 annotation folder", LAYOUT)
+    name = "UCF101"
+    layout = LAYOUT
+
+    def read_split(
+        self, root: Path, annotation_path: Path, split: int, train: bool
+    ) -> tuple[list[str], list[Path], list[int]]:
+        """The classes, videos and labels of ``{train|test}list0{split}.txt``, refusing a video listed in both parts
+        of the split; class folders are matched case-insensitively (see :func:`_resolve`)."""
         listing = annotation_path / f"{'train' if train else 'test'}list0{split}.txt"
         classes = parse_class_index(require_path(annotation_path / "classInd.txt", "UCF101 class index", LAYOUT))
         entries = parse_split_list(require_path(listing, "UCF101 split file", LAYOUT), classes)
@@ -124,17 +110,4 @@ class UCF101(VideoClipDataset):
                 raise ValueError(f"{len(shared)} video(s) are in both trainlist0{split}.txt and testlist0{split}.txt of "
                                  f"{annotation_path}, e.g. {shared[0]}: the train and test lists must be disjoint")  # fmt: skip
         folders = {p.name.lower(): p.name for p in root.iterdir() if p.is_dir()}
-        super().__init__(
-            [_resolve(root, relative, folders) for relative, _ in entries],
-            [label for _, label in entries],
-            classes,
-            root=root,
-            frames=frames,
-            size=size,
-            target_fps=target_fps,
-            temporal_jitter=temporal_jitter,
-            backend=backend,
-            transform=transform,
-            layout_help=LAYOUT,
-            source={"annotation_path": str(annotation_path.resolve()), "split": split, "train": train},
-        )
+        return classes, [_resolve(root, relative, folders) for relative, _ in entries], [label for _, label in entries]

@@ -1,4 +1,8 @@
-"""Base class of the video-file datasets (UCF101, HMDB51, VideoFolder): one clip per video, bad files skipped.
+"""Base classes of the video-file datasets (UCF101, HMDB51, VideoFolder): one clip per video, bad files skipped.
+
+:class:`VideoClipDataset` decodes, samples frames and skips bad files; :class:`OfficialSplitVideos` adds what the
+datasets with official numbered train/test splits share (argument checks, the split's cache key), so UCF101 and
+HMDB51 only parse their split files.
 
 Bad input is handled in two places:
 
@@ -19,12 +23,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import Dataset
 
-from permgym.data.errors import VideoDecodeError
+from permgym.data.errors import VideoDecodeError, require_path
 from permgym.data.video import Backend, Size, VideoReader, check_backend, check_size, sample_indices
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -126,6 +130,12 @@ class VideoClipDataset(Dataset):
             "target_fps": self.target_fps,
         }
 
+    def clip_options(self) -> dict[str, Any]:
+        """The clip-sampling arguments this dataset was built with (``frames``, ``size``, ``target_fps``,
+        ``temporal_jitter``, ``backend``, ``transform``), e.g. to build a subset with the same clips."""
+        return {"frames": self.frames, "size": self.size, "target_fps": self.target_fps,
+                "temporal_jitter": self.temporal_jitter, "backend": self.backend, "transform": self.transform}  # fmt: skip
+
     @property
     def class_names(self) -> list[str]:
         """Alias of ``classes``."""
@@ -180,3 +190,67 @@ class VideoClipDataset(Dataset):
             f"{type(self).__name__}({fields}, clips={len(self)}, classes={len(self.classes)}, "
             f"skipped={len(self.skipped)})"
         )
+
+
+class OfficialSplitVideos(VideoClipDataset):
+    """Base of the video datasets with official numbered train/test splits (UCF101, HMDB51).
+
+    Subclasses set ``name`` (for messages) and ``layout`` (the expected files and where to get them) and implement
+    :meth:`read_split`; this class checks the arguments, reads the split and records it in ``config()`` (the frame
+    cache key).
+
+    Args:
+        root: folder with one sub-folder of videos per class.
+        annotation_path: folder with the official split files.
+        split: official split, 1, 2 or 3.
+        train: the split's training videos if True, else its test videos.
+        frames, size, target_fps, temporal_jitter, backend, transform: as in :class:`VideoClipDataset` (``size``
+            ``None`` keeps the native frame size; ``target_fps`` ``None`` spreads the frames over the whole video).
+    """
+
+    name: ClassVar[str] = ""
+    layout: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        root: str | Path,
+        annotation_path: str | Path,
+        split: int = 1,
+        train: bool = True,
+        frames: int = 16,
+        size: Size = None,
+        target_fps: float | None = None,
+        temporal_jitter: bool = False,
+        backend: Backend = "auto",
+        transform: Transform | None = None,
+    ) -> None:
+        if split not in (1, 2, 3):
+            raise ValueError(f"split must be 1, 2 or 3 (the official {self.name} splits), got {split!r}")
+        root = require_path(root, f"{self.name} video root", self.layout)
+        annotation_path = require_path(annotation_path, f"{self.name} annotation folder", self.layout)
+        classes, videos, labels = self.read_split(root, annotation_path, split, train)
+        super().__init__(
+            videos,
+            labels,
+            classes,
+            root=root,
+            frames=frames,
+            size=size,
+            target_fps=target_fps,
+            temporal_jitter=temporal_jitter,
+            backend=backend,
+            transform=transform,
+            layout_help=self.layout,
+            source={"annotation_path": str(annotation_path.resolve()), "split": split, "train": train},
+        )
+
+    def read_split(
+        self, root: Path, annotation_path: Path, split: int, train: bool
+    ) -> tuple[list[str], list[Path], list[int]]:
+        """Parse the official split files.
+
+        Returns:
+            ``(classes, videos, labels)``: the class names in label order, the listed video paths under ``root``
+            and their 0-based labels.
+        """
+        raise NotImplementedError
