@@ -23,7 +23,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback,
 import permgym  # noqa: F401  (registers the env ids)
 from agents.sb3 import ALGOS, default_algo_kwargs, make_seeded_vec_env
 from permgym.config import PermSamplingConfig, make_config
-from permgym.run import RunFolder, check_same_config, parse_key_value, run_cli
+from permgym.run import RunFolder, check_same_config, parse_key_value, require_at_least, require_positive, run_cli
 
 
 def env_config(env_id: str, env_kwargs: dict[str, Any]) -> PermSamplingConfig:
@@ -96,12 +96,8 @@ def train(args: argparse.Namespace) -> Path:
             or ``--overwrite``) or is in use by a running one.
         FileNotFoundError: the ``--resume`` checkpoint does not exist.
     """
-    for name in ("n_envs", "total_timesteps", "n_steps", "eval_freq", "checkpoint_freq"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.learning_rate is not None and not args.learning_rate > 0:
-        raise ValueError(f"--learning-rate must be > 0, got {args.learning_rate}")
+    require_at_least(args, 1, "n_envs", "total_timesteps", "n_steps", "eval_freq", "checkpoint_freq")
+    require_positive(args, "learning_rate")
     if args.resume is not None and not Path(args.resume).is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {args.resume!r} (give the .zip file itself)")
     env_kwargs = resolve_env_kwargs(args.algo, args.env_id, dict(args.env_kwargs))

@@ -43,7 +43,7 @@ from metric.miners import DistanceWeightedMiner
 from metric.model import BACKBONES, EmbeddingNet, build_backbone, init_argument, resolve_init
 from metric.samplers import BatchedDataset, ClusterBatchSampler
 from metric.trainer import DivideAndConquerTrainer, Schedule, build_optimizer, evaluate_task, train_one_epoch
-from permgym.distributed import World, gather_per_rank, rng_states, set_rng_states
+from permgym.distributed import World, set_rng_states
 from permgym.models import TRUNKS, save_trunk
 from permgym.run import (
     Interrupted,
@@ -304,15 +304,14 @@ def train_run(
         record = {"epoch": epoch, "phase": schedule.phase(epoch), **stats, "metrics": metrics,
                   "recluster_seconds": clustering["seconds"] if clustering else 0.0}  # fmt: skip
         log.append(record)
-        # on every rank: trainer.state_dict() and gather_per_rank collect each rank's random states
-        state = {"trainer": trainer.state_dict(), "rng": gather_per_rank(rng_states()), "log": log, "epoch": epoch}
+        state = {"trainer": trainer.state_dict(), "log": log, "epoch": epoch}  # on every rank (per-rank states)
         if rank == 0:
             print(f"K={num_learners} epoch {epoch + 1}/{schedule.epochs} [{record['phase']}] loss {stats['loss']:.4f} "
                   f"triplets {stats['triplets']:.0f} " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
                   + f" | {stats['seconds']:.1f}s train, {record['recluster_seconds']:.1f}s re-clustering",
                   flush=True)  # fmt: skip
             log_dc_epoch(writer, record, clustering)
-            save_checkpoint(world, checkpoint, config, state)
+        save_checkpoint(world, checkpoint, config, state)  # on every rank: it gathers each rank's random states
         if args.stop_after is not None and epoch + 1 - start_epoch >= args.stop_after and not last:
             if writer is not None:
                 writer.close()

@@ -49,7 +49,7 @@ from permgym.average_precision import average_precisions
 from permgym.data.images import ImageFolderClassification, ImageSet
 from permgym.data.synthetic_images import SyntheticObjects
 from permgym.data.voc import VOC2007
-from permgym.distributed import World, gather_per_rank, rng_states, set_rng_states
+from permgym.distributed import World, set_rng_states
 from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer, finetune, new_classifier, prepared
 from permgym.image_transfer import (
     TrainViews,
@@ -229,7 +229,7 @@ def finetune_trunk(trunk: torch.nn.Module, train: ImageSet, test: ImageSet, args
 
 def checkpoint(state: dict[str, Any], args: argparse.Namespace, world: World, out: Path) -> None:
     """Everything ``--resume`` needs, with the run's config and every rank's RNG states (call on every rank)."""
-    save_checkpoint(world, out / "checkpoint.pth", vars(args), {**state, "rng": gather_per_rank(rng_states())})
+    save_checkpoint(world, out / "checkpoint.pth", vars(args), state)
 
 
 def restore(args: argparse.Namespace, out: Path) -> dict[str, Any] | None:

@@ -7,8 +7,8 @@ One place for what a run does around its science:
   ``<out>.previous/``, so the new run starts in an empty folder and never mixes with the old run's files); an
   exclusive lock file (``.lock``, ``fcntl.flock``) held for the whole run makes a second concurrent run on the same
   folder refuse at once.
-* **Checkpoints** (:func:`save_checkpoint`, :func:`load_checkpoint`): one format, ``{"format", "config", ...}``,
-  storing the run's full config; resuming compares it with the new invocation's and refuses any difference in an
+* **Checkpoints** (:func:`save_checkpoint`, :func:`load_checkpoint`): one format, ``{"format", "config", "rng",
+  ...}``, storing the run's full config and every rank's random states; resuming compares it with the new invocation's and refuses any difference in an
   option that changes results, naming each option and both values (:func:`check_same_config`).
 * **Option parsing**: :func:`parse_key_value` (``KEY=VALUE``: the value as JSON if it parses, else the string),
   :class:`Presets` (named groups of defaults that fill options left unset, explicit flags win; their ``--help``
@@ -431,20 +431,25 @@ class RunFolder:
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
 def save_checkpoint(world: World, path: str | Path, config: Mapping[str, Any], state: Mapping[str, Any]) -> None:
-    """Write ``state`` with the run's ``config`` as one checkpoint, on rank 0, atomically.
+    """Write ``state`` with the run's ``config`` and every rank's random states as one checkpoint, on rank 0,
+    atomically. Call it on every rank: under torchrun it gathers the ranks' global RNG states.
+
+    The checkpoint's ``rng`` entry is ``gather_per_rank(rng_states())`` (one entry per rank, in rank order); a
+    resumed run restores its own with :func:`permgym.distributed.set_rng_states`, at the point where it continues.
 
     Args:
         world: only rank 0 writes.
         path: the checkpoint file (its folder is created).
         config: the run's full config (every option after presets), compared on resume by :func:`load_checkpoint`.
-        state: everything else the run needs to continue (weights, optimiser, RNG states, logs); must not use the
-            keys ``format`` and ``config``.
+        state: everything else the run needs to continue (weights, optimiser, logs); its keys ``format``, ``config``
+            and ``rng`` are replaced (a restored checkpoint may be passed back in).
     """
+    rng = gather_per_rank(rng_states())  # collective: before rank 0 alone goes on
     if not world.is_main:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_on_main(world, {**state, "format": CHECKPOINT_FORMAT, "config": dict(config)}, path)
+    save_on_main(world, {**state, "rng": rng, "format": CHECKPOINT_FORMAT, "config": dict(config)}, path)
 
 
 def check_same_config(saved: Mapping[str, Any], current: Mapping[str, Any], ignored: Iterable[str] = ()) -> None:
@@ -554,8 +559,7 @@ class Checkpointer:
             Interrupted: inside a stage, ``stop_after`` units are reached.
         """
         checkpoint = {"done": self.done, "updates": self.updates, "variant": variant, "stage": stage,
-                      "result": result, "state": state, "rng": gather_per_rank(rng_states()),
-                      "elapsed_s": self.total_seconds()}  # fmt: skip
+                      "result": result, "state": state, "elapsed_s": self.total_seconds()}  # fmt: skip
         save_checkpoint(self.world, self.path, self.config, checkpoint)
         if self.stop_after is not None and self.updates >= self.stop_after and stage is not None:
             raise Interrupted(f"stopped after {self.updates} {self.unit} (--stop-after); continue with --resume")

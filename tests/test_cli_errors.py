@@ -55,6 +55,7 @@ CASES = [
     ("agents.train", ["--env-kwargs", "colour=red"], "--env-kwargs: unknown config option(s) colour"),
     ("agents.train", ["--env-id", "Nope-v0"], "--env-id 'Nope-v0': Environment `Nope` doesn't exist"),
     ("agents.train", ["--n-envs", "0"], "--n-envs must be >= 1, got 0"),
+    ("agents.train", ["--learning-rate", "nan"], "--learning-rate must be > 0, got nan"),
     ("agents.evaluate", ["--ppo-episodes", "-1"], "--ppo-episodes must be >= 1, got -1"),
     ("agents.evaluate", ["--benchmarks", "{tmp}/empty"], "--benchmarks '{tmp}/empty' is a folder"),
     ("agents.evaluate", ["--env-kwargs", "batch_size=3.7"], "config option batch_size must be of type int, got 3.7"),

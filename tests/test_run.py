@@ -168,6 +168,7 @@ def test_checkpoints_store_the_config_and_refuse_changed_options(tmp_path: Path)
     assert not (tmp_path / "rank1.pth").exists()  # only rank 0 writes
     state = load_checkpoint(path, {**config, "threads": 4}, ignored=("threads",))
     assert torch.equal(state["weights"], torch.ones(2)) and state["config"] == config
+    assert len(state["rng"]) == 1 and set(state["rng"][0]) == {"torch", "cuda", "numpy", "python"}  # one per rank
     message = "--resume with options that change results (lr: checkpoint 0.1, now 0.2; seed: checkpoint 0, now 1)"
     with pytest.raises(RunError, match=re.escape(message)):
         load_checkpoint(path, {**config, "seed": 1, "lr": 0.2})

@@ -12,6 +12,7 @@ import torch
 
 from permgym.data import HMDB51, UCF101, VideoDecodeError, VideoFolder, VideoReader, read_frames, sample_indices
 from permgym.data import video as video_module
+from permgym.data.folder import FolderSplit
 from permgym.data.ucf101 import parse_class_index, parse_split_list
 from tests.video_fixtures import (
     HMDB_CLASSES,
@@ -318,6 +319,8 @@ def test_hmdb51_reads_the_official_split_files(tmp_path: Path) -> None:
     assert train[1][0].shape == (2, 3, 48, 64) and train[1][1] == 1
     with pytest.raises(FileNotFoundError, match=re.escape(f"no HMDB51 split files '*_test_split1.txt' in '{root}'")):
         HMDB51(root, root)
+    with pytest.raises(ValueError, match=re.escape("split must be 1, 2 or 3 (the official HMDB51 splits), got 0")):
+        HMDB51(root, annotations, split=0)
 
 
 def test_video_folder_reads_every_container(folder: Path) -> None:
@@ -329,6 +332,16 @@ def test_video_folder_reads_every_container(folder: Path) -> None:
     assert clips.shape == (4, 3, 3, 16, 16) and labels.dtype == torch.int64
     with pytest.raises(FileNotFoundError, match="VideoFolder found no videos"):
         VideoFolder(folder / "a")
+
+
+def test_folder_split_holds_out_every_fifth_video_of_each_class_with_the_folder_clips(folder: Path) -> None:
+    whole = VideoFolder(folder, frames=3, size=(16, 16), target_fps=5.0)
+    train, test = FolderSplit(whole, train=True), FolderSplit(whole, train=False)
+    assert sorted(train.videos + test.videos) == sorted(whole.videos)
+    assert test.videos == [whole.videos[4], whole.videos[9]] and test.labels.tolist() == [0, 1]
+    assert train.clip_options() == test.clip_options() == whole.clip_options()
+    assert test[0][0].shape == (3, 3, 16, 16)
+    assert test.config() == {**whole.config(), "dataset": "FolderSplit", "part": "test", "test_every": 5}
 
 
 def test_bad_videos_are_skipped_counted_and_substituted(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from permgym.data.build import VIDEO_DATASETS, build_video_dataset
 from permgym.data.cache import load_or_build_cache
 from permgym.data.video import BACKENDS
 from permgym.data.video_dataset import VideoClipDataset
-from permgym.run import require_at_least, run_cli
+from permgym.run import require_at_least, require_positive, run_cli
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -84,8 +84,7 @@ def make_dataset(args: argparse.Namespace) -> VideoClipDataset:
         raise ValueError(f"--size takes one value (square) or two (HEIGHT WIDTH), each >= 1, got {args.size}")
     require_at_least(args, 1, "frames")
     require_at_least(args, 0, "workers")
-    if args.fps is not None and not args.fps > 0:
-        raise ValueError(f"--fps must be > 0, got {args.fps}")
+    require_positive(args, "fps")
     return build_video_dataset(args.dataset, args.root, args.annotations, split=args.split,
                                train=args.subset == "train", frames=args.frames, size=(args.size[0], args.size[-1]),
                                target_fps=args.fps, backend=args.backend)  # fmt: skip
