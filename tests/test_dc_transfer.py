@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -16,10 +15,10 @@ from metric.model import build_backbone, resolve_init
 from permgym.models import build_trunk, save_trunk
 from permgym.run import default_workers, run_cli
 from tests.process_fixtures import free_ports
+from tests.script_loading import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "dc_transfer.py"
-sys.path.insert(0, str(SCRIPT.parent))  # the script imports its sibling experiments/reporting.py
 TINY = [
     "--quick",
     "--epochs",
@@ -44,15 +43,7 @@ TINY = [
 ]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("dc_transfer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dc_transfer"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-dc_transfer = _load_script()
+dc_transfer = load_script(SCRIPT, "dc_transfer")
 
 
 def _parse(*argv: str):
