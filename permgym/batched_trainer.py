@@ -22,9 +22,11 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from permgym import grouped_net
 from permgym.config import PermSamplingConfig
 from permgym.models import OrderingNet, per_permutation_statistics
 from permgym.trainer import OrderingLoss, OrderingTrainer, UpdateStats
@@ -70,6 +72,7 @@ class BatchedTrainer:
         self.device = like.device
         self.perms = {name: bank.perms.to(self.device) for name, bank in like.banks.items()}
         self._structure = like.model
+        self.grouped = grouped_net.supports_grouped(like.model)
         self._modules: tuple[OrderingLoss, _Scorer] | None = None
 
         def zeros(t: torch.Tensor) -> torch.Tensor:
@@ -142,20 +145,13 @@ class BatchedTrainer:
             Per slot, the statistics the single trainer reports.
         """
         index = self._index(slots)
-        loss_module, _ = self._templates()
-        loss_module.train()
         params = self._select(self.params, index)
         buffers = self._select(self.buffers, index)  # a copy when selecting: written back below
         stacked = {t: torch.stack([e[t] for e in elements]).to(self.device) for t in elements[0]}
         rows = {t: torch.stack([p[t] for p in perm_index]).to(self.device) for t in perm_index[0]}
         total = sum(len(r) for r in perm_index[0].values())
-
-        def loss_fn(p: dict, b: dict, e: dict, r: dict) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-            state = {f"model.{n}": v for n, v in {**p, **b}.items()}
-            loss, task_sums = functional_call(loss_module, state, (e, r, total))
-            return loss, (loss.detach(), task_sums)
-
-        grads, (loss, task_sums) = vmap(grad(loss_fn, has_aux=True))(params, buffers, stacked, rows)
+        gradients = self._grouped_gradients if self.grouped else self._vmap_gradients
+        grads, loss, task_sums = gradients(params, buffers, stacked, rows, total)
         with torch.no_grad():
             if index is not None:
                 for n, b in buffers.items():
@@ -174,6 +170,52 @@ class BatchedTrainer:
             task_loss = dict(zip(stacked, task_means, strict=True))
             stats.append(UpdateStats(loss_value, norm_value, ratio_value, finite, task_loss))
         return stats
+
+    def _grouped_gradients(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        elements: dict[str, torch.Tensor],
+        rows: dict[str, torch.Tensor],
+        total: int,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Per-slot gradients, loss ``[N]`` and task sums ``[N, tasks]`` of :class:`OrderingLoss`, by the grouped
+        forward of :mod:`permgym.grouped_net` and one ordinary backward pass (slots share no weight, so the
+        gradient of the summed loss is each slot's own)."""
+        leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+        model = self._structure
+        loss = torch.zeros(len(next(iter(rows.values()))), device=self.device)
+        task_sums = []
+        for task, natural in elements.items():
+            features = grouped_net.element_features(model, leaves, buffers, natural, training=True)
+            logits = grouped_net.classify_ordered(model, leaves, features, self.perms[task][rows[task]], task)
+            per_sample = F.cross_entropy(logits.flatten(0, 1).float(), rows[task].flatten(), reduction="none")
+            task_sum = per_sample.view(logits.shape[:2]).sum(1)
+            loss = loss + task_sum / total
+            task_sums.append(task_sum.detach())
+        grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
+        return dict(zip(leaves, grads, strict=True)), loss.detach(), torch.stack(task_sums, dim=1)
+
+    def _vmap_gradients(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        elements: dict[str, torch.Tensor],
+        rows: dict[str, torch.Tensor],
+        total: int,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """As :meth:`_grouped_gradients`, for any network: ``vmap`` of ``grad`` over ``functional_call`` of the
+        trainer's own :class:`OrderingLoss`."""
+        loss_module, _ = self._templates()
+        loss_module.train()
+
+        def loss_fn(p: dict, b: dict, e: dict, r: dict) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+            state = {f"model.{n}": v for n, v in {**p, **b}.items()}
+            loss, task_sums = functional_call(loss_module, state, (e, r, total))
+            return loss, (loss.detach(), task_sums)
+
+        grads, (loss, task_sums) = vmap(grad(loss_fn, has_aux=True))(params, buffers, elements, rows)
+        return grads, loss, task_sums
 
     def _optimizer_step(
         self, index: torch.Tensor | None, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]
@@ -242,22 +284,38 @@ class BatchedTrainer:
         """Per slot, what :meth:`OrderingTrainer.validate` returns: per task ``loss [K]``, ``accuracy [K]`` and
         ``confusion [K, K]`` (on the CPU) of the slot's validation batch in every bank permutation."""
         index = self._index(slots)
-        _, scorer = self._templates()
-        scorer.eval()
-        weights = {**self._select(self.params, index), **self._select(self.buffers, index)}
-        state = {f"model.{n}": v for n, v in weights.items()}
+        params, buffers = self._select(self.params, index), self._select(self.buffers, index)
         results: list[dict[str, dict[str, torch.Tensor]]] = [{} for _ in slots]
         for task, perms in self.perms.items():
-
-            def score(s: dict, e: torch.Tensor, task: str = task, perms: torch.Tensor = perms) -> dict[str, Any]:
-                logits = functional_call(scorer, s, (e, perms, task)).float()
-                return per_permutation_statistics(logits)
-
-            stats = vmap(score)(state, self._select_one(self.val_elements[task], index))
-            stats = {k: v.cpu() for k, v in stats.items()}
+            elements = self._select_one(self.val_elements[task], index)
+            if self.grouped:
+                logits = grouped_net.score_all_permutations(self._structure, params, buffers, elements, perms, task)
+                per_slot = [per_permutation_statistics(x.float()) for x in logits]
+                stats = {k: torch.stack([s[k] for s in per_slot]).cpu() for k in per_slot[0]}
+            else:
+                stats = self._vmap_statistics(params, buffers, elements, perms, task)
             for j, result in enumerate(results):
                 result[task] = {k: v[j] for k, v in stats.items()}
         return results
+
+    def _vmap_statistics(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        elements: torch.Tensor,
+        perms: torch.Tensor,
+        task: str,
+    ) -> dict[str, torch.Tensor]:
+        """Stacked :func:`per_permutation_statistics` of every slot, by ``vmap`` over ``functional_call``."""
+        _, scorer = self._templates()
+        scorer.eval()
+        state = {f"model.{n}": v for n, v in {**params, **buffers}.items()}
+
+        def score(s: dict, e: torch.Tensor) -> dict[str, Any]:
+            logits = functional_call(scorer, s, (e, perms, task)).float()
+            return per_permutation_statistics(logits)
+
+        return {k: v.cpu() for k, v in vmap(score)(state, elements).items()}
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
