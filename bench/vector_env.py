@@ -24,19 +24,32 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
-from common import machine_info, publish
+from common import machine_info, median_seconds, publish
+from torch.profiler import ProfilerActivity, profile, record_function
+from torch.utils.flop_counter import FlopCounterMode
 
 import permgym  # noqa: F401  (registers the ids)
+from permgym.env import PermSamplingEnv
+from permgym.observation import observation_slices
+from permgym.vector_env import PermSamplingVectorEnv
 
 HEADING = "## Batched vector env (bench/vector_env.py)"
 KINDS = ("batched", "sync", "async")
 MODES = {"batched": "vector_entry_point", "sync": "sync", "async": "async"}
 MIN_VECTOR_STEPS = 2
+#: Parts of a step in the profile table: profiler ranges the worker wraps around calls, then op names (self time).
+PARTS = ("data sampling", "convolutions", "BatchNorm", "linear layers", "optimiser", "other")
+_OPS = {
+    "convolutions": ("aten::mkldnn_convolution", "aten::convolution_backward"),
+    "BatchNorm": ("aten::native_batch_norm", "aten::native_batch_norm_backward"),
+    "linear layers": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+}
 
 
 def run_worker(spec: dict) -> dict:
@@ -56,6 +69,109 @@ def run_worker(spec: dict) -> dict:
     seconds = time.perf_counter() - start
     envs.close()
     return {"seconds": seconds, "env_steps": n * spec["steps"], "obs": obs.tolist()}
+
+
+def _in_range(owner: object, method: str, label: str) -> None:
+    """Wrap ``owner.method`` in a profiler range named ``label`` (an instance attribute; the class is untouched)."""
+    inner = getattr(owner, method)
+
+    def wrapped(*args: object, **kwargs: object) -> object:
+        with record_function(label):
+            return inner(*args, **kwargs)
+
+    setattr(owner, method, wrapped)
+
+
+def _shares(step: Callable[[], None], repeats: int) -> dict[str, float]:
+    """Share of each part of :data:`PARTS` in the CPU time of ``repeats`` calls of ``step`` (torch.profiler)."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    ranges = {e.key: e.cpu_time_total for e in events}
+    parts = {"data sampling": ranges.get("data sampling", 0.0), "optimiser": ranges.get("optimiser", 0.0)}
+    for part, names in _OPS.items():
+        parts[part] = sum(e.self_cpu_time_total for e in events if e.key in names)
+    parts["other"] = total - sum(parts.values())
+    return {part: parts[part] / total for part in PARTS}
+
+
+def _single(channels_last: bool) -> tuple[PermSamplingEnv, Callable[[], None]]:
+    """A reset default-preset env (no episode end during the run) whose trainer's calls are profiler ranges."""
+    env = PermSamplingEnv(steps_per_episode=10**6)
+    env.reset(seed=0)
+    trainer = env.trainer
+    assert trainer is not None
+    if channels_last:
+        trainer.model.to(memory_format=torch.channels_last)
+    _in_range(trainer, "sample_batch", "data sampling")
+    _in_range(trainer.optimizer, "step", "optimiser")
+    action = np.zeros(env.action_space.shape, dtype=np.float32)
+    return env, lambda: env.step(action)
+
+
+def _batched(n: int) -> tuple[PermSamplingVectorEnv, Callable[[], None]]:
+    envs = PermSamplingVectorEnv(n, steps_per_episode=10**6)
+    envs.reset(seed=0)
+    for env in envs.envs:
+        _in_range(env.trainer, "sample_batch", "data sampling")
+    _in_range(envs.trainer, "_optimizer_step", "optimiser")
+    actions = np.zeros(envs.action_space.shape, dtype=np.float32)
+    return envs, lambda: envs.step(actions)
+
+
+def _drift(steps: int) -> dict[str, list[float]]:
+    """Max abs observation difference from the single env after 1 and after ``steps`` seeded steps (first value: all
+    features after step 1; then the held-out loss block and all features after the last step), for sub-env 0 of a
+    batched env of N=2 and for the yardstick of pure float32 rounding, the single env with its CNN in channels_last
+    memory."""
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, 24)).astype(np.float32)
+
+    def rollout(kind: str) -> np.ndarray:
+        if kind == "batched":
+            envs = PermSamplingVectorEnv(2)
+            envs.reset(seed=0)
+            return np.stack([envs.step(np.stack([a, a]))[0][0] for a in actions])
+        env = PermSamplingEnv()
+        env.reset(seed=0)
+        if kind == "channels_last":
+            env.trainer.model.to(memory_format=torch.channels_last)
+        return np.stack([env.step(a)[0] for a in actions])
+
+    single = rollout("single")
+    loss = observation_slices({"temporal": 24})["temporal"]["val_loss"]
+    out = {}
+    for kind in ("batched", "channels_last"):
+        diff = np.abs(rollout(kind) - single)
+        out[kind] = [float(diff[0].max()), float(diff[-1, loss].max()), float(diff[-1].max())]
+    return out
+
+
+def profile_worker(spec: dict) -> dict:
+    """Per-part costs of a single-env step and of a batched step (``spec["n"]`` sub-envs), FLOPs, the core's sgemm
+    rate and the trajectory drift; runs inside a ``--worker`` process with one thread."""
+    torch.set_num_threads(1)
+    n, repeats = spec["n"], spec["repeats"]
+    kinds = {"single": _single(False), "single, channels_last": _single(True), "batched": _batched(n)}
+    per_env = {"single": 1, "single, channels_last": 1, "batched": n}
+    for _, step in kinds.values():
+        step()  # warm-up
+    wall: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(repeats):  # interleaved, so that load changes hit every kind alike
+        for kind, (_, step) in kinds.items():
+            wall[kind].append(median_seconds(step, 1, warmup=0) / per_env[kind])
+    result: dict = {"wall_ms": {k: 1e3 * float(np.median(v)) for k, v in wall.items()}}
+    result["shares"] = {kind: _shares(step, max(1, repeats // per_env[kind])) for kind, (_, step) in kinds.items()}
+    result["gflop"] = {}
+    for kind, (_, step) in kinds.items():
+        with FlopCounterMode(display=False) as counter:
+            step()
+        result["gflop"][kind] = counter.get_total_flops() / 1e9 / per_env[kind]
+    a, b = torch.randn(4096, 576), torch.randn(576, 64)
+    result["sgemm_gflops"] = 2 * 4096 * 576 * 64 / median_seconds(lambda: a @ b, 20) / 1e9
+    result["drift"], result["drift_steps"] = _drift(spec["drift_steps"]), spec["drift_steps"]
+    return result
 
 
 def launch(specs: list[dict]) -> list[dict]:
@@ -81,6 +197,55 @@ def rate(result: dict) -> float:
     return result["env_steps"] / result["seconds"]
 
 
+def profile_lines(prof: dict, n: int) -> list[str]:
+    """The per-part cost table, the compute-bound argument and the trajectory-drift table, as Markdown lines."""
+    kinds = list(prof["wall_ms"])
+    header = " | ".join(k if k != "batched" else f"batched N={n}, per env" for k in kinds)
+    lines = [
+        "",
+        "Where a step's time goes (one process, 1 thread; `profile` worker): ms per env step, wall clock (median of "
+        "steps interleaved across the kinds), split by the torch.profiler share of each part (self CPU time of the "
+        "convolution, BatchNorm and matmul kernels forward and backward; ranges around data sampling and the "
+        "optimiser step; other = Python, element-wise ops, copies, statistics). GFLOP per env step from "
+        '`torch.utils.flop_counter` (forward + backward + validation). "single, channels_last" is the single env '
+        "with its CNN in channels_last memory (not the default): the part of the batched env's gain that is memory "
+        "layout, not batching.",
+        "",
+        f"| part | {header} |",
+        "|---|" + "---:|" * len(kinds),
+    ]
+    for part in PARTS:
+        cells = " | ".join(f"{prof['wall_ms'][k] * prof['shares'][k][part]:.1f}" for k in kinds)
+        lines.append(f"| {part} | {cells} |")
+    lines += [
+        "| **total** | " + " | ".join(f"**{prof['wall_ms'][k]:.1f}**" for k in kinds) + " |",
+        "| GFLOP per env step | " + " | ".join(f"{prof['gflop'][k]:.2f}" for k in kinds) + " |",
+        "| GFLOP/s achieved | "
+        + " | ".join(f"{prof['gflop'][k] / prof['wall_ms'][k] * 1e3:.1f}" for k in kinds)
+        + " |",
+        "",
+        f"For scale: a float32 matrix product of the size of the third convolution (4096 x 576 x 64) runs at "
+        f"{prof['sgemm_gflops']:.1f} GFLOP/s on one core of this machine in the same process.",
+    ]
+    drift = prof["drift"]
+    lines += [
+        "",
+        "Trajectory agreement: max abs observation difference from the single env (same seed 0 and seeded actions, "
+        f"{prof['drift_steps']} steps). The yardstick is the same single env with its CNN in "
+        "channels_last memory, which changes nothing but float32 summation order:",
+        "",
+        "| run | after step 1 | held-out loss block, last step | all features, last step |",
+        "|---|---:|---:|---:|",
+    ]
+    for kind, label in (
+        ("batched", "batched env, sub-env 0 of N=2"),
+        ("channels_last", "yardstick: single env, channels_last"),
+    ):
+        first, loss, last = drift[kind]
+        lines.append(f"| {label} | {first:.1e} | {loss:.1e} | {last:.1e} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8, 16], help="N values (default: 1 4 8 16)")
@@ -88,11 +253,18 @@ def main() -> None:
                         "(default: 8)")  # fmt: skip
     parser.add_argument("--pair-size", type=int, default=4, help="N of the two-process runs (default: 4)")
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)), help="C (default: all usable)")
+    parser.add_argument("--profile-size", type=int, default=8, help="N of the batched env in the per-part "
+                        "profile (default: 8)")  # fmt: skip
+    parser.add_argument("--profile-repeats", type=int, default=8, help="interleaved timed steps of each kind in the "
+                        "profile (default: 8)")  # fmt: skip
+    parser.add_argument("--drift-steps", type=int, default=8, help="steps of the trajectory-drift rollouts "
+                        "(default: 8)")  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_worker(json.loads(args.worker))))
+        spec = json.loads(args.worker)
+        print(json.dumps(profile_worker(spec) if spec["kind"] == "profile" else run_worker(spec)))
         return
     info = machine_info()
     c = args.cores
@@ -110,32 +282,30 @@ def main() -> None:
         threads: launch([{"kind": "sync", "n": 1, "threads": threads, "steps": args.env_steps}] * 2)
         for threads in (1, c)
     }
+    prof = launch([{"kind": "profile", "n": args.profile_size, "repeats": args.profile_repeats,
+                    "drift_steps": args.drift_steps}])[0]  # fmt: skip
     load_end = os.getloadavg()[0]
 
     lines = [
         HEADING,
         "",
-        f"Command: `python bench/vector_env.py --env-steps {args.env_steps} --pair-size {n_pair} --cores {c}`. "
-        f"Machine: {info}; load average {load_end:.1f} at the end (other jobs shared the machine: compare the "
-        "ratios, all measured in this run). Default preset (`PermSampling-v0`: tiny trunk, batch 32, 4 updates and "
-        "one all-K validation per step). Each cell: one fresh process (AsyncVectorEnv: plus N workers), 1 untimed "
-        f"vector step, then max({MIN_VECTOR_STEPS}, {args.env_steps} / N) timed vector steps; total env steps/s = N x "
-        "vector steps / seconds. Threads: `torch_threads` of the batched env and SyncVectorEnv (one process), 1 per "
-        "AsyncVectorEnv worker.",
+        f"Command: `python bench/vector_env.py --env-steps {args.env_steps} --pair-size {n_pair} --cores {c} "
+        f"--profile-size {args.profile_size}`. Machine: {info}; load average {load_end:.1f} at the end (other jobs "
+        "may share the machine: compare the ratios, all measured in this run). Default preset (`PermSampling-v0`: "
+        "tiny trunk, batch 32, 4 updates and one all-K validation per step). Each cell: one fresh process "
+        f"(AsyncVectorEnv: plus N workers), 1 untimed vector step, then max({MIN_VECTOR_STEPS}, {args.env_steps} / N) "
+        "timed vector steps; total env steps/s = N x vector steps / seconds. Threads: `torch_threads` of the batched "
+        "env and SyncVectorEnv (one process), 1 per AsyncVectorEnv worker.",
         "",
         f"| N | batched, 1 thread | batched, {c} threads | SyncVectorEnv, 1 thread | AsyncVectorEnv, N workers | "
-        "best batched / Async | max abs obs diff batched vs Sync |",
+        "best batched / Async | batched 1 thread / Sync |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in args.sizes:
-        b1, bc, s, a = (table[k, t, n] for k, t in columns)
-        best = max(rate(b1), rate(bc))
-        diff = float(np.abs(np.asarray(b1["obs"]) - np.asarray(s["obs"])).max())
-        lines.append(
-            f"| {n} | {rate(b1):.2f} | {rate(bc):.2f} | {rate(s):.2f} | {rate(a):.2f} | {best / rate(a):.2f}x | "
-            f"{diff:.1e} |"
-        )
+        b1, bc, s, a = (rate(table[k, t, n]) for k, t in columns)
+        lines.append(f"| {n} | {b1:.2f} | {bc:.2f} | {s:.2f} | {a:.2f} | {max(b1, bc) / a:.2f}x | {b1 / s:.2f}x |")
     pair_rates = {kind: sum(rate(r) for r in results) for kind, results in pairs.items()}
+    over = {threads: sum(rate(r) for r in results) for threads, results in oversubscribed.items()}
     lines += [
         "",
         f"Two processes sharing the {c} cores, each a vector env of N={n_pair} with `torch_threads=1` (total env "
@@ -149,10 +319,10 @@ def main() -> None:
         "Two processes of one env each (total env steps/s): per-env `torch_threads=1` against torch's default of one "
         "thread per core in each:",
         "",
-        "| torch_threads=1 | " + f"torch_threads={c} (default threads) | ratio |",
+        f"| torch_threads=1 | torch_threads={c} (default threads) | ratio |",
         "|---:|---:|---:|",
-        f"| {sum(rate(r) for r in oversubscribed[1]):.2f} | {sum(rate(r) for r in oversubscribed[c]):.2f} | "
-        f"{sum(rate(r) for r in oversubscribed[1]) / sum(rate(r) for r in oversubscribed[c]):.1f}x |",
+        f"| {over[1]:.2f} | {over[c]:.2f} | {over[1] / over[c]:.1f}x |",
+        *profile_lines(prof, args.profile_size),
     ]
     if 8 in args.sizes:
         ratio = max(rate(table["batched", 1, 8]), rate(table["batched", c, 8])) / rate(table["async", 1, 8])

@@ -1,14 +1,15 @@
-"""N ordering CNNs stacked into batched tensors: one vmapped call updates or validates all of them.
+"""N ordering CNNs stacked into batched tensors: one call updates or validates all of them.
 
 :class:`BatchedTrainer` holds the weights, BatchNorm statistics and optimiser state of ``N`` slots, each the CNN of
-one :class:`~permgym.trainer.OrderingTrainer` (which keeps its data order, augmentation and permutation draws). An
-update runs ``torch.func.vmap`` over ``torch.func.functional_call`` of the trainer's own :class:`OrderingLoss`, so
-the forward pass is the single trainer's code, batched (a convolution over N weight sets becomes one grouped
-convolution); ``torch.func.grad`` gives each slot its gradients. BatchNorm runs in training mode under ``vmap``: the
-running statistics are batched buffers, updated in place per slot. The optimiser step (AdamW or SGD with momentum)
-is written out here over the stacked tensors with a step count per slot, following ``torch.optim``'s single-tensor
-implementation term by term, so slot ``i`` follows the trainer it adopted as if that trainer had run alone (within
-float32 rounding: grouped and single convolutions sum in different orders).
+one :class:`~permgym.trainer.OrderingTrainer` (which keeps its data order, augmentation and permutation draws). For
+the sequential conv trunks (``tiny``, ``caffenet``) an update runs the forward pass of :mod:`permgym.stacked_net`
+(the trunk slot by slot with the single network's kernels, the heads as batched matrix products) and one ordinary
+backward pass; other trunks (``resnet18``) run ``torch.func.vmap`` of ``torch.func.grad`` over
+``torch.func.functional_call`` of the trainer's own :class:`OrderingLoss`. BatchNorm running statistics are stacked
+buffers, updated in place per slot. The optimiser step (AdamW or SGD with momentum) is written out here over the
+stacked tensors with a step count per slot, following ``torch.optim``'s single-tensor implementation term by term,
+so slot ``i`` follows the trainer it adopted as if that trainer had run alone, within float32 rounding (memory
+layout and batched products sum in other orders; ``tests/test_vector_env.py`` states the tolerance).
 
 Each adopted trainer's model parameters and buffers are re-pointed at its slot (views of the stacks), so
 ``trainer.model`` always shows the current weights; its own ``torch.optim`` optimiser is not used (its state stays
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from permgym import grouped_net
+from permgym import stacked_net
 from permgym.config import PermSamplingConfig
 from permgym.models import OrderingNet, per_permutation_statistics
 from permgym.trainer import OrderingLoss, OrderingTrainer, UpdateStats
@@ -72,7 +73,7 @@ class BatchedTrainer:
         self.device = like.device
         self.perms = {name: bank.perms.to(self.device) for name, bank in like.banks.items()}
         self._structure = like.model
-        self.grouped = grouped_net.supports_grouped(like.model)
+        self.stacked = stacked_net.supports_stacked(like.model)
         self._modules: tuple[OrderingLoss, _Scorer] | None = None
 
         def zeros(t: torch.Tensor) -> torch.Tensor:
@@ -150,7 +151,7 @@ class BatchedTrainer:
         stacked = {t: torch.stack([e[t] for e in elements]).to(self.device) for t in elements[0]}
         rows = {t: torch.stack([p[t] for p in perm_index]).to(self.device) for t in perm_index[0]}
         total = sum(len(r) for r in perm_index[0].values())
-        gradients = self._grouped_gradients if self.grouped else self._vmap_gradients
+        gradients = self._stacked_gradients if self.stacked else self._vmap_gradients
         grads, loss, task_sums = gradients(params, buffers, stacked, rows, total)
         with torch.no_grad():
             if index is not None:
@@ -171,7 +172,7 @@ class BatchedTrainer:
             stats.append(UpdateStats(loss_value, norm_value, ratio_value, finite, task_loss))
         return stats
 
-    def _grouped_gradients(
+    def _stacked_gradients(
         self,
         params: dict[str, torch.Tensor],
         buffers: dict[str, torch.Tensor],
@@ -179,16 +180,16 @@ class BatchedTrainer:
         rows: dict[str, torch.Tensor],
         total: int,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Per-slot gradients, loss ``[N]`` and task sums ``[N, tasks]`` of :class:`OrderingLoss`, by the grouped
-        forward of :mod:`permgym.grouped_net` and one ordinary backward pass (slots share no weight, so the
+        """Per-slot gradients, loss ``[N]`` and task sums ``[N, tasks]`` of :class:`OrderingLoss`, by the
+        forward of :mod:`permgym.stacked_net` and one ordinary backward pass (slots share no weight, so the
         gradient of the summed loss is each slot's own)."""
         leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
         model = self._structure
         loss = torch.zeros(len(next(iter(rows.values()))), device=self.device)
         task_sums = []
         for task, natural in elements.items():
-            features = grouped_net.element_features(model, leaves, buffers, natural, training=True)
-            logits = grouped_net.classify_ordered(model, leaves, features, self.perms[task][rows[task]], task)
+            features = stacked_net.element_features(model, leaves, buffers, natural, training=True)
+            logits = stacked_net.classify_ordered(model, leaves, features, self.perms[task][rows[task]], task)
             per_sample = F.cross_entropy(logits.flatten(0, 1).float(), rows[task].flatten(), reduction="none")
             task_sum = per_sample.view(logits.shape[:2]).sum(1)
             loss = loss + task_sum / total
@@ -204,7 +205,7 @@ class BatchedTrainer:
         rows: dict[str, torch.Tensor],
         total: int,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """As :meth:`_grouped_gradients`, for any network: ``vmap`` of ``grad`` over ``functional_call`` of the
+        """As :meth:`_stacked_gradients`, for any network: ``vmap`` of ``grad`` over ``functional_call`` of the
         trainer's own :class:`OrderingLoss`."""
         loss_module, _ = self._templates()
         loss_module.train()
@@ -288,8 +289,8 @@ class BatchedTrainer:
         results: list[dict[str, dict[str, torch.Tensor]]] = [{} for _ in slots]
         for task, perms in self.perms.items():
             elements = self._select_one(self.val_elements[task], index)
-            if self.grouped:
-                logits = grouped_net.score_all_permutations(self._structure, params, buffers, elements, perms, task)
+            if self.stacked:
+                logits = stacked_net.score_all_permutations(self._structure, params, buffers, elements, perms, task)
                 per_slot = [per_permutation_statistics(x.float()) for x in logits]
                 stats = {k: torch.stack([s[k] for s in per_slot]).cpu() for k in per_slot[0]}
             else:

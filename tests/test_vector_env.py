@@ -221,3 +221,27 @@ def test_sb3_ppo_trains_on_the_batched_env() -> None:
     assert all(info["l"] == FAST["steps_per_episode"] for info in model.ep_info_buffer)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True))
     venv.close()
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+def test_both_batched_update_paths_equal_the_single_trainers_update(stacked: bool) -> None:
+    """The stacked forward (sequential conv trunks) and the vmap fallback (any trunk) give each slot the update its
+    own trainer would make: same loss, gradient norm, BatchNorm statistics and weights within float32 rounding (SGD,
+    linear in the gradient; Adam's first step would turn rounding in near-zero gradient entries into full steps, and
+    its arithmetic is pinned by test_batched_optimizer_step_equals_torch_optim)."""
+    envs = PermSamplingVectorEnv(2, **{**FAST, "optimizer": "sgd"})
+    envs.reset(seed=0)
+    assert envs.trainer is not None and envs.trainer.stacked  # the tiny trunk takes the stacked path by default
+    envs.trainer.stacked = stacked
+    reference = copy.deepcopy(envs.envs[1].trainer)
+    assert reference is not None
+    batches = [env.trainer.sample_batch() for env in envs.envs]
+    perms = [env.trainer.uniform_permutations() for env in envs.envs]
+    got = envs.trainer.update([0, 1], batches, perms)[1]
+    want = reference.update(batches[1], perms[1])
+    assert got.loss == pytest.approx(want.loss, abs=1e-5)
+    assert got.grad_norm == pytest.approx(want.grad_norm, rel=1e-3)
+    for name, p in reference.model.named_parameters():
+        torch.testing.assert_close(envs.trainer.params[name][1], p.detach(), atol=1e-7, rtol=1e-5)
+    for name, b in reference.model.named_buffers():
+        torch.testing.assert_close(envs.trainer.buffers[name][1], b, atol=1e-5, rtol=1e-4)

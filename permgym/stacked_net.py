@@ -1,20 +1,19 @@
-"""The forward pass of N ordering CNNs at once, as grouped convolutions and batched matrix products.
+"""The forward pass of N ordering CNNs whose weights are stacked, written out for ordinary autograd.
 
 :class:`~permgym.batched_trainer.BatchedTrainer` keeps the weights of ``N`` :class:`~permgym.models.OrderingNet`
 of one structure stacked (a leading slot dimension on every parameter and buffer). This module runs those ``N``
-networks in one call per layer, written out with plain ``torch.nn.functional`` so that ordinary autograd gives each
-slot its gradients (no ``torch.func.vmap``, whose batching rules for convolutions and BatchNorm take slow paths on
-the CPU):
+networks with plain ``torch.nn.functional`` calls, so that one ordinary backward pass gives each slot its gradients
+(no ``torch.func.vmap``, whose batching rules for convolutions and BatchNorm take slow paths on the CPU):
 
-* trunk activations are ``[M, N * C, H, W]`` in ``channels_last`` memory (``M`` images per slot, slot ``s`` owning
-  channels ``s * C .. s * C + C - 1``): a convolution is one grouped convolution (``groups = N * groups``), a
-  BatchNorm is ``F.batch_norm`` over the ``N * C`` channels (per channel statistics, so exactly per slot), and ReLU
-  and pooling are channel-wise already;
+* the trunk (convolutions, BatchNorm, ReLU, pooling) runs slot by slot in ``channels_last`` memory, with the single
+  network's kernels: it is almost all of a step's arithmetic, and on the CPU a grouped convolution over the slots
+  (one call for all N) measured slower (``bench/vector_env.py``, BENCHMARKS.md);
 * the projection and the fusion heads are ``torch.baddbmm`` over the slot dimension.
 
 Each slot computes what the single network computes on its inputs, in the same order of operations; only float32
-rounding differs (grouped and dense kernels sum in different orders). Trunks that are not a plain ``nn.Sequential``
-of convolutions, BatchNorm, ReLU and pooling (``resnet18``) are refused by :func:`supports_grouped`.
+rounding differs (memory layout and batched matrix products sum in other orders). Trunks that are not a plain
+``nn.Sequential`` of convolutions, BatchNorm, ReLU and pooling (``resnet18``) are refused by
+:func:`supports_stacked`.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ Tensors = dict[str, torch.Tensor]
 _CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Identity)
 
 
-def supports_grouped(model: OrderingNet) -> bool:
+def supports_stacked(model: OrderingNet) -> bool:
     """Whether :func:`element_features` can run ``model``'s structure (a sequential conv/BN/ReLU/pool trunk, no
     head dropout)."""
     body = model.trunk.body
@@ -57,31 +56,42 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
 
 
 def _trunk(model: OrderingNet, params: Tensors, buffers: Tensors, images: torch.Tensor, training: bool) -> torch.Tensor:
-    """``[N, M, 3, H, W]`` images -> ``[N, M, out_dim]`` trunk features of each slot's network."""
-    n, m = images.shape[:2]
-    x = images.transpose(0, 1).reshape(m, -1, *images.shape[3:]).contiguous(memory_format=torch.channels_last)
-    for index, layer in enumerate(model.trunk.body):
-        name = f"trunk.body.{index}"
-        if isinstance(layer, nn.Conv2d):
-            weight = params[f"{name}.weight"].flatten(0, 1)
-            bias = params[f"{name}.bias"].flatten() if layer.bias is not None else None
-            x = F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups * n)
-        elif isinstance(layer, nn.BatchNorm2d):
-            if training:
-                buffers[f"{name}.num_batches_tracked"].add_(1)
-            x = F.batch_norm(
-                x,
-                buffers[f"{name}.running_mean"].view(-1),
-                buffers[f"{name}.running_var"].view(-1),
-                params[f"{name}.weight"].flatten(),
-                params[f"{name}.bias"].flatten(),
-                training,
-                layer.momentum,
-                layer.eps,
-            )
-        else:
-            x = layer(x)
-    return x.reshape(m, n, -1).transpose(0, 1)  # a slot's channels are contiguous: [M, N, C * h * w]
+    """``[N, M, 3, H, W]`` images -> ``[N, M, out_dim]`` trunk features of each slot's network.
+
+    One slot at a time, in ``channels_last`` memory: on the CPU a grouped convolution over the N slots (one call for
+    all) measured slower than N ordinary ones, and a slot's activations stay in cache. BatchNorm running statistics
+    are views of the stacks, updated in place."""
+    layers = list(enumerate(model.trunk.body))
+    names = {i: f"trunk.body.{i}" for i, _ in layers}
+    slot_params = {n: p.unbind(0) for n, p in params.items() if n.startswith("trunk.")}
+    outputs = []
+    for s in range(images.shape[0]):
+        x = images[s].contiguous(memory_format=torch.channels_last)
+        for index, layer in layers:
+            name = names[index]
+            if isinstance(layer, nn.Conv2d):
+                weight = slot_params[f"{name}.weight"][s].contiguous(memory_format=torch.channels_last)
+                bias = slot_params[f"{name}.bias"][s] if layer.bias is not None else None
+                x = F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+            elif isinstance(layer, nn.BatchNorm2d):
+                x = F.batch_norm(
+                    x,
+                    buffers[f"{name}.running_mean"][s],
+                    buffers[f"{name}.running_var"][s],
+                    slot_params[f"{name}.weight"][s],
+                    slot_params[f"{name}.bias"][s],
+                    training,
+                    layer.momentum,
+                    layer.eps,
+                )
+            else:
+                x = layer(x)
+        outputs.append(x.flatten(1))
+    if training:
+        for index, layer in layers:
+            if isinstance(layer, nn.BatchNorm2d):
+                buffers[f"{names[index]}.num_batches_tracked"].add_(1)
+    return torch.stack(outputs)
 
 
 def element_features(
