@@ -1,10 +1,10 @@
 """N ordering CNNs stacked into batched tensors: one call updates or validates all of them.
 
 :class:`BatchedTrainer` holds the weights, BatchNorm statistics and optimiser state of ``N`` slots, each the CNN of
-one :class:`~permgym.trainer.OrderingTrainer` (which keeps its data order, augmentation and permutation draws). For
-the sequential conv trunks (``tiny``, ``caffenet``) an update runs the forward pass of :mod:`permgym.stacked_net`
-(the trunk slot by slot with the single network's kernels, the heads as batched matrix products) and one ordinary
-backward pass; other trunks (``resnet18``) run ``torch.func.vmap`` of ``torch.func.grad`` over
+one :class:`~permgym.trainer.OrderingTrainer` (which keeps its data order, augmentation and permutation draws). On
+the CPU, for the sequential conv trunks (``tiny``, ``caffenet``), an update runs the forward pass of
+:mod:`permgym.stacked_net` (the trunk slot by slot with the single network's kernels, the heads as batched matrix
+products) and one ordinary backward pass; other trunks (``resnet18``) and GPUs run ``torch.func.vmap`` of ``torch.func.grad`` over
 ``torch.func.functional_call`` of the trainer's own :class:`OrderingLoss`. BatchNorm running statistics are stacked
 buffers, updated in place per slot. The optimiser step (AdamW or SGD with momentum) is written out here over the
 stacked tensors with a step count per slot, following ``torch.optim``'s single-tensor implementation term by term,
@@ -73,7 +73,9 @@ class BatchedTrainer:
         self.device = like.device
         self.perms = {name: bank.perms.to(self.device) for name, bank in like.banks.items()}
         self._structure = like.model
-        self.stacked = stacked_net.supports_stacked(like.model)
+        # the stacked forward runs the trunk slot by slot: right on the CPU (compute-bound), while on a GPU vmap's
+        # grouped convolutions save N - 1 kernel launches per layer
+        self.stacked = self.device.type == "cpu" and stacked_net.supports_stacked(like.model)
         self._modules: tuple[OrderingLoss, _Scorer] | None = None
 
         def zeros(t: torch.Tensor) -> torch.Tensor:
