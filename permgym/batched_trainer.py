@@ -81,13 +81,24 @@ class BatchedTrainer:
         def zeros(t: torch.Tensor) -> torch.Tensor:
             return torch.zeros((num_slots, *t.shape), dtype=t.dtype, device=self.device)
 
-        self.params = {n: zeros(p) for n, p in like.model.named_parameters()}
+        self._shapes = {n: p.shape for n, p in like.model.named_parameters()}
+        #: All parameters of a slot in one row, so that the optimiser is a few operations on ``[N, P]`` tensors.
+        self.flat = torch.zeros((num_slots, sum(s.numel() for s in self._shapes.values())), device=self.device)
+        self.params = self._views(self.flat)
         self.buffers = {n: zeros(b) for n, b in like.model.named_buffers()}
         self.val_elements = {t: zeros(e) for t, e in like.val_elements.items()}
         moments = ("exp_avg", "exp_avg_sq") if config.optimizer == "adam" else ("momentum_buffer",)
-        self.optimizer_state = {m: {n: torch.zeros_like(p) for n, p in self.params.items()} for m in moments}
+        self.optimizer_state = {m: torch.zeros_like(self.flat) for m in moments}
         self.steps = torch.zeros(num_slots, dtype=torch.float64, device=self.device)
         self.trainers: list[OrderingTrainer | None] = [None] * num_slots
+
+    def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Parameter name -> ``[N, *shape]`` view of its columns of ``flat`` (``[N, P]``)."""
+        views, start = {}, 0
+        for n, shape in self._shapes.items():
+            views[n] = flat[:, start : start + shape.numel()].view(len(flat), *shape)
+            start += shape.numel()
+        return views
 
     # ------------------------------------------------------------------ slots
     def adopt(self, slot: int, trainer: OrderingTrainer) -> None:
@@ -101,8 +112,7 @@ class BatchedTrainer:
             for t, e in trainer.val_elements.items():
                 self.val_elements[t][slot].copy_(e)
             for state in self.optimizer_state.values():
-                for s in state.values():
-                    s[slot].zero_()
+                state[slot].zero_()
             self.steps[slot] = 0
         self.trainers[slot] = trainer
         self._link(slot)
@@ -159,7 +169,7 @@ class BatchedTrainer:
             if index is not None:
                 for n, b in buffers.items():
                     self.buffers[n].index_copy_(0, index, b)
-            grad_norm, ratio = self._optimizer_step(index, params, grads)
+            grad_norm, ratio = self._optimizer_step(index, grads)
             sizes = torch.tensor([len(perm_index[0][t]) for t in stacked], dtype=task_sums.dtype)
             report = torch.cat([loss[:, None], task_sums / sizes.to(task_sums.device), grad_norm[:, None],
                                 ratio[:, None].to(loss.dtype)], dim=1).tolist()  # fmt: skip
@@ -221,54 +231,45 @@ class BatchedTrainer:
         return grads, loss, task_sums
 
     def _optimizer_step(
-        self, index: torch.Tensor | None, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]
+        self, index: torch.Tensor | None, grads: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply each selected slot's optimiser step in place; returns per-slot gradient norm and update ratio.
 
+        Args:
+            index: the selected slots (``None``: all, in order).
+            grads: parameter name -> ``[len(index), *shape]`` gradients of the selected slots.
+
         Mirrors the single trainer: ``clip_grad_norm_(params, inf)`` (which multiplies the gradients by
         ``min(inf / (norm + 1e-6), 1)``, i.e. 1, or NaN when the norm is not finite), then ``torch.optim``'s
-        single-tensor AdamW or SGD.
+        single-tensor AdamW or SGD, term by term, on every parameter of a slot at once (one ``[N, P]`` row each).
         """
         c = self.config
-        norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads.values()])
-        grad_norm = torch.linalg.vector_norm(norms, dim=0)
-        coef = (math.inf / (grad_norm + 1e-6)).clamp(max=1.0)
-        steps = self.steps if index is None else self.steps[index]
-        steps = steps + 1
-        if index is None:
-            self.steps.copy_(steps)
+        g = torch.cat([grads[n].flatten(1) for n in self._shapes], dim=1)
+        p = self._select_one(self.flat, index)
+        state = {m: self._select_one(s, index) for m, s in self.optimizer_state.items()}
+        grad_norm = torch.linalg.vector_norm(g, dim=1)
+        g = g * (math.inf / (grad_norm + 1e-6)).clamp(max=1.0)[:, None]
+        steps = (self.steps if index is None else self.steps[index]) + 1
+        self._write(self.steps, index, steps)
+        if c.optimizer == "adam":
+            new = p * (1 - c.lr * c.weight_decay)
+            exp_avg = state["exp_avg"].lerp(g, 1 - _BETA1)
+            exp_avg_sq = state["exp_avg_sq"] * _BETA2 + (1 - _BETA2) * g * g
+            step_size = (c.lr / (1 - _BETA1**steps)).to(p.dtype)[:, None]
+            correction2_sqrt = (1 - _BETA2**steps).sqrt().to(p.dtype)[:, None]
+            new = new - step_size * (exp_avg / (exp_avg_sq.sqrt() / correction2_sqrt + _EPS))
+            updated = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
         else:
-            self.steps.index_copy_(0, index, steps)
-
-        def per_slot(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-            return x.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-        moved_sq = torch.zeros_like(grad_norm)
-        before_sq = torch.zeros_like(grad_norm)
-        for n, p in params.items():
-            g = grads[n] * per_slot(coef, grads[n])
-            state = {m: self._select_one(s[n], index) for m, s in self.optimizer_state.items()}
-            if c.optimizer == "adam":
-                new = p * (1 - c.lr * c.weight_decay)
-                exp_avg = state["exp_avg"].lerp(g, 1 - _BETA1)
-                exp_avg_sq = state["exp_avg_sq"] * _BETA2 + (1 - _BETA2) * g * g
-                step_size = c.lr / (1 - _BETA1**steps)
-                correction2_sqrt = (1 - _BETA2**steps).sqrt()
-                denom = exp_avg_sq.sqrt() / per_slot(correction2_sqrt, p) + _EPS
-                new = new - per_slot(step_size, p) * (exp_avg / denom)
-                updated = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
-            else:
-                d = g + c.weight_decay * p if c.weight_decay else g
-                if c.momentum:
-                    d = state["momentum_buffer"] * c.momentum + d  # a zero buffer makes step 1 the plain gradient
-                updated = {"momentum_buffer": d} if c.momentum else {}
-                new = p - c.lr * d
-            moved_sq += ((new - p) ** 2).flatten(1).sum(1)
-            before_sq += (p**2).flatten(1).sum(1)
-            self._write(self.params[n], index, new)
-            for m, value in updated.items():
-                self._write(self.optimizer_state[m][n], index, value)
-        return grad_norm, moved_sq.sqrt() / before_sq.sqrt().clamp_min(1e-12)
+            d = g + c.weight_decay * p if c.weight_decay else g
+            if c.momentum:
+                d = state["momentum_buffer"] * c.momentum + d  # a zero buffer makes step 1 the plain gradient
+            updated = {"momentum_buffer": d} if c.momentum else {}
+            new = p - c.lr * d
+        ratio = torch.linalg.vector_norm(new - p, dim=1) / torch.linalg.vector_norm(p, dim=1).clamp_min(1e-12)
+        self._write(self.flat, index, new)
+        for m, value in updated.items():
+            self._write(self.optimizer_state[m], index, value)
+        return grad_norm, ratio
 
     @staticmethod
     def _select_one(tensor: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
@@ -324,10 +325,12 @@ class BatchedTrainer:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_modules"] = None  # meta-device templates are rebuilt on use
+        del state["params"]  # views of flat, rebuilt on load (pickle would copy them apart)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.params = self._views(self.flat)
         for slot, trainer in enumerate(self.trainers):
             if trainer is not None:
                 self._link(slot)  # pickling copies the views apart: point the trainers at the stacks again

@@ -6,7 +6,9 @@ data order, augmentation, permutation draws, observation statistics and reward; 
 ``updates_per_step`` SGD updates and the validation pass) runs batched over the sub-envs, in
 :class:`~permgym.batched_trainer.BatchedTrainer`. So sub-env ``i`` follows the single env with the same seed and
 actions: equal draws, counts, flags and step numbers, and observations and rewards within float32 rounding of the
-batched convolutions (the tests bound the difference by ``1e-4`` over several steps and across an autoreset).
+batched compute (``tests/test_vector_env.py`` bounds the difference by ``1e-3`` over the first steps of an episode
+and across an autoreset). Over a whole episode the rounding grows, as it does for the single env itself when only
+its memory layout changes (``bench/vector_env.py`` measures both): the same environment, not a bit-for-bit replay.
 """
 
 from __future__ import annotations
@@ -196,6 +198,6 @@ class PermSamplingVectorEnv(VectorEnv):
         return tuple(env.render() for env in self.envs)
 
     def close_extras(self, **kwargs: Any) -> None:
-        for env in self.envs:
+        for env in getattr(self, "envs", ()):  # absent when __init__ refused its arguments
             env.close()
         self.trainer = None
