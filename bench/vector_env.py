@@ -298,11 +298,14 @@ def main() -> None:
     c = args.cores
     table: dict[tuple[str, int, int], dict] = {}
     columns = (("batched", 1), ("batched", c), ("sync", 1), ("async", 1))
+    loads: dict[int, tuple[float, float]] = {}
     for n in args.sizes:
         steps = max(MIN_VECTOR_STEPS, args.env_steps // n)
+        load_before = os.getloadavg()[0]
         for kind, threads in columns:
             table[kind, threads, n] = launch([{"kind": kind, "n": n, "threads": threads, "steps": steps}])[0]
             print(f"N={n} {kind} threads={threads}: {rate(table[kind, threads, n]):.2f} env steps/s", flush=True)
+        loads[n] = (load_before, os.getloadavg()[0])
     n_pair = args.pair_size
     steps_pair = max(MIN_VECTOR_STEPS, args.env_steps // n_pair)
     pairs = {kind: launch([{"kind": kind, "n": n_pair, "threads": 1, "steps": steps_pair}] * 2) for kind in KINDS}
@@ -326,12 +329,13 @@ def main() -> None:
         "env and SyncVectorEnv (one process), 1 per AsyncVectorEnv worker.",
         "",
         f"| N | batched, 1 thread | batched, {c} threads | SyncVectorEnv, 1 thread | AsyncVectorEnv, N workers | "
-        "best batched / Async | batched 1 thread / Sync |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "best batched / Async | batched 1 thread / Sync | load average before, after the row |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in args.sizes:
         b1, bc, s, a = (rate(table[k, t, n]) for k, t in columns)
-        lines.append(f"| {n} | {b1:.2f} | {bc:.2f} | {s:.2f} | {a:.2f} | {max(b1, bc) / a:.2f}x | {b1 / s:.2f}x |")
+        lines.append(f"| {n} | {b1:.2f} | {bc:.2f} | {s:.2f} | {a:.2f} | {max(b1, bc) / a:.2f}x | {b1 / s:.2f}x | "
+                     f"{loads[n][0]:.1f}, {loads[n][1]:.1f} |")  # fmt: skip
     pair_rates = {kind: sum(rate(r) for r in results) for kind, results in pairs.items()}
     over = {threads: sum(rate(r) for r in results) for threads, results in oversubscribed.items()}
     lines += [
