@@ -244,3 +244,25 @@ def test_both_batched_update_paths_equal_the_single_trainers_update(stacked: boo
         torch.testing.assert_close(envs.trainer.params[name][1], p.detach(), atol=1e-7, rtol=1e-5)
     for name, b in reference.model.named_buffers():
         torch.testing.assert_close(envs.trainer.buffers[name][1], b, atol=1e-5, rtol=1e-4)
+
+
+def test_sub_envs_replay_single_envs_whose_cnn_is_in_channels_last() -> None:
+    """On the CPU the batched trunk runs the single network's kernels in channels_last memory, so a sub-env follows a
+    single env whose CNN is in channels_last far more tightly than ATOL (only the batched heads' rounding differs);
+    against the default single env the gap is that memory layout's float32 summation order (bench/vector_env.py)."""
+    kwargs = {**FAST, "steps_per_episode": 5}
+    envs = PermSamplingVectorEnv(2, **kwargs)
+    obs, _ = envs.reset(seed=3)
+    singles = [PermSamplingEnv(**kwargs) for _ in range(2)]
+    for i, env in enumerate(singles):
+        np.testing.assert_array_equal(env.reset(seed=3 + i)[0], obs[i])
+        assert env.trainer is not None
+        env.trainer.model.to(memory_format=torch.channels_last)  # the optimiser keeps the same parameters
+    envs.action_space.seed(0)
+    for _ in range(kwargs["steps_per_episode"]):
+        actions = envs.action_space.sample()
+        obs, rewards, *_ = envs.step(actions)
+        for i, env in enumerate(singles):
+            single_obs, reward, *_ = env.step(actions[i])
+            np.testing.assert_allclose(obs[i], single_obs, atol=1e-5, rtol=0)
+            assert rewards[i] == pytest.approx(reward, abs=1e-5)
