@@ -261,8 +261,9 @@ def why_paragraph(prof: dict, async_speedup: float, cores: int) -> str:
         f"matmul kernels ({prof['gflop']['single']:.1f} GFLOP per env step, {achieved:.1f} GFLOP/s on one core, "
         f"{100 * achieved / prof['sgemm_gflops']:.0f}% of the core's rate on a plain matrix product of the trunk's "
         "size), and the batched env has the same arithmetic to do per env step; batching only saves per-call "
-        "overhead, which is the small 'other' and 'optimiser' rows. AsyncVectorEnv runs one env per core "
-        f"({async_speedup:.1f}x SyncVectorEnv here at N=8), so batched >= 3x Async on {cores} cores needs the batched "
+        f"overhead, which is the small 'other' and 'optimiser' rows. AsyncVectorEnv runs one env per core (up to "
+        f"{cores}x SyncVectorEnv on an idle machine; {async_speedup:.1f}x in this run at N=8, under the load shown), so "
+        f"batched >= 3x Async on {cores} cores needs the batched "
         f"env to do one env step per core in a third of the single env's time, at {3 * achieved:.0f} GFLOP/s per core "
         f"({300 * achieved / prof['sgemm_gflops']:.0f}% of the matrix-product rate), with small-channel "
         f"convolutions. Measured instead: {batched:.0f} ms per env step batched (N={prof['n']}, 1 thread) against "
@@ -336,6 +337,11 @@ def main() -> None:
         b1, bc, s, a = (rate(table[k, t, n]) for k, t in columns)
         lines.append(f"| {n} | {b1:.2f} | {bc:.2f} | {s:.2f} | {a:.2f} | {max(b1, bc) / a:.2f}x | {b1 / s:.2f}x | "
                      f"{loads[n][0]:.1f}, {loads[n][1]:.1f} |")  # fmt: skip
+    lines += [
+        "",
+        f"A row whose load average exceeds {c} (the cores) ran while other jobs took cores: its ratios are not "
+        "comparable with the other rows, and AsyncVectorEnv, which needs every core, suffers most.",
+    ]
     pair_rates = {kind: sum(rate(r) for r in results) for kind, results in pairs.items()}
     over = {threads: sum(rate(r) for r in results) for threads, results in oversubscribed.items()}
     lines += [
