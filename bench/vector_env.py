@@ -3,11 +3,14 @@
     .venv/bin/python bench/vector_env.py            # prints the tables and writes them into BENCHMARKS.md
 
 Every measurement runs in a fresh process (``--worker``), all in one run of this script, so that the ratios compare
-settings under the same machine load (the load average is recorded before and after). Each vector env is built from
-the default preset (``PermSampling-v0``), reset with seed 0, stepped once untimed, then timed over a fixed number of
-vector steps with the same seeded random actions for every kind; the observations of the last step are compared
-across kinds (they are the same trajectories up to float32 rounding, which Adam amplifies over steps; see
-``tests/test_vector_env.py``).
+settings under the same machine load (the load average is recorded at the start, around each row and at the end).
+Each vector env is built from the default preset (``PermSampling-v0``), reset with seed 0, stepped once untimed, then
+timed over a fixed number of vector steps with the same seeded random actions for every kind.
+
+A last ``profile`` worker (one process, one thread) splits a single-env step and a batched step into parts
+(torch.profiler), counts their FLOPs, times a matrix product of the trunk's size as the core's yardstick, and
+measures how far trajectories drift apart: batched vs single env, and the single env against itself with its CNN in
+channels_last memory (pure float32 summation order) as the calibration.
 
 Threads on C cores: the batched env at ``torch_threads`` 1 and C and SyncVectorEnv at 1, each one process;
 AsyncVectorEnv runs N worker processes with ``torch_threads=1``. "Two processes" runs two copies of a setting at once
@@ -65,10 +68,10 @@ def run_worker(spec: dict) -> dict:
     envs.step(actions[0])
     start = time.perf_counter()
     for action in actions[1:]:
-        obs, *_ = envs.step(action)
+        envs.step(action)
     seconds = time.perf_counter() - start
     envs.close()
-    return {"seconds": seconds, "env_steps": n * spec["steps"], "obs": obs.tolist()}
+    return {"seconds": seconds, "env_steps": n * spec["steps"]}
 
 
 def _in_range(owner: object, method: str, label: str) -> None:
