@@ -1,15 +1,15 @@
 """N ordering CNNs stacked into batched tensors: one call updates or validates all of them.
 
-:class:`BatchedTrainer` holds the weights, BatchNorm statistics and optimiser state of ``N`` slots, each the CNN of
-one :class:`~permgym.trainer.OrderingTrainer` (which keeps its data order, augmentation and permutation draws). On
-the CPU, for the sequential conv trunks (``tiny``, ``caffenet``), an update runs the forward pass of
-:mod:`permgym.stacked_net` (the trunk slot by slot with the single network's kernels, the heads as batched matrix
-products) and one ordinary backward pass; other trunks (``resnet18``) and GPUs run ``torch.func.vmap`` of
-``torch.func.grad`` over ``torch.func.functional_call`` of the trainer's own :class:`OrderingLoss`. BatchNorm
-running statistics are stacked buffers, updated in place per slot. The optimiser step (AdamW or SGD with momentum) is
-written out here over the stacked tensors with a step count per slot, following ``torch.optim``'s single-tensor implementation term by term,
-so slot ``i`` follows the trainer it adopted as if that trainer had run alone, within float32 rounding (memory
-layout and batched products sum in other orders; ``tests/test_vector_env.py`` states the tolerance).
+:class:`BatchedTrainer` holds the weights, BatchNorm statistics and optimiser state of ``N`` slots, each the CNN of one
+:class:`~permgym.trainer.OrderingTrainer` (which keeps its data order, augmentation and permutation draws). On the CPU,
+for the sequential conv trunks (``tiny``, ``caffenet``), an update runs the forward pass of :mod:`permgym.stacked_net`
+(the trunk slot by slot with the single network's kernels, the heads as batched matrix products) and one ordinary
+backward pass; other trunks (``resnet18``) and GPUs run ``torch.func.vmap`` of ``torch.func.grad`` over
+``torch.func.functional_call`` of the trainer's own :class:`OrderingLoss`. BatchNorm running statistics are stacked
+buffers, updated in place per slot. The optimiser step (AdamW or SGD with momentum) is written out here over the stacked
+tensors with a step count per slot, following ``torch.optim``'s single-tensor implementation term by term, so slot ``i``
+follows the trainer it adopted as if that trainer had run alone, within float32 rounding (memory layout and batched
+products sum in other orders; ``tests/test_vector_env.py`` states the tolerance).
 
 Each adopted trainer's model parameters and buffers are re-pointed at its slot (views of the stacks), so
 ``trainer.model`` always shows the current weights; its own ``torch.optim`` optimiser is not used (its state stays
