@@ -184,7 +184,9 @@ def evaluate_job(job: Job) -> dict[str, Any]:
         })  # fmt: skip
     result.update(heldout_ordering_metrics(env))
     c = env.unwrapped.config
-    data = load_probe_data(c.synthetic_classes, job.probe_videos, c.clip_frames, c.frame_size, c.data_seed)
+    data = load_probe_data(
+        c.synthetic_classes, job.probe_videos, c.clip_frames, c.frame_size, c.data_seed, c.synthetic_variant
+    )
     trunk = env.unwrapped.trainer.model.trunk
     probe = evaluate_trunk(trunk, data, image_size=c.element_size, epochs=job.probe_epochs)
     result.update({k: v for k, v in probe.items() if k in ("probe_top1", "retrieval_top1", "retrieval_top5")})

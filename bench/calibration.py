@@ -46,7 +46,9 @@ def run_seed(seed: int, env_kwargs: dict, probe_videos: int, probe_epochs: int) 
     env = PermSamplingEnv(env.config.replace(steps_per_episode=max(checkpoints)))
     sampler = StratifiedSampler(env, seed=seed)
     c = env.config
-    data = load_probe_data(c.synthetic_classes, probe_videos, c.clip_frames, c.frame_size, c.data_seed)
+    data = load_probe_data(
+        c.synthetic_classes, probe_videos, c.clip_frames, c.frame_size, c.data_seed, c.synthetic_variant
+    )
     obs, _ = env.reset(seed=seed)
     rows = []
     for step in range(max(checkpoints) + 1):

@@ -287,7 +287,7 @@ def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -
     """
     if args.dataset == "synthetic":
         return load_probe_data(ssl.synthetic_classes, ssl.synthetic_videos, ssl.clip_frames, ssl.frame_size,
-                               ssl.data_seed)  # fmt: skip
+                               ssl.data_seed, ssl.synthetic_variant)  # fmt: skip
     train, test = (build.open_frame_cache(args.dataset, args.root, args.annotations, cache_path(args, subset), world,
                                           subset=subset, split=args.split, frames=args.frames,
                                           frame_size=args.frame_size, workers=args.workers,

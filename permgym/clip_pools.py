@@ -41,7 +41,7 @@ def load_clip_pools(config: PermSamplingConfig) -> tuple[IndexedClips, IndexedCl
     if config.dataset == "synthetic":
         source = (
             "synthetic", config.synthetic_classes, config.synthetic_videos, config.clip_frames, config.frame_size,
-            config.data_seed,
+            config.data_seed, config.synthetic_variant,
         )  # fmt: skip
     else:
         source = ("cache", config.resolved_cache_path())
@@ -67,8 +67,8 @@ def _training_clips(source: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     if source[0] == "synthetic":
         from permgym.data.synthetic import SyntheticActions
 
-        _, classes, videos, frames, size, seed = source
-        data = SyntheticActions(classes, videos, frames, size, seed, split="train")
+        _, classes, videos, frames, size, seed, variant = source
+        data = SyntheticActions(classes, videos, frames, size, seed, split="train", variant=variant)
         return data.clips, data.labels
     from permgym.data.cache import FrameCache
 

@@ -18,6 +18,8 @@ TASKS = ("temporal", "spatial", "joint")
 ACTION_MODES = ("distribution", "per_sample", "discrete")
 REWARDS = ("val_loss_delta", "val_acc_delta", "uniform_relative")
 DATASETS = ("synthetic", "cache")
+#: SyntheticActions scene variants (see :mod:`permgym.data.synthetic`).
+SYNTHETIC_VARIANTS = ("classic", "decoys")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -31,6 +33,8 @@ class PermSamplingConfig:
         cache_path: folder of the frame cache when ``dataset="cache"``; ``None`` reads ``$PERMGYM_UCF101_CACHE``.
         synthetic_classes, synthetic_videos, clip_frames, frame_size, data_seed: SyntheticActions parameters
             (``data_seed`` fixes the pixels; the env seed fixes CNN init, data order and augmentation).
+        synthetic_variant: SyntheticActions scene, ``"classic"`` or ``"decoys"`` (flickering decoy objects of
+            unseen shapes: ordering must tell the object from them).
         val_fraction: share of the training clips held out for the validation batch (never the test split).
 
     Task:
@@ -83,6 +87,7 @@ class PermSamplingConfig:
     clip_frames: int = 16
     frame_size: int = 48
     data_seed: int = 0
+    synthetic_variant: str = "classic"
     val_fraction: float = 0.2
 
     task: TaskName = "temporal"
@@ -130,6 +135,7 @@ class PermSamplingConfig:
         _check_choice("action_mode", self.action_mode, ACTION_MODES)
         _check_choice("reward", self.reward, REWARDS)
         _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("synthetic_variant", self.synthetic_variant, SYNTHETIC_VARIANTS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("batch_size", "val_batch_size", "updates_per_step", "steps_per_episode", "discrete_groups"):
             if getattr(self, name) < 1:

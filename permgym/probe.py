@@ -305,17 +305,24 @@ class ProbeData:
 
 @lru_cache(maxsize=2)
 def load_probe_data(
-    num_classes: int = 60, num_videos: int = 1800, frames: int = 16, size: int = 48, seed: int = 0
+    num_classes: int = 60,
+    num_videos: int = 1800,
+    frames: int = 16,
+    size: int = 48,
+    seed: int = 0,
+    variant: str = "classic",
 ) -> ProbeData:
     """SyntheticActions train/test split for downstream evaluation (memoised per process).
 
-    With the arguments of an env's data (``synthetic_classes``, ``clip_frames``, ``frame_size``, ``data_seed``) and
-    ``num_videos`` at least its ``synthetic_videos``, the split extends the env's: the env trains and validates on
-    clips of the training split only, so the test clips here were never seen by the CNN or by a sampler.
+    With the arguments of an env's data (``synthetic_classes``, ``clip_frames``, ``frame_size``, ``data_seed``,
+    ``synthetic_variant``) and ``num_videos`` at least its ``synthetic_videos``, the split extends the env's: the
+    env trains and validates on clips of the training split only, so the test clips here were never seen by the CNN
+    or by a sampler.
     """
     from permgym.data.synthetic import SyntheticActions
 
-    common = {"num_classes": num_classes, "num_videos": num_videos, "frames": frames, "size": size, "seed": seed}
+    common = {"num_classes": num_classes, "num_videos": num_videos, "frames": frames, "size": size, "seed": seed,
+              "variant": variant}  # fmt: skip
     train, test = SyntheticActions(split="train", **common), SyntheticActions(split="test", **common)
     return ProbeData(train.clips, train.labels, test.clips, test.labels, list(train.class_names))
 

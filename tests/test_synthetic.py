@@ -58,3 +58,20 @@ def test_item_and_repr() -> None:
 def test_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SyntheticActions(num_videos=4, **kwargs)
+
+
+def test_decoys_variant_is_deterministic_and_adds_decoys_to_the_classic_scene() -> None:
+    common = {"num_classes": 6, "num_videos": 12, "frames": 6, "size": 32, "seed": 1}
+    classic = SyntheticActions(**common)
+    a, b = SyntheticActions(**common, variant="decoys"), SyntheticActions(**common, variant="decoys")
+    assert torch.equal(a.clips, b.clips) and "variant='decoys'" in repr(a)
+    changed = (a.clips != classic.clips).any(2)  # [N, T, H, W] pixels the decoys painted
+    assert changed.flatten(2).float().mean() > 0.05  # two object-sized decoys per frame
+    # the decoys jump to a new place in every frame: the changed pixels of consecutive frames barely overlap
+    overlap = (changed[:, 1:] & changed[:, :-1]).flatten(2).sum(2) / changed[:, 1:].flatten(2).sum(2).clamp_min(1)
+    assert overlap.mean() < 0.5
+
+
+def test_unknown_variant() -> None:
+    with pytest.raises(ValueError, match="unknown variant 'fog'; choose one of classic, decoys"):
+        SyntheticActions(num_videos=4, variant="fog")

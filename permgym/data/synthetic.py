@@ -13,7 +13,14 @@ from any clip played forwards.
 Nuisances vary per clip: object colours (two-tone, so rotation is visible on a disk), size, speed, start point,
 background (two random colour gradients, a sinusoidal texture and static noise) and 0-2 drifting distractor blobs.
 Everything is drawn from ``numpy.random.Generator(PCG64(SeedSequence([seed, clip_index])))``: a clip depends only
-on ``(seed, index, frames, size)``, never on how many other clips are generated.
+on ``(seed, index, frames, size, variant)``, never on how many other clips are generated.
+
+Variants (:data:`VARIANTS`): ``"classic"`` is the scene above. ``"decoys"`` adds two decoy objects drawn from the
+shapes no video's class uses (ring, star, bar, crescent), in the object's own colours and of its size range, each placed at an
+independent random position and angle in every frame: they carry no temporal order, so ordering the frames needs
+features that tell the object's shape from theirs, and a frame's low-level statistics (where the colours are) no
+longer locate the object. The decoys come from a separate random stream (``SeedSequence([seed, index, 1])``), so a
+``"decoys"`` clip is its ``"classic"`` clip with the decoys painted under the object.
 """
 
 from __future__ import annotations
@@ -26,11 +33,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from permgym.config import SYNTHETIC_VARIANTS
+
 MOTIONS: tuple[str, ...] = (
     "move_E", "move_NE", "move_N", "move_NW", "move_W", "move_SW", "move_S", "move_SE",
     "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out", "circle_cw", "circle_ccw", "bounce",
 )  # fmt: skip
 SHAPES: tuple[str, ...] = ("square", "disk", "triangle", "cross")
+#: Scene variants: ``"classic"`` (the default) and ``"decoys"`` (see the module docstring).
+VARIANTS: tuple[str, ...] = SYNTHETIC_VARIANTS
+_DECOYS = 2  # decoy objects per clip of the "decoys" variant
 #: Every shape the renderer draws: the video shapes, then shapes no video shows (SyntheticObjects' unseen classes).
 ALL_SHAPES: tuple[str, ...] = (*SHAPES, "ring", "star", "bar", "crescent")
 MAX_CLASSES = len(MOTIONS) * len(SHAPES)
@@ -105,6 +117,20 @@ def _clip_params(seed: int, index: int, label: int, frames: int, size: int) -> d
         "n_distractors": np.int64(n_distractors),
         "distractor_pos": distractor_pos,
         "distractor_colour": rng.uniform(0, 255, size=(2, 3)),
+    }
+
+
+def _decoy_params(seed: int, index: int, frames: int, size: int) -> dict[str, np.ndarray]:
+    """The decoys of one ``"decoys"`` clip: unseen shapes at independent random positions and angles per frame,
+    their radii drawn like the object's."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index, 1])))
+    scale = rng.uniform(0.16, 0.22, size=_DECOYS) * size
+    margin = scale.max()
+    return {
+        "decoy_shape": rng.integers(len(SHAPES), len(ALL_SHAPES), size=_DECOYS),
+        "decoy_pos": rng.uniform(margin, size - margin, size=(_DECOYS, frames, 2)),
+        "decoy_angle": rng.uniform(0, 2 * np.pi, size=(_DECOYS, frames)),
+        "decoy_scale": np.repeat(scale[:, None], frames, axis=1),
     }
 
 
@@ -200,12 +226,18 @@ def _render_chunk(params: list[dict[str, np.ndarray]], frames: int, size: int) -
     for i, p in enumerate(params):
         out[i] = _background(p, xx, yy)[None].astype(np.float32)
         _draw_distractors(out[i], p, xx, yy)
+        for d in range(len(p.get("decoy_shape", ()))):
+            draw_object(out[i], int(p["decoy_shape"][d]), p["decoy_pos"][d], p["decoy_angle"][d],
+                        p["decoy_scale"][d], p["colours"], xx, yy)  # fmt: skip
         draw_object(out[i], int(p["shape"]), p["pos"], p["angle"], p["scale"], p["colours"], xx, yy)
     return np.clip(out, 0, 255).astype(np.uint8).transpose(0, 1, 4, 2, 3)
 
 
-def generate_clips(labels: np.ndarray, indices: np.ndarray, frames: int, size: int, seed: int) -> np.ndarray:
-    """Render the clips ``indices`` (with classes ``labels``) as ``[N, frames, 3, size, size]`` uint8.
+def generate_clips(
+    labels: np.ndarray, indices: np.ndarray, frames: int, size: int, seed: int, variant: str = "classic"
+) -> np.ndarray:
+    """Render the clips ``indices`` (with classes ``labels``) of scene ``variant`` as ``[N, frames, 3, size, size]``
+    uint8.
 
     Chunks render on a thread pool (numpy releases the GIL in its array operations); every clip depends only on its
     own parameters, so the result is the same for any number of threads.
@@ -215,6 +247,9 @@ def generate_clips(labels: np.ndarray, indices: np.ndarray, frames: int, size: i
     def render(start: int) -> None:
         stop = min(start + _CHUNK, len(labels))
         params = [_clip_params(seed, int(indices[j]), int(labels[j]), frames, size) for j in range(start, stop)]
+        if variant == "decoys":
+            for j, p in zip(range(start, stop), params, strict=True):
+                p.update(_decoy_params(seed, int(indices[j]), frames, size))
         out[start:stop] = _render_chunk(params, frames, size)
 
     workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
@@ -237,6 +272,8 @@ class SyntheticActions(Dataset):
         classes: optional subset of class ids to keep (e.g. the class-disjoint halves for metric learning).
         test_fraction: share of each class held out as ``"test"``.
         transform: optional callable applied to each ``[T, 3, H, W]`` uint8 clip.
+        variant: the scene, one of :data:`VARIANTS` (``"classic"``, or ``"decoys"``: flickering decoy objects of
+            unseen shapes; see the module docstring).
 
     Attributes:
         clips: ``[N, frames, 3, size, size]`` uint8 tensor of the kept clips.
@@ -256,6 +293,7 @@ class SyntheticActions(Dataset):
         classes: list[int] | None = None,
         test_fraction: float = 0.2,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        variant: str = "classic",
     ) -> None:
         if not 1 <= num_classes <= MAX_CLASSES:
             raise ValueError(f"num_classes must be in [1, {MAX_CLASSES}] (15 motions x 4 shapes), got {num_classes}")
@@ -265,7 +303,10 @@ class SyntheticActions(Dataset):
             raise ValueError(f"need frames >= 2 and size >= 16, got frames={frames}, size={size}")
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
         self.num_classes, self.frames, self.size, self.seed, self.split = num_classes, frames, size, seed, split
+        self.variant = variant
         self.transform = transform
         index = np.arange(num_videos)
         labels = index % num_classes
@@ -276,7 +317,7 @@ class SyntheticActions(Dataset):
             keep &= np.isin(labels, np.asarray(classes))
         self.indices = index[keep]
         self.labels = torch.from_numpy(labels[keep].astype(np.int64))
-        self.clips = torch.from_numpy(generate_clips(labels[keep], self.indices, frames, size, seed))
+        self.clips = torch.from_numpy(generate_clips(labels[keep], self.indices, frames, size, seed, variant))
 
     @property
     def class_names(self) -> list[str]:
@@ -295,5 +336,6 @@ class SyntheticActions(Dataset):
     def __repr__(self) -> str:
         return (
             f"SyntheticActions(split={self.split!r}, clips={len(self)}, classes={self.num_classes}, "
-            f"frames={self.frames}, size={self.size}, seed={self.seed})"
+            f"frames={self.frames}, size={self.size}, seed={self.seed}"
+            + (f", variant={self.variant!r})" if self.variant != "classic" else ")")
         )
