@@ -25,21 +25,42 @@ from common import ROOT, machine_info, write_section
 from agents.evaluate import heldout_ordering_metrics, mean_ci
 from agents.heuristics import StratifiedSampler
 from permgym.config import make_config
+from permgym.data.synthetic import MOTIONS
 from permgym.env import PermSamplingEnv
-from permgym.probe import evaluate_trunk, load_probe_data
+from permgym.probe import ProbeData, clip_features, evaluate_trunk, linear_probe_accuracy, load_probe_data
 from permgym.run import parse_key_value
 
 HEADING = "## Calibration (bench/calibration.py)"
 MULTIPLES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
-METRICS = (("heldout_accuracy", "held-out ordering acc"), ("probe_top1", "linear probe top-1"),
+ALL_METRICS = (("heldout_accuracy", "held-out ordering acc"), ("probe_top1", "linear probe top-1"),
            ("retrieval_top1", "retrieval top-1"), ("centred_probe_top1", "centred probe top-1"),
-           ("centred_retrieval_top1", "centred retrieval top-1"))  # fmt: skip
+           ("centred_retrieval_top1", "centred retrieval top-1"), ("motion_probe_top1", "probe motion top-1"),
+           ("shape_probe_top1", "probe shape top-1"))  # fmt: skip
 #: The downstream protocols: raw clip features, and clip features centred over their frames (as the head sees them).
 PROTOCOLS = {"raw": ("probe_top1", "retrieval_top1"), "centred": ("centred_probe_top1", "centred_retrieval_top1")}
 
 
-def run_seed(seed: int, env_kwargs: dict, probe_videos: int, probe_epochs: int) -> list[dict[str, float]]:
-    """Metrics after each budget of :data:`MULTIPLES` for one seed."""
+def measured(runs: list[list[dict[str, float]]]) -> list[tuple[str, str]]:
+    """The ``(key, title)`` of :data:`ALL_METRICS` that ``runs`` recorded."""
+    return [(key, title) for key, title in ALL_METRICS if key in runs[0][0]]
+
+
+def factor_probes(trunk: torch.nn.Module, data: ProbeData, image_size: int, epochs: int) -> dict[str, float]:
+    """Linear-probe top-1 of each factor of a SyntheticActions class on raw clip features: its motion (chance 1/15)
+    and its object shape (chance 1/4)."""
+    train_x, test_x = (
+        clip_features(trunk, clips, image_size=image_size) for clips in (data.train_clips, data.test_clips)
+    )
+    factors = {"motion_probe_top1": lambda y: y % len(MOTIONS), "shape_probe_top1": lambda y: y // len(MOTIONS)}
+    return {key: linear_probe_accuracy(train_x, factor(data.train_labels), test_x, factor(data.test_labels),
+                                       epochs=epochs) for key, factor in factors.items()}  # fmt: skip
+
+
+def run_seed(
+    seed: int, env_kwargs: dict, probe_videos: int, probe_epochs: int, protocols: list[str], factors: bool
+) -> list[dict[str, float]]:
+    """Metrics after each budget of :data:`MULTIPLES` for one seed: held-out ordering accuracy, probe and retrieval
+    top-1 under each of ``protocols`` and, with ``factors``, :func:`factor_probes`."""
     env = PermSamplingEnv(**{"action_mode": "per_sample", "torch_threads": 1, **env_kwargs})
     default_steps = env.config.steps_per_episode
     checkpoints = sorted({round(m * default_steps) for m in MULTIPLES})
@@ -54,10 +75,14 @@ def run_seed(seed: int, env_kwargs: dict, probe_videos: int, probe_epochs: int) 
     for step in range(max(checkpoints) + 1):
         if step in checkpoints:
             row = {"updates": step * c.updates_per_step, **heldout_ordering_metrics(env)}
-            for name, (probe_key, retrieval_key) in PROTOCOLS.items():
-                probe = evaluate_trunk(env.trainer.model.trunk, data, image_size=c.element_size, epochs=probe_epochs,
+            trunk = env.trainer.model.trunk
+            for name in protocols:
+                probe_key, retrieval_key = PROTOCOLS[name]
+                probe = evaluate_trunk(trunk, data, image_size=c.element_size, epochs=probe_epochs,
                                        centred=name == "centred")  # fmt: skip
                 row.update({probe_key: probe["probe_top1"], retrieval_key: probe["retrieval_top1"]})
+            if factors:
+                row.update(factor_probes(trunk, data, c.element_size, probe_epochs))
             rows.append(row)
             print(f"seed {seed} step {step}: {rows[-1]}", flush=True)
         if step < max(checkpoints):
@@ -69,38 +94,43 @@ def report(
     runs: list[list[dict[str, float]]], args: argparse.Namespace, env_kwargs: dict, default: int, minutes: float
 ) -> str:
     updates = [row["updates"] for row in runs[0]]
+    metrics = measured(runs)
     lines = [
-        "| budget (x default) | SGD updates | " + " | ".join(f"{title} %" for _, title in METRICS) + " |",
-        "|---:|---:|" + "---:|" * len(METRICS),
+        "| budget (x default) | SGD updates | " + " | ".join(f"{title} %" for _, title in metrics) + " |",
+        "|---:|---:|" + "---:|" * len(metrics),
     ]
     for i, n in enumerate(updates):
         cells = []
-        for key, _ in METRICS:
+        for key, _ in metrics:
             mean, half = mean_ci(run[i][key] for run in runs)
             cells.append(f"{100 * mean:.1f} ± {100 * half:.1f}")
         lines.append(f"| {n / default:g} | {n} | " + " | ".join(cells) + " |")
     lines += ["", "Paired difference of each doubling (same seed; percentage points, mean ± 95 % CI; **bold** = clear of zero):",
-              "", "| budget | " + " | ".join(title for _, title in METRICS) + " |", "|---|" + "---:|" * len(METRICS)]  # fmt: skip
-    verdicts = {key: [] for key, _ in METRICS}
+              "", "| budget | " + " | ".join(title for _, title in metrics) + " |", "|---|" + "---:|" * len(metrics)]  # fmt: skip
+    verdicts = {key: [] for key, _ in metrics}
     for i in range(2, len(updates)):
         cells = []
-        for key, _ in METRICS:
+        for key, _ in metrics:
             mean, half = mean_ci(run[i][key] - run[i - 1][key] for run in runs)
             clear = mean - half > 0
             verdicts[key].append(clear)
             text = f"{100 * mean:+.1f} ± {100 * half:.1f}"
             cells.append(f"**{text}**" if clear else text)
         lines.append(f"| {updates[i - 1]} -> {updates[i]} updates | " + " | ".join(cells) + " |")
-    met = [name for name, keys in PROTOCOLS.items() if all(all(verdicts[k]) for k in keys)]
+    met = [name for name, keys in PROTOCOLS.items() if all(k in verdicts and all(verdicts[k]) for k in keys)]
     command = f"python bench/calibration.py --seeds {args.seeds}" + (
+        f" --first-seed {args.first_seed}" if args.first_seed else "") + (
         f" --env-kwargs {' '.join(f'{k}={v}' for k, v in args.env_kwargs)}" if args.env_kwargs else "") + (
         f" --label {args.label}" if args.label else "") + (
-        f" --probe-videos {args.probe_videos}" if args.probe_videos != 3000 else "")  # fmt: skip
+        f" --probe-videos {args.probe_videos}" if args.probe_videos != 3000 else "") + (
+        f" --probe-epochs {args.probe_epochs}" if args.probe_epochs != 30 else "") + (
+        f" --protocols {' '.join(args.protocols)}" if args.protocols != list(PROTOCOLS) else "") + (
+        " --factors" if args.factors else "")  # fmt: skip
     head = [
         HEADING if not args.label else f"### {args.label}",
         "",
         f"Command: `{command}` ({minutes:.1f} min, one torch thread). Machine: {machine_info()}.",
-        f"`PermSampling-v0` with {env_kwargs}, stratified sampling, {args.seeds} seeds ({', '.join(map(str, range(args.seeds)))}); "
+        f"`PermSampling-v0` with {env_kwargs}, stratified sampling, {args.seeds} seeds ({', '.join(map(str, seeds(args)))}); "
         f"downstream: SyntheticActions, {args.probe_videos} clips (80/20 split), "
         + "features raw or centred over the clip's frames (`permgym.probe.centre_frames`), "
         + f"linear probe {args.probe_epochs} epochs, "
@@ -112,8 +142,13 @@ def report(
     verdict = (f"Calibrated ({' and '.join(met)} features): every doubling raises probe and retrieval top-1 "
                "(paired intervals clear of zero)." if met else "**Not calibrated** by either protocol: "
                + "; ".join(f"{title}: {sum(verdicts[k])}/{len(verdicts[k])} doublings clear of zero"
-                           for k, title in METRICS) + ".")  # fmt: skip
+                           for k, title in metrics) + ".")  # fmt: skip
     return "\n".join(head + lines + ["", verdict, ""])
+
+
+def seeds(args: argparse.Namespace) -> range:
+    """The env seeds of the run: ``--first-seed`` onwards, ``--seeds`` of them."""
+    return range(args.first_seed, args.first_seed + args.seeds)
 
 
 def plot(runs: list[list[dict[str, float]]], path: Path) -> None:
@@ -124,7 +159,7 @@ def plot(runs: list[list[dict[str, float]]], path: Path) -> None:
 
     updates = np.array([row["updates"] for row in runs[0]])
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, title in METRICS:
+    for key, title in measured(runs):
         stats = [mean_ci(run[i][key] for run in runs) for i in range(len(updates))]
         mean, half = np.array(stats).T * 100
         ax.plot(updates, mean, marker="o", label=title)
@@ -141,11 +176,17 @@ def plot(runs: list[list[dict[str, float]]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default: 5)")
+    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default: 5)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds FIRST..FIRST+N-1 (default: 0; screens use 0-2, reports held-out seeds from 1000)")  # fmt: skip
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", type=parse_key_value,
                         help="env overrides (JSON values, else strings)")  # fmt: skip
     parser.add_argument("--probe-videos", type=int, default=3000, help="downstream clips (default: 3000)")
     parser.add_argument("--probe-epochs", type=int, default=30, help="linear-probe epochs (default: 30)")
+    parser.add_argument("--protocols", nargs="+", choices=tuple(PROTOCOLS), default=list(PROTOCOLS),
+                        help="downstream feature protocols (default: raw centred)")  # fmt: skip
+    parser.add_argument("--factors", action="store_true",
+                        help="also probe each factor of the class (motion, object shape) on raw features")  # fmt: skip
     parser.add_argument("--label", default="", help="a variant: report written to OUT/LABEL.md, not BENCHMARKS.md")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/calibration", help="results folder")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
@@ -160,7 +201,8 @@ def main() -> None:
         runs, minutes = record["runs"], record["minutes"]
     else:
         start = time.perf_counter()
-        runs = [run_seed(seed, env_kwargs, args.probe_videos, args.probe_epochs) for seed in range(args.seeds)]
+        runs = [run_seed(seed, env_kwargs, args.probe_videos, args.probe_epochs, args.protocols, args.factors)
+                for seed in seeds(args)]  # fmt: skip
         minutes = (time.perf_counter() - start) / 60
         args.out.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps({"env_kwargs": env_kwargs, "minutes": minutes, "runs": runs}, indent=1))

@@ -19,7 +19,7 @@ ACTION_MODES = ("distribution", "per_sample", "discrete")
 REWARDS = ("val_loss_delta", "val_acc_delta", "uniform_relative")
 DATASETS = ("synthetic", "cache")
 #: SyntheticActions scene variants (see :mod:`permgym.data.synthetic`).
-SYNTHETIC_VARIANTS = ("classic", "decoys")
+SYNTHETIC_VARIANTS = ("classic", "decoys", "flicker")
 OPTIMIZERS = ("sgd", "adam")
 
 

@@ -43,6 +43,8 @@ SHAPES: tuple[str, ...] = ("square", "disk", "triangle", "cross")
 #: Scene variants: ``"classic"`` (the default) and ``"decoys"`` (see the module docstring).
 VARIANTS: tuple[str, ...] = SYNTHETIC_VARIANTS
 _DECOYS = 2  # decoy objects per clip of the "decoys" variant
+_DECOY_RADIUS = (0.16, 0.22)  # range of a decoy's radius relative to the frame side (the object's range)
+_FLICKER_SD = 25.0  # standard deviation of a "flicker" frame's background colour offsets (of 255)
 #: Every shape the renderer draws: the video shapes, then shapes no video shows (SyntheticObjects' unseen classes).
 ALL_SHAPES: tuple[str, ...] = (*SHAPES, "ring", "star", "bar", "crescent")
 MAX_CLASSES = len(MOTIONS) * len(SHAPES)
@@ -124,13 +126,22 @@ def _decoy_params(seed: int, index: int, frames: int, size: int) -> dict[str, np
     """The decoys of one ``"decoys"`` clip: unseen shapes at independent random positions and angles per frame,
     their radii drawn like the object's."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index, 1])))
-    scale = rng.uniform(0.16, 0.22, size=_DECOYS) * size
+    scale = rng.uniform(*_DECOY_RADIUS, size=_DECOYS) * size
     margin = scale.max()
     return {
         "decoy_shape": rng.integers(len(SHAPES), len(ALL_SHAPES), size=_DECOYS),
         "decoy_pos": rng.uniform(margin, size - margin, size=(_DECOYS, frames, 2)),
         "decoy_angle": rng.uniform(0, 2 * np.pi, size=(_DECOYS, frames)),
         "decoy_scale": np.repeat(scale[:, None], frames, axis=1),
+    }
+
+
+def _flicker_params(seed: int, index: int, frames: int) -> dict[str, np.ndarray]:
+    """The per-frame background changes of one ``"flicker"`` clip: colour offsets and texture phases."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index, 2])))
+    return {
+        "flicker_colours": rng.normal(0, _FLICKER_SD, size=(frames, 2, 3)),
+        "flicker_phase": rng.uniform(0, 2 * np.pi, size=(frames, 2)),
     }
 
 
@@ -154,16 +165,39 @@ def _shape_distance(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.maximum(r - 1.0, 0.8 - np.sqrt((u - 0.5) ** 2 + v * v))  # crescent: a disk minus an offset disk
 
 
-def _background(p: dict[str, np.ndarray], xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
-    """``[size, size, 3]`` float background: a two-colour gradient along a random direction, a sinusoidal texture
-    and static noise."""
+def _gradient_weight(p: dict[str, np.ndarray], xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """``[size, size, 1]`` weight in [0, 1] of the background's second colour along its random direction."""
     size = xx.shape[0]
     proj = (np.cos(p["bg_dir"]) * xx + np.sin(p["bg_dir"]) * yy) / size
     w = np.clip(proj - proj.min(), 0, None)
-    w = (w / max(float(w.max()), 1e-6))[..., None]
+    return (w / max(float(w.max()), 1e-6))[..., None]
+
+
+def _background(p: dict[str, np.ndarray], xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """``[size, size, 3]`` float background: a two-colour gradient along a random direction, a sinusoidal texture
+    and static noise (``[T, size, size, 3]`` for a ``"flicker"`` clip, see :func:`_flickering_background`)."""
+    if "flicker_colours" in p:
+        return _flickering_background(p, xx, yy)
+    size = xx.shape[0]
+    w = _gradient_weight(p, xx, yy)
     texture = 12 * np.sin(2 * np.pi * p["bg_freq"][0] * xx / size) * np.cos(2 * np.pi * p["bg_freq"][1] * yy / size)
     noise = np.random.default_rng(int(p["noise_seed"])).normal(0, 6, size=(size, size, 1))
     return (1 - w) * p["bg_colours"][0] + w * p["bg_colours"][1] + texture[..., None] + noise
+
+
+def _flickering_background(p: dict[str, np.ndarray], xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """``[T, size, size, 3]``: the clip's background with its colours, texture phase and noise redrawn per frame."""
+    size, frames = xx.shape[0], len(p["flicker_colours"])
+    w = _gradient_weight(p, xx, yy)[None]
+    colours = p["bg_colours"][None] + p["flicker_colours"]  # [T, 2, 3]
+    phase = p["flicker_phase"][:, :, None, None]  # [T, 2, 1, 1]
+    texture = (
+        12
+        * np.sin(2 * np.pi * p["bg_freq"][0] * xx / size + phase[:, 0])
+        * np.cos(2 * np.pi * p["bg_freq"][1] * yy / size + phase[:, 1])
+    )
+    noise = np.random.default_rng(int(p["noise_seed"])).normal(0, 6, size=(frames, size, size, 1))
+    return (1 - w) * colours[:, None, None, 0] + w * colours[:, None, None, 1] + texture[..., None] + noise
 
 
 def _draw_distractors(out: np.ndarray, p: dict[str, np.ndarray], xx: np.ndarray, yy: np.ndarray) -> None:
@@ -224,7 +258,7 @@ def _render_chunk(params: list[dict[str, np.ndarray]], frames: int, size: int) -
     yy, xx = pixel_grid(size)
     out = np.empty((b, frames, size, size, 3), dtype=np.float32)
     for i, p in enumerate(params):
-        out[i] = _background(p, xx, yy)[None].astype(np.float32)
+        out[i] = _background(p, xx, yy).astype(np.float32)  # one frame broadcast over the clip, or one per frame
         _draw_distractors(out[i], p, xx, yy)
         for d in range(len(p.get("decoy_shape", ()))):
             draw_object(out[i], int(p["decoy_shape"][d]), p["decoy_pos"][d], p["decoy_angle"][d],
@@ -247,9 +281,11 @@ def generate_clips(
     def render(start: int) -> None:
         stop = min(start + _CHUNK, len(labels))
         params = [_clip_params(seed, int(indices[j]), int(labels[j]), frames, size) for j in range(start, stop)]
-        if variant == "decoys":
-            for j, p in zip(range(start, stop), params, strict=True):
+        for j, p in zip(range(start, stop), params, strict=True):
+            if variant == "decoys":
                 p.update(_decoy_params(seed, int(indices[j]), frames, size))
+            elif variant == "flicker":
+                p.update(_flicker_params(seed, int(indices[j]), frames))
         out[start:stop] = _render_chunk(params, frames, size)
 
     workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
