@@ -72,6 +72,21 @@ def test_decoys_variant_is_deterministic_and_adds_decoys_to_the_classic_scene() 
     assert overlap.mean() < 0.5
 
 
+def test_flicker_variant_is_deterministic_and_changes_the_background_every_frame() -> None:
+    common = {"num_classes": 6, "num_videos": 12, "frames": 6, "size": 32, "seed": 1}
+    classic = SyntheticActions(**common).clips.float()
+    a, b = SyntheticActions(**common, variant="flicker"), SyntheticActions(**common, variant="flicker")
+    assert torch.equal(a.clips, b.clips)
+    flicker = a.clips.float()
+
+    def corner_change(clips: torch.Tensor) -> float:
+        """Mean change between consecutive frames of the top-left pixel (background in these clips)."""
+        return float((clips[:, 1:, :, 0, 0] - clips[:, :-1, :, 0, 0]).abs().mean())
+
+    # static in the classic scene, changing in every flicker frame
+    assert corner_change(classic) < 2.0 < 10.0 < corner_change(flicker)
+
+
 def test_unknown_variant() -> None:
-    with pytest.raises(ValueError, match="unknown variant 'fog'; choose one of classic, decoys"):
+    with pytest.raises(ValueError, match="unknown variant 'fog'; choose one of classic, decoys, flicker"):
         SyntheticActions(num_videos=4, variant="fog")

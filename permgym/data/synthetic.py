@@ -45,6 +45,7 @@ VARIANTS: tuple[str, ...] = SYNTHETIC_VARIANTS
 _DECOYS = 2  # decoy objects per clip of the "decoys" variant
 _DECOY_RADIUS = (0.16, 0.22)  # range of a decoy's radius relative to the frame side (the object's range)
 _FLICKER_SD = 25.0  # standard deviation of a "flicker" frame's background colour offsets (of 255)
+_FLICKER_PHASE = np.pi  # a "flicker" frame's texture phase offsets are uniform in [-_FLICKER_PHASE, _FLICKER_PHASE]
 #: Every shape the renderer draws: the video shapes, then shapes no video shows (SyntheticObjects' unseen classes).
 ALL_SHAPES: tuple[str, ...] = (*SHAPES, "ring", "star", "bar", "crescent")
 MAX_CLASSES = len(MOTIONS) * len(SHAPES)
@@ -141,7 +142,7 @@ def _flicker_params(seed: int, index: int, frames: int) -> dict[str, np.ndarray]
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index, 2])))
     return {
         "flicker_colours": rng.normal(0, _FLICKER_SD, size=(frames, 2, 3)),
-        "flicker_phase": rng.uniform(0, 2 * np.pi, size=(frames, 2)),
+        "flicker_phase": rng.uniform(-_FLICKER_PHASE, _FLICKER_PHASE, size=(frames, 2)),
     }
 
 
