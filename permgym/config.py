@@ -33,8 +33,9 @@ class PermSamplingConfig:
         cache_path: folder of the frame cache when ``dataset="cache"``; ``None`` reads ``$PERMGYM_UCF101_CACHE``.
         synthetic_classes, synthetic_videos, clip_frames, frame_size, data_seed: SyntheticActions parameters
             (``data_seed`` fixes the pixels; the env seed fixes CNN init, data order and augmentation).
-        synthetic_variant: SyntheticActions scene, ``"classic"`` or ``"decoys"`` (flickering decoy objects of
-            unseen shapes: ordering must tell the object from them).
+        synthetic_variant: SyntheticActions scene: ``"classic"``, ``"decoys"`` (decoy objects of unseen shapes
+            jumping to a new place every frame) or ``"flicker"`` (the background redrawn every frame); see
+            :mod:`permgym.data.synthetic`.
         val_fraction: share of the training clips held out for the validation batch (never the test split).
 
     Task:

@@ -84,7 +84,7 @@ def test_flicker_variant_is_deterministic_and_changes_the_background_every_frame
         return float((clips[:, 1:, :, 0, 0] - clips[:, :-1, :, 0, 0]).abs().mean())
 
     # static in the classic scene, changing in every flicker frame
-    assert corner_change(classic) < 2.0 < 10.0 < corner_change(flicker)
+    assert corner_change(classic) < 2.0 < 5.0 < corner_change(flicker)
 
 
 def test_unknown_variant() -> None:

@@ -15,12 +15,17 @@ background (two random colour gradients, a sinusoidal texture and static noise) 
 Everything is drawn from ``numpy.random.Generator(PCG64(SeedSequence([seed, clip_index])))``: a clip depends only
 on ``(seed, index, frames, size, variant)``, never on how many other clips are generated.
 
-Variants (:data:`VARIANTS`): ``"classic"`` is the scene above. ``"decoys"`` adds two decoy objects drawn from the
-shapes no video's class uses (ring, star, bar, crescent), in the object's own colours and of its size range, each placed at an
-independent random position and angle in every frame: they carry no temporal order, so ordering the frames needs
-features that tell the object's shape from theirs, and a frame's low-level statistics (where the colours are) no
-longer locate the object. The decoys come from a separate random stream (``SeedSequence([seed, index, 1])``), so a
-``"decoys"`` clip is its ``"classic"`` clip with the decoys painted under the object.
+Variants (:data:`VARIANTS`), each drawing its extra randomness from its own stream
+(``SeedSequence([seed, index, k])``), so the classic scene of a clip stays as it is:
+
+* ``"classic"``: the scene above.
+* ``"decoys"``: two decoy objects of the shapes no video's class uses (ring, star, bar, crescent), in the object's
+  colours and size range, each at an independent random position and angle in every frame, painted under the
+  object. They carry no temporal order: ordering the frames needs features that tell the object from them.
+* ``"flicker"``: the background's two colours, its texture phase and its noise are redrawn in every frame (colour
+  offsets with a standard deviation of 10 of 255, phase offsets within ±π/4). What the frames share is then only
+  the object: frame-to-frame change in the background carries no order, so the ordering task is pushed to features
+  of the object rather than of the whole frame.
 """
 
 from __future__ import annotations
@@ -40,12 +45,12 @@ MOTIONS: tuple[str, ...] = (
     "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out", "circle_cw", "circle_ccw", "bounce",
 )  # fmt: skip
 SHAPES: tuple[str, ...] = ("square", "disk", "triangle", "cross")
-#: Scene variants: ``"classic"`` (the default) and ``"decoys"`` (see the module docstring).
+#: Scene variants: ``"classic"`` (the default), ``"decoys"`` and ``"flicker"`` (see the module docstring).
 VARIANTS: tuple[str, ...] = SYNTHETIC_VARIANTS
 _DECOYS = 2  # decoy objects per clip of the "decoys" variant
 _DECOY_RADIUS = (0.16, 0.22)  # range of a decoy's radius relative to the frame side (the object's range)
-_FLICKER_SD = 25.0  # standard deviation of a "flicker" frame's background colour offsets (of 255)
-_FLICKER_PHASE = np.pi  # a "flicker" frame's texture phase offsets are uniform in [-_FLICKER_PHASE, _FLICKER_PHASE]
+_FLICKER_SD = 10.0  # standard deviation of a "flicker" frame's background colour offsets (of 255)
+_FLICKER_PHASE = np.pi / 4  # a "flicker" frame's texture phase offsets are uniform in [-_FLICKER_PHASE, _FLICKER_PHASE]
 #: Every shape the renderer draws: the video shapes, then shapes no video shows (SyntheticObjects' unseen classes).
 ALL_SHAPES: tuple[str, ...] = (*SHAPES, "ring", "star", "bar", "crescent")
 MAX_CLASSES = len(MOTIONS) * len(SHAPES)
@@ -309,8 +314,8 @@ class SyntheticActions(Dataset):
         classes: optional subset of class ids to keep (e.g. the class-disjoint halves for metric learning).
         test_fraction: share of each class held out as ``"test"``.
         transform: optional callable applied to each ``[T, 3, H, W]`` uint8 clip.
-        variant: the scene, one of :data:`VARIANTS` (``"classic"``, or ``"decoys"``: flickering decoy objects of
-            unseen shapes; see the module docstring).
+        variant: the scene, one of :data:`VARIANTS` (``"classic"``, ``"decoys"`` or ``"flicker"``; see the module
+            docstring).
 
     Attributes:
         clips: ``[N, frames, 3, size, size]`` uint8 tensor of the kept clips.
