@@ -38,6 +38,7 @@ ALL_METRICS = (("heldout_accuracy", "held-out ordering acc"), ("probe_top1", "li
            ("shape_probe_top1", "probe shape top-1"))  # fmt: skip
 #: The downstream protocols: raw clip features, and clip features centred over their frames (as the head sees them).
 PROTOCOLS = {"raw": ("probe_top1", "retrieval_top1"), "centred": ("centred_probe_top1", "centred_retrieval_top1")}
+PROTOCOL_TEXT = {"raw": "raw", "centred": "centred over the clip's frames (`permgym.probe.centre_frames`)"}
 
 
 def measured(runs: list[list[dict[str, float]]]) -> list[tuple[str, str]]:
@@ -132,7 +133,9 @@ def report(
         f"Command: `{command}` ({minutes:.1f} min, one torch thread). Machine: {machine_info()}.",
         f"`PermSampling-v0` with {env_kwargs}, stratified sampling, {args.seeds} seeds ({', '.join(map(str, seeds(args)))}); "
         f"downstream: SyntheticActions, {args.probe_videos} clips (80/20 split), "
-        + "features raw or centred over the clip's frames (`permgym.probe.centre_frames`), "
+        + " or ".join(PROTOCOL_TEXT[name] for name in args.protocols)
+        + " features, "
+        + ("probes of the class's motion and shape factors, " if args.factors else "")
         + f"linear probe {args.probe_epochs} epochs, "
         "retrieval by cosine similarity (test clips query train clips); held-out ordering accuracy on the env's report pool. "
         f"Mean ± 95 % t-interval over seeds. Plot: [`bench/figures/{args.label or 'calibration'}.png`]"
