@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from permgym.clip_pools import load_clip_pools
+from permgym.config import make_config
 from permgym.data.synthetic import MAX_CLASSES, MOTIONS, SHAPES, SyntheticActions, class_name
 
 
@@ -85,6 +87,16 @@ def test_flicker_variant_is_deterministic_and_changes_the_background_every_frame
 
     # static in the classic scene, changing in every flicker frame
     assert corner_change(classic) < 2.0 < 5.0 < corner_change(flicker)
+
+
+def test_env_clip_pools_render_the_configured_variant() -> None:
+    config = make_config(
+        synthetic_classes=6, synthetic_videos=30, clip_frames=6, frame_size=24, synthetic_variant="flicker"
+    )
+    train, _ = load_clip_pools(config)
+    expected = SyntheticActions(6, 30, 6, 24, split="train", variant="flicker").clips
+    classic = SyntheticActions(6, 30, 6, 24, split="train").clips
+    assert torch.equal(train.clips, expected) and not torch.equal(train.clips, classic)
 
 
 def test_unknown_variant() -> None:
