@@ -93,7 +93,7 @@ def setup(runs: list[dict[str, float]], config: dict[str, Any]) -> str:
         f"feature is the mean of its clip features over {args['retrieval_clips']} evenly spaced windows "
         f"(`--retrieval-clips`; {distinct} windows fit these clips), and test videos query training videos by "
         f"cosine similarity). The seed sets network initialisation, data order and sampler; the clips are the same. "
-        f"Mean ± sample std over seeds, in %; chance is {100 / classes:.1f} %."
+        f"Mean ± 95 % t-interval over seeds, in %; chance is {100 / classes:.1f} %."
     )
 
 
