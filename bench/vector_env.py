@@ -342,8 +342,10 @@ def main() -> None:
                      f"{loads[n][0]:.1f}, {loads[n][1]:.1f} |")  # fmt: skip
     lines += [
         "",
-        f"A row whose load average exceeds {c} (the cores) ran while other jobs took cores: its ratios are not "
-        "comparable with the other rows, and AsyncVectorEnv, which needs every core, suffers most.",
+        f"The load average counts this bench's own processes too (a row's AsyncVectorEnv starts N workers), so a "
+        f"high value after a row is not by itself a sign of other jobs; a row whose load before it exceeds {c} (the "
+        "cores) started while other jobs took cores, and its ratios are not comparable with the other rows "
+        "(AsyncVectorEnv, which needs every core, suffers most).",
     ]
     pair_rates = {kind: sum(rate(r) for r in results) for kind, results in pairs.items()}
     over = {threads: sum(rate(r) for r in results) for threads, results in oversubscribed.items()}
