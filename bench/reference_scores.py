@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import torch
-from common import ROOT, machine_info, write_section
+from common import BENCHMARKS, ROOT, machine_info, write_section
 
 import permgym
 from agents.evaluate import main as evaluate
@@ -48,7 +49,7 @@ def main() -> None:
     torch.set_num_threads(1)
     path = ROOT / "permgym/reference_scores.json"
     table = json.loads(path.read_text()) if path.is_file() else {}
-    sections = []
+    sections = previous_sections()  # ids not rerun keep their measured subsection
     for env_id in args.env_ids:
         preset = PRESETS[permgym.gym_preset(env_id)]
         regime = {"steps_per_episode": preset.steps_per_episode, "updates_per_step": preset.updates_per_step,
@@ -77,23 +78,33 @@ def main() -> None:
                 if name == "uniform" or name == "stratified" or name.startswith("oracle")
             },
         }
-        sections.append(
+        sections[env_id] = (
             f"### {env_id}\n\nCommand: `{command}` ({metrics['wall_time_s'] / 60:.1f} min, one worker process).\n\n"
             f"{results_table({k: v for k, v in metrics.items() if k != 'runs'})}\n\n{verdict(metrics)}\n"
         )
     path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
     intro = (
         f"{HEADING}\n\nCommand: `python bench/reference_scores.py --eval-seeds {args.eval_seeds} --other-seeds "
-        f"{args.other_seeds} --oracle-candidates {args.oracle_candidates}`. Machine: {machine_info()}. Each id in its preset's regime with "
-        "`action_mode=per_sample`; oracles try "
-        f"{args.oracle_candidates} stratified candidate actions per decision from the same state and keep the best by "
+        f"{args.other_seeds} --oracle-candidates {args.oracle_candidates} --env-ids {' '.join(args.env_ids)}` (last "
+        f"run; each id's own command is under its heading). Machine: {machine_info()}. Each id in its preset's regime "
+        "with `action_mode=per_sample`; oracles try `--oracle-candidates` stratified candidate actions per decision "
+        "from the same state and keep the best by "
         "the env's reward (`oracle_reward`) or by the soft-kNN proxy on labelled held-out training clips "
         "(`oracle_proxy`); `pg` is the policy-gradient sampler chosen and warm-started on training seeds 0-2, learning "
         "online. Mean ± 95 % t-interval over the held-out evaluation seeds; the normalised score is 0 at stratified's "
         "mean return and 1 at the best oracle's, NaN where no oracle's mean return is above stratified's. The uniform, stratified and oracle rows are "
         "`permgym/reference_scores.json`.\n"
     )
-    write_section(HEADING, intro + "\n" + "\n".join(sections))
+    ordered = [sections[i] for i, _, _ in permgym.ENV_IDS if i in sections]
+    write_section(HEADING, intro + "\n" + "\n".join(ordered))
+
+
+def previous_sections() -> dict[str, str]:
+    """The per-id subsections (``### <id>`` to the next heading) of this bench's current BENCHMARKS.md section."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.is_file() else ""
+    section = re.search(rf"^{re.escape(HEADING)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    found = re.finditer(r"^### (\S+)\n.*?(?=^##+ |\Z)", section.group(1) if section else "", re.MULTILINE | re.DOTALL)
+    return {m.group(1): m.group(0).rstrip("\n") + "\n" for m in found}
 
 
 def verdict(metrics: dict) -> str:
