@@ -117,7 +117,7 @@ def previous_sections() -> dict[str, str]:
     """The per-id subsections (``### <id>`` to the next heading) of this bench's current BENCHMARKS.md section."""
     text = BENCHMARKS.read_text() if BENCHMARKS.is_file() else ""
     section = re.search(rf"^{re.escape(HEADING)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
-    found = re.finditer(r"^### (.+)\n.*?(?=^##+ |\Z)", section.group(1) if section else "", re.MULTILINE | re.DOTALL)
+    found = re.finditer(r"^### ([^\n]+)\n.*?(?=^##+ |\Z)", section.group(1) if section else "", re.MULTILINE | re.DOTALL)
     return {m.group(1): m.group(0).rstrip("\n") + "\n" for m in found}
 
 
