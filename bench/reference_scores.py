@@ -34,6 +34,7 @@ HEADING = "## Headroom and reference scores (bench/reference_scores.py)"
 #: Samplers per env id; the first id also gets the proxy oracle and the learned policy-gradient sampler.
 SAMPLERS = {"PermSampling-v0": ("uniform", "stratified", "oracle_reward", "oracle_proxy", "pg")}
 DEFAULT_SAMPLERS = ("uniform", "stratified", "oracle_reward")
+REBUILT = " (when this section was rebuilt from the runs' metrics.json by `--report-only`)"
 REFERENCE_KEYS = ("return", "heldout_accuracy", "probe_top1", "retrieval_top1")
 
 
@@ -99,7 +100,7 @@ def main() -> None:
     path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
     intro = (
         f"{HEADING}\n\nCommands: under each heading (the bench's and the `agents.evaluate` run it made). Machine "
-        f"of the last run: {machine_info()}. Each id in its preset's regime "
+        f"of the last run: {machine_info()}{REBUILT if args.report_only else ''}. Each id in its preset's regime "
         "with `action_mode=per_sample`; oracles try `--oracle-candidates` stratified candidate actions per decision "
         "from the same state and keep the best by "
         "the env's reward (`oracle_reward`) or by the soft-kNN proxy on labelled held-out training clips "
@@ -117,7 +118,9 @@ def previous_sections() -> dict[str, str]:
     """The per-id subsections (``### <id>`` to the next heading) of this bench's current BENCHMARKS.md section."""
     text = BENCHMARKS.read_text() if BENCHMARKS.is_file() else ""
     section = re.search(rf"^{re.escape(HEADING)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
-    found = re.finditer(r"^### ([^\n]+)\n.*?(?=^##+ |\Z)", section.group(1) if section else "", re.MULTILINE | re.DOTALL)
+    found = re.finditer(
+        r"^### ([^\n]+)\n.*?(?=^##+ |\Z)", section.group(1) if section else "", re.MULTILINE | re.DOTALL
+    )
     return {m.group(1): m.group(0).rstrip("\n") + "\n" for m in found}
 
 
