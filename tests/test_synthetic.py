@@ -74,6 +74,19 @@ def test_decoys_variant_is_deterministic_and_adds_decoys_to_the_classic_scene() 
     assert overlap.mean() < 0.5
 
 
+def test_one_decoy_variant_is_deterministic_and_paints_one_of_the_two_decoys_area() -> None:
+    common = {"num_classes": 6, "num_videos": 12, "frames": 6, "size": 32, "seed": 1}
+    classic = SyntheticActions(**common).clips
+    a, b = SyntheticActions(**common, variant="one-decoy"), SyntheticActions(**common, variant="one-decoy")
+    assert torch.equal(a.clips, b.clips) and "variant='one-decoy'" in repr(a)
+    one = (a.clips != classic).any(2).float().mean()
+    two = (SyntheticActions(**common, variant="decoys").clips != classic).any(2).float().mean()
+    assert 0.02 < one < 0.75 * two  # one object-sized decoy per frame, about half the pixels of two
+    # a clip depends only on its own index: a clip rendered among fewer clips is the same
+    alone = SyntheticActions(**{**common, "num_videos": 6}, variant="one-decoy")
+    assert torch.equal(alone.clips, a.clips[:6])
+
+
 def test_flicker_variant_is_deterministic_and_changes_the_background_every_frame() -> None:
     common = {"num_classes": 6, "num_videos": 12, "frames": 6, "size": 32, "seed": 1}
     classic = SyntheticActions(**common).clips.float()
@@ -100,5 +113,5 @@ def test_env_clip_pools_render_the_configured_variant() -> None:
 
 
 def test_unknown_variant() -> None:
-    with pytest.raises(ValueError, match="unknown variant 'fog'; choose one of classic, decoys, flicker"):
+    with pytest.raises(ValueError, match="unknown variant 'fog'; choose one of classic, decoys, one-decoy, flicker"):
         SyntheticActions(num_videos=4, variant="fog")

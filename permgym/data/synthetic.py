@@ -22,6 +22,7 @@ Variants (:data:`VARIANTS`), each drawing its extra randomness from its own stre
 * ``"decoys"``: two decoy objects of the shapes no video's class uses (ring, star, bar, crescent), in the object's
   colours and size range, each at an independent random position and angle in every frame, painted under the
   object. They carry no temporal order: ordering the frames needs features that tell the object from them.
+* ``"one-decoy"``: as ``"decoys"`` with a single decoy, a milder version of the same appearance pressure.
 * ``"flicker"``: the background's two colours, its texture phase and its noise are redrawn in every frame (colour
   offsets with a standard deviation of 10 of 255, phase offsets within ±π/4). What the frames share is then only
   the object: frame-to-frame change in the background carries no order, so the ordering task is pushed to features
@@ -45,9 +46,10 @@ MOTIONS: tuple[str, ...] = (
     "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out", "circle_cw", "circle_ccw", "bounce",
 )  # fmt: skip
 SHAPES: tuple[str, ...] = ("square", "disk", "triangle", "cross")
-#: Scene variants: ``"classic"`` (the default), ``"decoys"`` and ``"flicker"`` (see the module docstring).
+#: Scene variants: ``"classic"`` (the default), ``"decoys"``, ``"one-decoy"`` and ``"flicker"`` (see the module
+#: docstring).
 VARIANTS: tuple[str, ...] = SYNTHETIC_VARIANTS
-_DECOYS = 2  # decoy objects per clip of the "decoys" variant
+_DECOYS = {"decoys": 2, "one-decoy": 1}  # decoy objects per clip of each variant that has them
 _DECOY_RADIUS = (0.16, 0.22)  # range of a decoy's radius relative to the frame side (the object's range)
 _FLICKER_SD = 10.0  # standard deviation of a "flicker" frame's background colour offsets (of 255)
 _FLICKER_PHASE = np.pi / 4  # a "flicker" frame's texture phase offsets are uniform in [-_FLICKER_PHASE, _FLICKER_PHASE]
@@ -128,16 +130,16 @@ def _clip_params(seed: int, index: int, label: int, frames: int, size: int) -> d
     }
 
 
-def _decoy_params(seed: int, index: int, frames: int, size: int) -> dict[str, np.ndarray]:
-    """The decoys of one ``"decoys"`` clip: unseen shapes at independent random positions and angles per frame,
-    their radii drawn like the object's."""
+def _decoy_params(seed: int, index: int, frames: int, size: int, count: int) -> dict[str, np.ndarray]:
+    """The ``count`` decoys of one ``"decoys"`` or ``"one-decoy"`` clip: unseen shapes at independent random
+    positions and angles per frame, their radii drawn like the object's."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index, 1])))
-    scale = rng.uniform(*_DECOY_RADIUS, size=_DECOYS) * size
+    scale = rng.uniform(*_DECOY_RADIUS, size=count) * size
     margin = scale.max()
     return {
-        "decoy_shape": rng.integers(len(SHAPES), len(ALL_SHAPES), size=_DECOYS),
-        "decoy_pos": rng.uniform(margin, size - margin, size=(_DECOYS, frames, 2)),
-        "decoy_angle": rng.uniform(0, 2 * np.pi, size=(_DECOYS, frames)),
+        "decoy_shape": rng.integers(len(SHAPES), len(ALL_SHAPES), size=count),
+        "decoy_pos": rng.uniform(margin, size - margin, size=(count, frames, 2)),
+        "decoy_angle": rng.uniform(0, 2 * np.pi, size=(count, frames)),
         "decoy_scale": np.repeat(scale[:, None], frames, axis=1),
     }
 
@@ -288,8 +290,8 @@ def generate_clips(
         stop = min(start + _CHUNK, len(labels))
         params = [_clip_params(seed, int(indices[j]), int(labels[j]), frames, size) for j in range(start, stop)]
         for j, p in zip(range(start, stop), params, strict=True):
-            if variant == "decoys":
-                p.update(_decoy_params(seed, int(indices[j]), frames, size))
+            if variant in _DECOYS:
+                p.update(_decoy_params(seed, int(indices[j]), frames, size, _DECOYS[variant]))
             elif variant == "flicker":
                 p.update(_flicker_params(seed, int(indices[j]), frames))
         out[start:stop] = _render_chunk(params, frames, size)
@@ -314,8 +316,8 @@ class SyntheticActions(Dataset):
         classes: optional subset of class ids to keep (e.g. the class-disjoint halves for metric learning).
         test_fraction: share of each class held out as ``"test"``.
         transform: optional callable applied to each ``[T, 3, H, W]`` uint8 clip.
-        variant: the scene, one of :data:`VARIANTS` (``"classic"``, ``"decoys"`` or ``"flicker"``; see the module
-            docstring).
+        variant: the scene, one of :data:`VARIANTS` (``"classic"``, ``"decoys"``, ``"one-decoy"`` or
+            ``"flicker"``; see the module docstring).
 
     Attributes:
         clips: ``[N, frames, 3, size, size]`` uint8 tensor of the kept clips.
