@@ -87,6 +87,16 @@ def test_one_decoy_variant_is_deterministic_and_paints_one_of_the_two_decoys_are
     assert torch.equal(alone.clips, a.clips[:6])
 
 
+def test_faint_decoys_are_the_decoys_at_half_opacity() -> None:
+    common = {"num_classes": 6, "num_videos": 12, "frames": 6, "size": 32, "seed": 1}
+    classic = SyntheticActions(**common).clips.float()
+    a, b = SyntheticActions(**common, variant="faint-decoys"), SyntheticActions(**common, variant="faint-decoys")
+    assert torch.equal(a.clips, b.clips)
+    faint = (a.clips.float() - classic).abs().sum()
+    opaque = (SyntheticActions(**common, variant="decoys").clips.float() - classic).abs().sum()
+    assert 0.45 < faint / opaque < 0.55  # the same decoys, each pixel moved half as far towards them
+
+
 def test_flicker_variant_is_deterministic_and_changes_the_background_every_frame() -> None:
     common = {"num_classes": 6, "num_videos": 12, "frames": 6, "size": 32, "seed": 1}
     classic = SyntheticActions(**common).clips.float()
@@ -113,5 +123,7 @@ def test_env_clip_pools_render_the_configured_variant() -> None:
 
 
 def test_unknown_variant() -> None:
-    with pytest.raises(ValueError, match="unknown variant 'fog'; choose one of classic, decoys, one-decoy, flicker"):
+    with pytest.raises(
+        ValueError, match="unknown variant 'fog'; choose one of classic, decoys, one-decoy, faint-decoys, flicker"
+    ):
         SyntheticActions(num_videos=4, variant="fog")

@@ -23,6 +23,8 @@ Variants (:data:`VARIANTS`), each drawing its extra randomness from its own stre
   colours and size range, each at an independent random position and angle in every frame, painted under the
   object. They carry no temporal order: ordering the frames needs features that tell the object from them.
 * ``"one-decoy"``: as ``"decoys"`` with a single decoy, a milder version of the same appearance pressure.
+* ``"faint-decoys"``: as ``"decoys"`` with each decoy painted at half opacity over the scene, so the object stays
+  the most salient thing in a frame.
 * ``"flicker"``: the background's two colours, its texture phase and its noise are redrawn in every frame (colour
   offsets with a standard deviation of 10 of 255, phase offsets within ±π/4). What the frames share is then only
   the object: frame-to-frame change in the background carries no order, so the ordering task is pushed to features
@@ -46,10 +48,11 @@ MOTIONS: tuple[str, ...] = (
     "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out", "circle_cw", "circle_ccw", "bounce",
 )  # fmt: skip
 SHAPES: tuple[str, ...] = ("square", "disk", "triangle", "cross")
-#: Scene variants: ``"classic"`` (the default), ``"decoys"``, ``"one-decoy"`` and ``"flicker"`` (see the module
-#: docstring).
+#: Scene variants: ``"classic"`` (the default), ``"decoys"``, ``"one-decoy"``, ``"faint-decoys"`` and ``"flicker"``
+#: (see the module docstring).
 VARIANTS: tuple[str, ...] = SYNTHETIC_VARIANTS
-_DECOYS = {"decoys": 2, "one-decoy": 1}  # decoy objects per clip of each variant that has them
+_DECOYS = {"decoys": 2, "one-decoy": 1, "faint-decoys": 2}  # decoy objects per clip of each variant that has them
+_DECOY_OPACITY = {"faint-decoys": 0.5}  # the decoys' opacity where it is not 1
 _DECOY_RADIUS = (0.16, 0.22)  # range of a decoy's radius relative to the frame side (the object's range)
 _FLICKER_SD = 10.0  # standard deviation of a "flicker" frame's background colour offsets (of 255)
 _FLICKER_PHASE = np.pi / 4  # a "flicker" frame's texture phase offsets are uniform in [-_FLICKER_PHASE, _FLICKER_PHASE]
@@ -227,6 +230,7 @@ def draw_object(
     colours: np.ndarray,
     xx: np.ndarray,
     yy: np.ndarray,
+    opacity: float = 1.0,
 ) -> np.ndarray:
     """Paint a two-tone object into ``out`` (in place) with a soft one-pixel edge; return its coverage.
 
@@ -236,9 +240,10 @@ def draw_object(
         pos: ``[T, 2]`` centre (x, y) in pixels; angle: ``[T]`` radians; scale: ``[T]`` radius in pixels.
         colours: ``[2, 3]`` the colours of the halves ``u > 0`` and ``u <= 0`` in object coordinates.
         xx, yy: ``[size, size]`` pixel-centre coordinates (``np.mgrid + 0.5``).
+        opacity: the object's weight where it covers a pixel (1: opaque; 0.5: half the scene shows through).
 
     Returns:
-        ``[T, size, size, 1]`` float32 coverage in [0, 1] (1 inside the object).
+        ``[T, size, size, 1]`` float32 coverage in [0, opacity] (``opacity`` inside the object).
     """
     dx = xx[None] - pos[:, 0, None, None].astype(np.float32)
     dy = yy[None] - pos[:, 1, None, None].astype(np.float32)
@@ -249,6 +254,8 @@ def draw_object(
     v = (sin * dx + cos * dy) / s
     field = _shape_distance(shape, u, v) * s  # in pixels
     m = np.clip(0.5 - field, 0, 1)[..., None]
+    if opacity != 1.0:
+        m = m * np.float32(opacity)
     colour = np.where((u > 0)[..., None], colours[0], colours[1]).astype(np.float32)
     out[:] = out * (1 - m) + m * colour
     return m
@@ -270,7 +277,7 @@ def _render_chunk(params: list[dict[str, np.ndarray]], frames: int, size: int) -
         _draw_distractors(out[i], p, xx, yy)
         for d in range(len(p.get("decoy_shape", ()))):
             draw_object(out[i], int(p["decoy_shape"][d]), p["decoy_pos"][d], p["decoy_angle"][d],
-                        p["decoy_scale"][d], p["colours"], xx, yy)  # fmt: skip
+                        p["decoy_scale"][d], p["colours"], xx, yy, p["decoy_opacity"])  # fmt: skip
         draw_object(out[i], int(p["shape"]), p["pos"], p["angle"], p["scale"], p["colours"], xx, yy)
     return np.clip(out, 0, 255).astype(np.uint8).transpose(0, 1, 4, 2, 3)
 
@@ -292,6 +299,7 @@ def generate_clips(
         for j, p in zip(range(start, stop), params, strict=True):
             if variant in _DECOYS:
                 p.update(_decoy_params(seed, int(indices[j]), frames, size, _DECOYS[variant]))
+                p["decoy_opacity"] = _DECOY_OPACITY.get(variant, 1.0)
             elif variant == "flicker":
                 p.update(_flicker_params(seed, int(indices[j]), frames))
         out[start:stop] = _render_chunk(params, frames, size)
@@ -316,8 +324,8 @@ class SyntheticActions(Dataset):
         classes: optional subset of class ids to keep (e.g. the class-disjoint halves for metric learning).
         test_fraction: share of each class held out as ``"test"``.
         transform: optional callable applied to each ``[T, 3, H, W]`` uint8 clip.
-        variant: the scene, one of :data:`VARIANTS` (``"classic"``, ``"decoys"``, ``"one-decoy"`` or
-            ``"flicker"``; see the module docstring).
+        variant: the scene, one of :data:`VARIANTS` (``"classic"``, ``"decoys"``, ``"one-decoy"``,
+            ``"faint-decoys"`` or ``"flicker"``; see the module docstring).
 
     Attributes:
         clips: ``[N, frames, 3, size, size]`` uint8 tensor of the kept clips.
