@@ -97,6 +97,17 @@ def test_faint_decoys_are_the_decoys_at_half_opacity() -> None:
     assert 0.45 < faint / opaque < 0.55  # the same decoys, each pixel moved half as far towards them
 
 
+def test_occluder_variant_is_deterministic_and_paints_a_bar_at_a_new_place_every_frame() -> None:
+    common = {"num_classes": 6, "num_videos": 12, "frames": 6, "size": 32, "seed": 1}
+    classic = SyntheticActions(**common).clips
+    a, b = SyntheticActions(**common, variant="occluder"), SyntheticActions(**common, variant="occluder")
+    assert torch.equal(a.clips, b.clips)
+    changed = (a.clips != classic).any(2)  # [N, T, H, W] pixels the occluder painted
+    assert 0.03 < changed.flatten(2).float().mean() < 0.15  # one bar of about a tenth of the frame
+    overlap = (changed[:, 1:] & changed[:, :-1]).flatten(2).sum(2) / changed[:, 1:].flatten(2).sum(2).clamp_min(1)
+    assert overlap.mean() < 0.5
+
+
 def test_flicker_variant_is_deterministic_and_changes_the_background_every_frame() -> None:
     common = {"num_classes": 6, "num_videos": 12, "frames": 6, "size": 32, "seed": 1}
     classic = SyntheticActions(**common).clips.float()
@@ -124,6 +135,7 @@ def test_env_clip_pools_render_the_configured_variant() -> None:
 
 def test_unknown_variant() -> None:
     with pytest.raises(
-        ValueError, match="unknown variant 'fog'; choose one of classic, decoys, one-decoy, faint-decoys, flicker"
+        ValueError,
+        match="unknown variant 'fog'; choose one of classic, decoys, one-decoy, faint-decoys, occluder, flicker",
     ):
         SyntheticActions(num_videos=4, variant="fog")
