@@ -19,7 +19,7 @@ ACTION_MODES = ("distribution", "per_sample", "discrete")
 REWARDS = ("val_loss_delta", "val_acc_delta", "uniform_relative")
 DATASETS = ("synthetic", "cache")
 #: SyntheticActions scene variants (see :mod:`permgym.data.synthetic`).
-SYNTHETIC_VARIANTS = ("classic", "decoys", "one-decoy", "faint-decoys", "occluder", "flicker")
+SYNTHETIC_VARIANTS = ("classic", "decoys", "one-decoy", "faint-decoys", "occluder", "small-occluder", "flicker")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -35,8 +35,9 @@ class PermSamplingConfig:
             (``data_seed`` fixes the pixels; the env seed fixes CNN init, data order and augmentation).
         synthetic_variant: SyntheticActions scene: ``"classic"``, ``"decoys"`` (two decoy objects of unseen
             shapes jumping to a new place every frame), ``"one-decoy"`` (one such decoy), ``"faint-decoys"`` (two at
-            half opacity), ``"occluder"`` (a bar painted over the object at a new place every frame) or ``"flicker"``
-            (the background redrawn every frame); see :mod:`permgym.data.synthetic`.
+            half opacity), ``"occluder"`` (a bar painted over the object at a new place every frame),
+            ``"small-occluder"`` (a shorter bar) or ``"flicker"`` (the background redrawn every frame); see
+            :mod:`permgym.data.synthetic`.
         val_fraction: share of the training clips held out for the validation batch (never the test split).
 
     Task:

@@ -106,6 +106,8 @@ def test_occluder_variant_is_deterministic_and_paints_a_bar_at_a_new_place_every
     assert 0.03 < changed.flatten(2).float().mean() < 0.15  # one bar of about a tenth of the frame
     overlap = (changed[:, 1:] & changed[:, :-1]).flatten(2).sum(2) / changed[:, 1:].flatten(2).sum(2).clamp_min(1)
     assert overlap.mean() < 0.5
+    small = (SyntheticActions(**common, variant="small-occluder").clips != classic).any(2)
+    assert 0.3 < small.float().mean() / changed.float().mean() < 0.6  # (0.2 / 0.3)^2 = 0.44 of the area
 
 
 def test_flicker_variant_is_deterministic_and_changes_the_background_every_frame() -> None:
@@ -136,6 +138,6 @@ def test_env_clip_pools_render_the_configured_variant() -> None:
 def test_unknown_variant() -> None:
     with pytest.raises(
         ValueError,
-        match="unknown variant 'fog'; choose one of classic, decoys, one-decoy, faint-decoys, occluder, flicker",
+        match="unknown variant 'fog'; choose one of classic, decoys, one-decoy, faint-decoys, occluder, small-occluder, flicker",
     ):
         SyntheticActions(num_videos=4, variant="fog")

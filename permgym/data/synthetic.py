@@ -28,6 +28,7 @@ Variants (:data:`VARIANTS`), each drawing its extra randomness from its own stre
 * ``"occluder"``: an opaque bar in colours of its own (half-length 0.3 of the frame side), at an independent random
   position and angle in every frame, painted over the object, so the object is partly hidden in some frames. It
   carries no temporal order.
+* ``"small-occluder"``: as ``"occluder"`` with a bar of half-length 0.2 of the frame side (under half the area).
 * ``"flicker"``: the background's two colours, its texture phase and its noise are redrawn in every frame (colour
   offsets with a standard deviation of 10 of 255, phase offsets within ±π/4). What the frames share is then only
   the object: frame-to-frame change in the background carries no order, so the ordering task is pushed to features
@@ -51,13 +52,13 @@ MOTIONS: tuple[str, ...] = (
     "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out", "circle_cw", "circle_ccw", "bounce",
 )  # fmt: skip
 SHAPES: tuple[str, ...] = ("square", "disk", "triangle", "cross")
-#: Scene variants: ``"classic"`` (the default), ``"decoys"``, ``"one-decoy"``, ``"faint-decoys"``, ``"occluder"``
-#: and ``"flicker"`` (see the module docstring).
+#: Scene variants: ``"classic"`` (the default), ``"decoys"``, ``"one-decoy"``, ``"faint-decoys"``, ``"occluder"``,
+#: ``"small-occluder"`` and ``"flicker"`` (see the module docstring).
 VARIANTS: tuple[str, ...] = SYNTHETIC_VARIANTS
 _DECOYS = {"decoys": 2, "one-decoy": 1, "faint-decoys": 2}  # decoy objects per clip of each variant that has them
 _DECOY_OPACITY = {"faint-decoys": 0.5}  # the decoys' opacity where it is not 1
 _DECOY_RADIUS = (0.16, 0.22)  # range of a decoy's radius relative to the frame side (the object's range)
-_OCCLUDER_RADIUS = 0.3  # the occluder bar's half-length relative to the frame side
+_OCCLUDER_RADIUS = {"occluder": 0.3, "small-occluder": 0.2}  # the occluder bar's half-length / the frame side
 _FLICKER_SD = 10.0  # standard deviation of a "flicker" frame's background colour offsets (of 255)
 _FLICKER_PHASE = np.pi / 4  # a "flicker" frame's texture phase offsets are uniform in [-_FLICKER_PHASE, _FLICKER_PHASE]
 #: Every shape the renderer draws: the video shapes, then shapes no video shows (SyntheticObjects' unseen classes).
@@ -151,14 +152,15 @@ def _decoy_params(seed: int, index: int, frames: int, size: int, count: int) -> 
     }
 
 
-def _occluder_params(seed: int, index: int, frames: int, size: int) -> dict[str, np.ndarray]:
-    """The occluder of one ``"occluder"`` clip: a bar with colours of its own at a random position and angle per
-    frame."""
+def _occluder_params(seed: int, index: int, frames: int, size: int, radius: float) -> dict[str, np.ndarray]:
+    """The occluder of one ``"occluder"`` or ``"small-occluder"`` clip: a bar of half-length ``radius * size`` with
+    colours of its own at a random position and angle per frame."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index, 3])))
     return {
         "occluder_pos": rng.uniform(0, size, size=(frames, 2)),
         "occluder_angle": rng.uniform(0, 2 * np.pi, size=frames),
         "occluder_colours": rng.uniform(0, 255, size=(2, 3)),
+        "occluder_scale": np.full(frames, radius * size),
     }
 
 
@@ -296,7 +298,7 @@ def _render_chunk(params: list[dict[str, np.ndarray]], frames: int, size: int) -
         draw_object(out[i], int(p["shape"]), p["pos"], p["angle"], p["scale"], p["colours"], xx, yy)
         if "occluder_pos" in p:
             draw_object(out[i], ALL_SHAPES.index("bar"), p["occluder_pos"], p["occluder_angle"],
-                        np.full(frames, _OCCLUDER_RADIUS * size), p["occluder_colours"], xx, yy)  # fmt: skip
+                        p["occluder_scale"], p["occluder_colours"], xx, yy)  # fmt: skip
     return np.clip(out, 0, 255).astype(np.uint8).transpose(0, 1, 4, 2, 3)
 
 
@@ -318,8 +320,8 @@ def generate_clips(
             if variant in _DECOYS:
                 p.update(_decoy_params(seed, int(indices[j]), frames, size, _DECOYS[variant]))
                 p["decoy_opacity"] = _DECOY_OPACITY.get(variant, 1.0)
-            elif variant == "occluder":
-                p.update(_occluder_params(seed, int(indices[j]), frames, size))
+            elif variant in _OCCLUDER_RADIUS:
+                p.update(_occluder_params(seed, int(indices[j]), frames, size, _OCCLUDER_RADIUS[variant]))
             elif variant == "flicker":
                 p.update(_flicker_params(seed, int(indices[j]), frames))
         out[start:stop] = _render_chunk(params, frames, size)
@@ -345,7 +347,7 @@ class SyntheticActions(Dataset):
         test_fraction: share of each class held out as ``"test"``.
         transform: optional callable applied to each ``[T, 3, H, W]`` uint8 clip.
         variant: the scene, one of :data:`VARIANTS` (``"classic"``, ``"decoys"``, ``"one-decoy"``,
-            ``"faint-decoys"``, ``"occluder"`` or ``"flicker"``; see the module docstring).
+            ``"faint-decoys"``, ``"occluder"``, ``"small-occluder"`` or ``"flicker"``; see the module docstring).
 
     Attributes:
         clips: ``[N, frames, 3, size, size]`` uint8 tensor of the kept clips.
