@@ -27,7 +27,14 @@ from agents.heuristics import StratifiedSampler
 from permgym.config import make_config
 from permgym.data.synthetic import MOTIONS
 from permgym.env import PermSamplingEnv
-from permgym.probe import ProbeData, clip_features, evaluate_trunk, linear_probe_accuracy, load_probe_data
+from permgym.probe import (
+    ProbeData,
+    clip_features,
+    evaluate_trunk,
+    linear_probe_accuracy,
+    load_probe_data,
+    select_weight_decay,
+)
 from permgym.run import parse_key_value
 
 HEADING = "## Calibration (bench/calibration.py)"
@@ -38,6 +45,8 @@ ALL_METRICS = (("heldout_accuracy", "held-out ordering acc"), ("probe_top1", "li
            ("shape_probe_top1", "probe shape top-1"))  # fmt: skip
 #: The downstream protocols: raw clip features, and clip features centred over their frames (as the head sees them).
 PROTOCOLS = {"raw": ("probe_top1", "retrieval_top1"), "centred": ("centred_probe_top1", "centred_retrieval_top1")}
+#: The linear probe's weight decay unless ``--probe-weight-decays`` says otherwise (:func:`linear_probe_accuracy`'s).
+DEFAULT_WEIGHT_DECAYS = [1e-3]
 PROTOCOL_TEXT = {"raw": "raw", "centred": "centred over the clip's frames (`permgym.probe.centre_frames`)"}
 
 
@@ -46,22 +55,37 @@ def measured(runs: list[list[dict[str, float]]]) -> list[tuple[str, str]]:
     return [(key, title) for key, title in ALL_METRICS if key in runs[0][0]]
 
 
-def factor_probes(trunk: torch.nn.Module, data: ProbeData, image_size: int, epochs: int) -> dict[str, float]:
+def factor_probes(
+    trunk: torch.nn.Module, data: ProbeData, image_size: int, epochs: int, weight_decays: tuple[float, ...]
+) -> dict[str, float]:
     """Linear-probe top-1 of each factor of a SyntheticActions class on raw clip features: its motion (chance 1/15)
-    and its object shape (chance 1/4)."""
+    and its object shape (chance 1/4); the weight decay as in :func:`permgym.probe.evaluate_trunk`."""
     train_x, test_x = (
         clip_features(trunk, clips, image_size=image_size) for clips in (data.train_clips, data.test_clips)
     )
     factors = {"motion_probe_top1": lambda y: y % len(MOTIONS), "shape_probe_top1": lambda y: y // len(MOTIONS)}
-    return {key: linear_probe_accuracy(train_x, factor(data.train_labels), test_x, factor(data.test_labels),
-                                       epochs=epochs) for key, factor in factors.items()}  # fmt: skip
+    out = {}
+    for key, factor in factors.items():
+        train_y, test_y = factor(data.train_labels), factor(data.test_labels)
+        decay = weight_decays[0]
+        if len(weight_decays) > 1:
+            decay = select_weight_decay(train_x, train_y, weight_decays, epochs=epochs)
+        out[key] = linear_probe_accuracy(train_x, train_y, test_x, test_y, epochs=epochs, weight_decay=decay)
+    return out
 
 
 def run_seed(
-    seed: int, env_kwargs: dict, probe_videos: int, probe_epochs: int, protocols: list[str], factors: bool
+    seed: int,
+    env_kwargs: dict,
+    probe_videos: int,
+    probe_epochs: int,
+    protocols: list[str],
+    factors: bool,
+    weight_decays: tuple[float, ...] = (1e-3,),
 ) -> list[dict[str, float]]:
     """Metrics after each budget of :data:`MULTIPLES` for one seed: held-out ordering accuracy, probe and retrieval
-    top-1 under each of ``protocols`` and, with ``factors``, :func:`factor_probes`."""
+    top-1 under each of ``protocols`` and, with ``factors``, :func:`factor_probes`; the probes' weight decay is
+    chosen from ``weight_decays`` on the training clips when there is more than one."""
     env = PermSamplingEnv(**{"action_mode": "per_sample", "torch_threads": 1, **env_kwargs})
     default_steps = env.config.steps_per_episode
     checkpoints = sorted({round(m * default_steps) for m in MULTIPLES})
@@ -80,10 +104,10 @@ def run_seed(
             for name in protocols:
                 probe_key, retrieval_key = PROTOCOLS[name]
                 probe = evaluate_trunk(trunk, data, image_size=c.element_size, epochs=probe_epochs,
-                                       centred=name == "centred")  # fmt: skip
+                                       centred=name == "centred", weight_decays=weight_decays)  # fmt: skip
                 row.update({probe_key: probe["probe_top1"], retrieval_key: probe["retrieval_top1"]})
             if factors:
-                row.update(factor_probes(trunk, data, c.element_size, probe_epochs))
+                row.update(factor_probes(trunk, data, c.element_size, probe_epochs, weight_decays))
             rows.append(row)
             print(f"seed {seed} step {step}: {rows[-1]}", flush=True)
         if step < max(checkpoints):
@@ -125,6 +149,8 @@ def report(
         f" --label {args.label}" if args.label else "") + (
         f" --probe-videos {args.probe_videos}" if args.probe_videos != 3000 else "") + (
         f" --probe-epochs {args.probe_epochs}" if args.probe_epochs != 30 else "") + (
+        f" --probe-weight-decays {' '.join(map(str, args.probe_weight_decays))}"
+        if args.probe_weight_decays != DEFAULT_WEIGHT_DECAYS else "") + (
         f" --protocols {' '.join(args.protocols)}" if args.protocols != list(PROTOCOLS) else "") + (
         " --factors" if args.factors else "")  # fmt: skip
     head = [
@@ -137,7 +163,13 @@ def report(
         + " features, "
         + ("probes of the class's motion and shape factors, " if args.factors else "")
         + f"linear probe {args.probe_epochs} epochs, "
-        "retrieval by cosine similarity (test clips query train clips); held-out ordering accuracy on the env's report pool. "
+        + (
+            f"its weight decay chosen per checkpoint from {', '.join(map(str, args.probe_weight_decays))} by top-1 on "
+            "every fifth training clip (probe trained on the rest), "
+            if len(args.probe_weight_decays) > 1
+            else ""
+        )
+        + "retrieval by cosine similarity (test clips query train clips); held-out ordering accuracy on the env's report pool. "
         f"Mean ± 95 % t-interval over seeds. Plot: [`bench/figures/{args.label or 'calibration'}.png`]"
         f"(bench/figures/{args.label or 'calibration'}.png).",
         "",
@@ -186,6 +218,9 @@ def main() -> None:
                         help="env overrides (JSON values, else strings)")  # fmt: skip
     parser.add_argument("--probe-videos", type=int, default=3000, help="downstream clips (default: 3000)")
     parser.add_argument("--probe-epochs", type=int, default=30, help="linear-probe epochs (default: 30)")
+    parser.add_argument("--probe-weight-decays", nargs="+", type=float, default=list(DEFAULT_WEIGHT_DECAYS),
+                        help="linear-probe weight decay; several: chosen per checkpoint on every fifth training clip "
+                        "(default: 0.001)")  # fmt: skip
     parser.add_argument("--protocols", nargs="+", choices=tuple(PROTOCOLS), default=list(PROTOCOLS),
                         help="downstream feature protocols (default: raw centred)")  # fmt: skip
     parser.add_argument("--factors", action="store_true",
@@ -204,8 +239,8 @@ def main() -> None:
         runs, minutes = record["runs"], record["minutes"]
     else:
         start = time.perf_counter()
-        runs = [run_seed(seed, env_kwargs, args.probe_videos, args.probe_epochs, args.protocols, args.factors)
-                for seed in seeds(args)]  # fmt: skip
+        runs = [run_seed(seed, env_kwargs, args.probe_videos, args.probe_epochs, args.protocols, args.factors,
+                         tuple(args.probe_weight_decays)) for seed in seeds(args)]  # fmt: skip
         minutes = (time.perf_counter() - start) / 60
         args.out.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps({"env_kwargs": env_kwargs, "minutes": minutes, "runs": runs}, indent=1))

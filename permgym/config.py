@@ -19,7 +19,7 @@ ACTION_MODES = ("distribution", "per_sample", "discrete")
 REWARDS = ("val_loss_delta", "val_acc_delta", "uniform_relative")
 DATASETS = ("synthetic", "cache")
 #: SyntheticActions scene variants (see :mod:`permgym.data.synthetic`).
-SYNTHETIC_VARIANTS = ("classic", "decoys", "flicker")
+SYNTHETIC_VARIANTS = ("classic", "decoys", "one-decoy", "faint-decoys", "occluder", "small-occluder", "flicker")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -33,8 +33,10 @@ class PermSamplingConfig:
         cache_path: folder of the frame cache when ``dataset="cache"``; ``None`` reads ``$PERMGYM_UCF101_CACHE``.
         synthetic_classes, synthetic_videos, clip_frames, frame_size, data_seed: SyntheticActions parameters
             (``data_seed`` fixes the pixels; the env seed fixes CNN init, data order and augmentation).
-        synthetic_variant: SyntheticActions scene: ``"classic"``, ``"decoys"`` (decoy objects of unseen shapes
-            jumping to a new place every frame) or ``"flicker"`` (the background redrawn every frame); see
+        synthetic_variant: SyntheticActions scene: ``"classic"``, ``"decoys"`` (two decoy objects of unseen
+            shapes jumping to a new place every frame), ``"one-decoy"`` (one such decoy), ``"faint-decoys"`` (two at
+            half opacity), ``"occluder"`` (a bar painted over the object at a new place every frame),
+            ``"small-occluder"`` (a shorter bar) or ``"flicker"`` (the background redrawn every frame); see
             :mod:`permgym.data.synthetic`.
         val_fraction: share of the training clips held out for the validation batch (never the test split).
 
@@ -52,10 +54,12 @@ class PermSamplingConfig:
         bank_seed: seed of the max-Hamming bank selection.
 
     Network and optimisation:
-        trunk: ``"tiny"``, ``"caffenet"`` or ``"resnet18"``; projection_dim, hidden: element feature size and
-            fusion width.
+        trunk: ``"tiny"``, ``"tiny-wide"`` (twice the channels), ``"caffenet"`` or ``"resnet18"``; projection_dim,
+            hidden: element feature size and fusion width.
         centre_elements: subtract each sample's mean element feature before the fusion head (the head then sees
             only how the elements differ).
+        uncentred_features: with ``centre_elements``, the head also sees each element's uncentred features
+            (concatenated after the centred ones), so what the elements share can enter the ordering decision.
         optimizer: ``"sgd"`` (momentum) or ``"adam"``; lr, momentum, weight_decay as usual.
         batch_size: clips per SGD update; val_batch_size: clips in the fixed validation batch.
         updates_per_step: M, SGD updates per env step; steps_per_episode: T, env steps per episode.
@@ -108,6 +112,7 @@ class PermSamplingConfig:
     projection_dim: int = 64
     hidden: int = 128
     centre_elements: bool = True
+    uncentred_features: bool = False
     optimizer: str = "adam"
     lr: float = 2e-3
     momentum: float = 0.9
@@ -141,6 +146,9 @@ class PermSamplingConfig:
         for name in ("batch_size", "val_batch_size", "updates_per_step", "steps_per_episode", "discrete_groups"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.uncentred_features and not self.centre_elements:
+            raise ValueError("uncentred_features=True adds uncentred element features to the centred ones: it needs "
+                             "centre_elements=True (with centre_elements=False the head already sees them alone)")  # fmt: skip
         if self.task == "joint" and self.batch_size < 2:
             raise ValueError("the joint task splits each batch between two tasks: batch_size must be >= 2")
         if self.temperature <= 0 or not math.isfinite(self.temperature):

@@ -7,7 +7,8 @@ linear in the concatenated features, so it splits into per-position projections 
 for all (position, element) pairs: scoring K permutations then costs ``K * n`` additions of hidden vectors instead
 of ``K`` full head passes over ``n * P`` inputs.
 
-Trunks: ``tiny`` (a fast CPU net for tests and the env), ``caffenet`` (AlexNet-style with BatchNorm, the paper's
+Trunks: ``tiny`` (a fast CPU net for tests and the env), ``tiny-wide`` (the same net with twice the channels),
+``caffenet`` (AlexNet-style with BatchNorm, the paper's
 class of network) and ``resnet18`` (torchvision, random init). Every trunk maps ``[B, 3, H, W]`` float images to
 ``[B, out_dim]`` features and accepts any input size (adaptive pooling).
 """
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TRUNKS = ("tiny", "caffenet", "resnet18")
+TRUNKS = ("tiny", "tiny-wide", "caffenet", "resnet18")
 
 
 class Trunk(nn.Module):
@@ -41,12 +42,13 @@ def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0
 
 def build_trunk(name: str) -> Trunk:
     """Build a randomly initialised trunk by name (one of :data:`TRUNKS`)."""
-    if name == "tiny":
+    if name in ("tiny", "tiny-wide"):
+        w = 2 if name == "tiny-wide" else 1  # channel multiplier
         body = nn.Sequential(
-            *_conv_bn(3, 32, 3, 2, 1), *_conv_bn(32, 64, 3, 2, 1), *_conv_bn(64, 64, 3, 2, 1),
+            *_conv_bn(3, 32 * w, 3, 2, 1), *_conv_bn(32 * w, 64 * w, 3, 2, 1), *_conv_bn(64 * w, 64 * w, 3, 2, 1),
             nn.AdaptiveAvgPool2d(3),  # keep a coarse layout: ordering needs where things are, not only what
         )  # fmt: skip
-        return Trunk(name, body, 64 * 3 * 3)
+        return Trunk(name, body, 64 * w * 3 * 3)
     if name == "caffenet":
         body = nn.Sequential(
             *_conv_bn(3, 96, 11, 4, 2), nn.MaxPool2d(3, 2),
@@ -62,6 +64,15 @@ def build_trunk(name: str) -> Trunk:
         net.fc = nn.Identity()
         return Trunk(name, net, 512)
     raise ValueError(f"unknown trunk {name!r}; choose one of {', '.join(TRUNKS)}")
+
+
+def head_inputs(features: torch.Tensor, centre: bool, uncentred: bool) -> torch.Tensor:
+    """What a fusion head sees of ``[..., n, P]`` element features: centred over the ``n`` elements when ``centre``,
+    with the uncentred features concatenated after them when ``uncentred`` too (``[..., n, 2P]``)."""
+    if not centre:
+        return features
+    centred = features - features.mean(dim=-2, keepdim=True)
+    return torch.cat([centred, features], dim=-1) if uncentred else centred
 
 
 class FusionHead(nn.Module):
@@ -112,6 +123,8 @@ class OrderingNet(nn.Module):
         hidden: width of each fusion head's hidden layer (fc7).
         dropout: dropout before each head's classifier.
         centre: subtract each sample's mean element feature (see :meth:`element_features`).
+        uncentred: with ``centre``, also give the heads each element's uncentred features, concatenated after the
+            centred ones (the heads then see ``2 * projection_dim`` features per element).
     """
 
     def __init__(
@@ -122,23 +135,28 @@ class OrderingNet(nn.Module):
         hidden: int = 256,
         dropout: float = 0.0,
         centre: bool = True,
+        uncentred: bool = False,
     ) -> None:
         super().__init__()
+        if uncentred and not centre:
+            raise ValueError("uncentred=True adds uncentred features to centred ones: it needs centre=True "
+                             "(without centring the heads already see only uncentred features)")  # fmt: skip
         self.trunk = trunk
-        self.centre = centre
+        self.centre, self.uncentred = centre, uncentred
         self.project = nn.Sequential(nn.Linear(trunk.out_dim, projection_dim), nn.ReLU(inplace=True))
+        feature_dim = projection_dim * (2 if uncentred else 1)
         self.heads = nn.ModuleDict(
-            {task: FusionHead(n, projection_dim, hidden, k, dropout) for task, (n, k) in heads.items()}
+            {task: FusionHead(n, feature_dim, hidden, k, dropout) for task, (n, k) in heads.items()}
         )
 
     def element_features(self, elements: torch.Tensor) -> torch.Tensor:
         """``[B, n, 3, H, W]`` -> ``[B, n, P]``: trunk and projection on each element independently, then centred
         over the sample's elements. Centring removes what the elements share (background, object appearance) so
         the head sees how they differ; it is order-independent, so every permutation still is a gather. Without
-        ``centre`` the features are passed as they are."""
+        ``centre`` the features are passed as they are; with ``uncentred`` both, concatenated (``[B, n, 2P]``)."""
         b, n = elements.shape[:2]
         features = self.project(self.trunk(elements.flatten(0, 1))).view(b, n, -1)
-        return features - features.mean(dim=1, keepdim=True) if self.centre else features
+        return head_inputs(features, self.centre, self.uncentred)
 
     def forward(self, elements: torch.Tensor, task: str) -> torch.Tensor:
         """Naive path: ``[B, n, 3, H, W]`` elements already in presentation order -> ``[B, K]`` logits."""

@@ -10,6 +10,7 @@ frames**. Averaging the frames would erase the direction of motion, and Syntheti
 * :func:`linear_probe_scores` and :func:`linear_probe_accuracy` — a linear classifier on standardised features of the
   frozen trunk (softmax, or one logistic regression per class for multi-label targets), trained with a fixed seed;
   test logits and top-1 accuracy.
+* :func:`select_weight_decay` — the probe's weight decay chosen on a validation part of the training samples.
 * :func:`retrieval_topk` — test clips query train clips (VCOP protocol), cosine similarity, top-k hit rate.
 * :func:`load_probe_data` and :func:`evaluate_trunk` — the SyntheticActions split and everything above in one call.
 
@@ -259,6 +260,33 @@ def linear_probe_accuracy(
     return float((logits.argmax(1) == test_y).float().mean())
 
 
+def select_weight_decay(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    candidates: tuple[float, ...],
+    seed: int = 0,
+    epochs: int = 50,
+    val_every: int = 5,
+) -> float:
+    """The weight decay of ``candidates`` whose linear probe, trained on the other training samples, has the best
+    top-1 on every ``val_every``-th training sample (only training data is used; ties go to the earlier candidate).
+
+    Args:
+        train_x, train_y: ``[N, D]`` features and ``[N]`` int64 labels of the training set.
+        candidates: weight decays to try (:func:`linear_probe_accuracy`'s ``weight_decay``).
+        seed, epochs: as in :func:`linear_probe_accuracy`.
+        val_every: the validation part is samples ``val_every - 1, 2 * val_every - 1, ...``.
+    """
+    if not candidates:
+        raise ValueError("candidates is empty; give at least one weight decay, e.g. (1e-3,)")
+    val = torch.arange(len(train_x)) % val_every == val_every - 1
+    if not val.any() or val.all():
+        raise ValueError(f"val_every={val_every} leaves no training or no validation part of {len(train_x)} samples")
+    scores = [linear_probe_accuracy(train_x[~val], train_y[~val], train_x[val], train_y[val], seed=seed,
+                                    epochs=epochs, weight_decay=wd) for wd in candidates]  # fmt: skip
+    return candidates[scores.index(max(scores))]
+
+
 def retrieval_topk(
     query_x: torch.Tensor,
     query_y: torch.Tensor,
@@ -350,12 +378,14 @@ def evaluate_trunk(
     epochs: int = 50,
     ks: tuple[int, ...] = RETRIEVAL_KS,
     centred: bool = False,
+    weight_decays: tuple[float, ...] = (1e-3,),
 ) -> dict[str, float]:
     """Linear-probe accuracy and retrieval top-k of a frozen trunk on ``data``.
 
     ``num_frames`` and ``image_size`` go to :func:`clip_features`, ``seed`` and ``epochs`` to
     :func:`linear_probe_accuracy`, ``ks`` to :func:`retrieval_topk`; ``centred`` applies :func:`centre_frames` to
-    the clip features first.
+    the clip features first. With more than one of ``weight_decays``, the probe's weight decay is chosen on the
+    training clips by :func:`select_weight_decay` and returned as ``"probe_weight_decay"``.
 
     Returns:
         ``{"probe_top1": ..., "retrieval_top1": ..., "retrieval_top5": ...}`` (retrieval on features standardised
@@ -365,8 +395,13 @@ def evaluate_trunk(
     test_x = clip_features(trunk, data.test_clips, num_frames, image_size)
     if centred:
         train_x, test_x = centre_frames(train_x, num_frames), centre_frames(test_x, num_frames)
-    probe = linear_probe_accuracy(train_x, data.train_labels, test_x, data.test_labels, seed=seed, epochs=epochs)
-    metrics = {"probe_top1": probe}
+    metrics = {}
+    decay = weight_decays[0]
+    if len(weight_decays) > 1:
+        decay = metrics["probe_weight_decay"] = select_weight_decay(train_x, data.train_labels, weight_decays, seed,
+                                                                    epochs)  # fmt: skip
+    metrics["probe_top1"] = linear_probe_accuracy(train_x, data.train_labels, test_x, data.test_labels, seed=seed,
+                                                  epochs=epochs, weight_decay=decay)  # fmt: skip
     gallery, query = standardize(train_x, test_x)
     retrieval = retrieval_topk(query, data.test_labels, gallery, data.train_labels, ks=ks)
     metrics.update({f"retrieval_{key}": value for key, value in retrieval.items()})

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from permgym.models import OrderingNet
+from permgym.models import OrderingNet, head_inputs
 
 Tensors = dict[str, torch.Tensor]
 
@@ -112,7 +112,7 @@ def element_features(
     slots, b, n = elements.shape[:3]
     trunk = _trunk(model, params, buffers, elements.flatten(1, 2), training)
     features = F.relu(_linear(trunk, params["project.0.weight"], params["project.0.bias"])).view(slots, b, n, -1)
-    return features - features.mean(dim=2, keepdim=True) if model.centre else features
+    return head_inputs(features, model.centre, model.uncentred)
 
 
 def _classify(head: str, params: Tensors, hidden: torch.Tensor) -> torch.Tensor:

@@ -147,7 +147,8 @@ class OrderingTrainer:
             torch.manual_seed(seed)
             heads = {name: (task.num_elements, task.bank.size) for name, task in self.tasks.items()}
             trunk = build_trunk(config.trunk)
-            model = OrderingNet(trunk, heads, config.projection_dim, config.hidden, centre=config.centre_elements)
+            model = OrderingNet(trunk, heads, config.projection_dim, config.hidden, centre=config.centre_elements,
+                                uncentred=config.uncentred_features)  # fmt: skip
             self.model = model.to(self.device)
         self.optimizer = self._build_optimizer()
         self.world = World(device=self.device)

@@ -156,7 +156,12 @@ def test_render_ansi_lists_every_permutation() -> None:
     [
         ({"num_frames": 4, "temporal_bank_size": 25}, "temporal bank size 25 is impossible: n=4 elements have only 24"),
         ({"task": "ordering"}, "unknown task 'ordering'; choose one of temporal, spatial, joint"),
-        ({"synthetic_variant": "fog"}, "unknown synthetic_variant 'fog'; choose one of classic, decoys, flicker"),
+        ({"synthetic_variant": "fog"}, "unknown synthetic_variant 'fog'; choose one of classic, decoys, one-decoy, "),
+        (
+            {"centre_elements": False, "uncentred_features": True},
+            "uncentred_features=True adds uncentred element "
+            "features to the centred ones: it needs centre_elements=True",
+        ),
         ({"action_mode": "continuous"}, "unknown action_mode 'continuous'"),
         ({"reward": "accuracy"}, "unknown reward 'accuracy'"),
         ({"batch_sizes": 3}, "unknown config option(s) batch_sizes"),

@@ -16,6 +16,7 @@ from permgym.probe import (
     load_probe_data,
     retrieval_topk,
     retrieval_windows,
+    select_weight_decay,
     standardize,
     video_features,
 )
@@ -108,6 +109,29 @@ def test_linear_probe_separates_separable_features_and_is_deterministic() -> Non
 def test_linear_probe_checks_lengths() -> None:
     with pytest.raises(ValueError, match="differ in length"):
         linear_probe_accuracy(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long), torch.zeros(1, 2), torch.zeros(1))
+
+
+def test_select_weight_decay_picks_the_best_on_every_fifth_training_sample() -> None:
+    g = torch.Generator().manual_seed(2)
+    y = torch.arange(100) % 4
+    x = torch.randn(100, 50, generator=g)
+    x[torch.arange(100), y] += 1.5
+    candidates = (1e-3, 30.0, 300.0)
+    val = torch.arange(100) % 5 == 4
+    scores = [linear_probe_accuracy(x[~val], y[~val], x[val], y[val], epochs=5, weight_decay=wd) for wd in candidates]
+    assert len(set(scores)) > 1  # the candidates differ, so the choice is a real one
+    assert select_weight_decay(x, y, candidates, epochs=5) == candidates[scores.index(max(scores))]
+    with pytest.raises(ValueError, match="candidates is empty"):
+        select_weight_decay(x, y, (), epochs=5)
+
+
+def test_evaluate_trunk_with_several_weight_decays_reports_the_chosen_one(trunk) -> None:
+    data = load_probe_data(num_classes=6, num_videos=60, frames=8, size=32, seed=0)
+    assert evaluate_trunk(trunk, data, epochs=3, ks=(1,), weight_decays=(1e-3,)) == evaluate_trunk(
+        trunk, data, epochs=3, ks=(1,)
+    )
+    chosen = evaluate_trunk(trunk, data, epochs=3, ks=(1,), weight_decays=(1e-3, 10.0))
+    assert chosen["probe_weight_decay"] in (1e-3, 10.0)
 
 
 def test_retrieval_worked_by_hand() -> None:

@@ -74,6 +74,42 @@ def test_decoys_variant_is_deterministic_and_adds_decoys_to_the_classic_scene() 
     assert overlap.mean() < 0.5
 
 
+def test_one_decoy_variant_is_deterministic_and_paints_one_of_the_two_decoys_area() -> None:
+    common = {"num_classes": 6, "num_videos": 12, "frames": 6, "size": 32, "seed": 1}
+    classic = SyntheticActions(**common).clips
+    a, b = SyntheticActions(**common, variant="one-decoy"), SyntheticActions(**common, variant="one-decoy")
+    assert torch.equal(a.clips, b.clips) and "variant='one-decoy'" in repr(a)
+    one = (a.clips != classic).any(2).float().mean()
+    two = (SyntheticActions(**common, variant="decoys").clips != classic).any(2).float().mean()
+    assert 0.02 < one < 0.75 * two  # one object-sized decoy per frame, about half the pixels of two
+    # a clip depends only on its own index: a clip rendered among fewer clips is the same
+    alone = SyntheticActions(**{**common, "num_videos": 6}, variant="one-decoy")
+    assert torch.equal(alone.clips, a.clips[:6])
+
+
+def test_faint_decoys_are_the_decoys_at_half_opacity() -> None:
+    common = {"num_classes": 6, "num_videos": 12, "frames": 6, "size": 32, "seed": 1}
+    classic = SyntheticActions(**common).clips.float()
+    a, b = SyntheticActions(**common, variant="faint-decoys"), SyntheticActions(**common, variant="faint-decoys")
+    assert torch.equal(a.clips, b.clips)
+    faint = (a.clips.float() - classic).abs().sum()
+    opaque = (SyntheticActions(**common, variant="decoys").clips.float() - classic).abs().sum()
+    assert 0.45 < faint / opaque < 0.55  # the same decoys, each pixel moved half as far towards them
+
+
+def test_occluder_variant_is_deterministic_and_paints_a_bar_at_a_new_place_every_frame() -> None:
+    common = {"num_classes": 6, "num_videos": 12, "frames": 6, "size": 32, "seed": 1}
+    classic = SyntheticActions(**common).clips
+    a, b = SyntheticActions(**common, variant="occluder"), SyntheticActions(**common, variant="occluder")
+    assert torch.equal(a.clips, b.clips)
+    changed = (a.clips != classic).any(2)  # [N, T, H, W] pixels the occluder painted
+    assert 0.03 < changed.flatten(2).float().mean() < 0.15  # one bar of about a tenth of the frame
+    overlap = (changed[:, 1:] & changed[:, :-1]).flatten(2).sum(2) / changed[:, 1:].flatten(2).sum(2).clamp_min(1)
+    assert overlap.mean() < 0.5
+    small = (SyntheticActions(**common, variant="small-occluder").clips != classic).any(2)
+    assert 0.3 < small.float().mean() / changed.float().mean() < 0.6  # (0.2 / 0.3)^2 = 0.44 of the area
+
+
 def test_flicker_variant_is_deterministic_and_changes_the_background_every_frame() -> None:
     common = {"num_classes": 6, "num_videos": 12, "frames": 6, "size": 32, "seed": 1}
     classic = SyntheticActions(**common).clips.float()
@@ -100,5 +136,8 @@ def test_env_clip_pools_render_the_configured_variant() -> None:
 
 
 def test_unknown_variant() -> None:
-    with pytest.raises(ValueError, match="unknown variant 'fog'; choose one of classic, decoys, flicker"):
+    with pytest.raises(
+        ValueError,
+        match="unknown variant 'fog'; choose one of classic, decoys, one-decoy, faint-decoys, occluder, small-occluder, flicker",
+    ):
         SyntheticActions(num_videos=4, variant="fog")

@@ -22,6 +22,13 @@ Variants (:data:`VARIANTS`), each drawing its extra randomness from its own stre
 * ``"decoys"``: two decoy objects of the shapes no video's class uses (ring, star, bar, crescent), in the object's
   colours and size range, each at an independent random position and angle in every frame, painted under the
   object. They carry no temporal order: ordering the frames needs features that tell the object from them.
+* ``"one-decoy"``: as ``"decoys"`` with a single decoy, a milder version of the same appearance pressure.
+* ``"faint-decoys"``: as ``"decoys"`` with each decoy painted at half opacity over the scene, so the object stays
+  the most salient thing in a frame.
+* ``"occluder"``: an opaque bar in colours of its own (half-length 0.3 of the frame side), at an independent random
+  position and angle in every frame, painted over the object, so the object is partly hidden in some frames. It
+  carries no temporal order.
+* ``"small-occluder"``: as ``"occluder"`` with a bar of half-length 0.2 of the frame side (under half the area).
 * ``"flicker"``: the background's two colours, its texture phase and its noise are redrawn in every frame (colour
   offsets with a standard deviation of 10 of 255, phase offsets within ±π/4). What the frames share is then only
   the object: frame-to-frame change in the background carries no order, so the ordering task is pushed to features
@@ -45,10 +52,13 @@ MOTIONS: tuple[str, ...] = (
     "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out", "circle_cw", "circle_ccw", "bounce",
 )  # fmt: skip
 SHAPES: tuple[str, ...] = ("square", "disk", "triangle", "cross")
-#: Scene variants: ``"classic"`` (the default), ``"decoys"`` and ``"flicker"`` (see the module docstring).
+#: Scene variants: ``"classic"`` (the default), ``"decoys"``, ``"one-decoy"``, ``"faint-decoys"``, ``"occluder"``,
+#: ``"small-occluder"`` and ``"flicker"`` (see the module docstring).
 VARIANTS: tuple[str, ...] = SYNTHETIC_VARIANTS
-_DECOYS = 2  # decoy objects per clip of the "decoys" variant
+_DECOYS = {"decoys": 2, "one-decoy": 1, "faint-decoys": 2}  # decoy objects per clip of each variant that has them
+_DECOY_OPACITY = {"faint-decoys": 0.5}  # the decoys' opacity where it is not 1
 _DECOY_RADIUS = (0.16, 0.22)  # range of a decoy's radius relative to the frame side (the object's range)
+_OCCLUDER_RADIUS = {"occluder": 0.3, "small-occluder": 0.2}  # the occluder bar's half-length / the frame side
 _FLICKER_SD = 10.0  # standard deviation of a "flicker" frame's background colour offsets (of 255)
 _FLICKER_PHASE = np.pi / 4  # a "flicker" frame's texture phase offsets are uniform in [-_FLICKER_PHASE, _FLICKER_PHASE]
 #: Every shape the renderer draws: the video shapes, then shapes no video shows (SyntheticObjects' unseen classes).
@@ -128,17 +138,29 @@ def _clip_params(seed: int, index: int, label: int, frames: int, size: int) -> d
     }
 
 
-def _decoy_params(seed: int, index: int, frames: int, size: int) -> dict[str, np.ndarray]:
-    """The decoys of one ``"decoys"`` clip: unseen shapes at independent random positions and angles per frame,
-    their radii drawn like the object's."""
+def _decoy_params(seed: int, index: int, frames: int, size: int, count: int) -> dict[str, np.ndarray]:
+    """The ``count`` decoys of one ``"decoys"`` or ``"one-decoy"`` clip: unseen shapes at independent random
+    positions and angles per frame, their radii drawn like the object's."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index, 1])))
-    scale = rng.uniform(*_DECOY_RADIUS, size=_DECOYS) * size
+    scale = rng.uniform(*_DECOY_RADIUS, size=count) * size
     margin = scale.max()
     return {
-        "decoy_shape": rng.integers(len(SHAPES), len(ALL_SHAPES), size=_DECOYS),
-        "decoy_pos": rng.uniform(margin, size - margin, size=(_DECOYS, frames, 2)),
-        "decoy_angle": rng.uniform(0, 2 * np.pi, size=(_DECOYS, frames)),
+        "decoy_shape": rng.integers(len(SHAPES), len(ALL_SHAPES), size=count),
+        "decoy_pos": rng.uniform(margin, size - margin, size=(count, frames, 2)),
+        "decoy_angle": rng.uniform(0, 2 * np.pi, size=(count, frames)),
         "decoy_scale": np.repeat(scale[:, None], frames, axis=1),
+    }
+
+
+def _occluder_params(seed: int, index: int, frames: int, size: int, radius: float) -> dict[str, np.ndarray]:
+    """The occluder of one ``"occluder"`` or ``"small-occluder"`` clip: a bar of half-length ``radius * size`` with
+    colours of its own at a random position and angle per frame."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index, 3])))
+    return {
+        "occluder_pos": rng.uniform(0, size, size=(frames, 2)),
+        "occluder_angle": rng.uniform(0, 2 * np.pi, size=frames),
+        "occluder_colours": rng.uniform(0, 255, size=(2, 3)),
+        "occluder_scale": np.full(frames, radius * size),
     }
 
 
@@ -225,6 +247,7 @@ def draw_object(
     colours: np.ndarray,
     xx: np.ndarray,
     yy: np.ndarray,
+    opacity: float = 1.0,
 ) -> np.ndarray:
     """Paint a two-tone object into ``out`` (in place) with a soft one-pixel edge; return its coverage.
 
@@ -234,9 +257,10 @@ def draw_object(
         pos: ``[T, 2]`` centre (x, y) in pixels; angle: ``[T]`` radians; scale: ``[T]`` radius in pixels.
         colours: ``[2, 3]`` the colours of the halves ``u > 0`` and ``u <= 0`` in object coordinates.
         xx, yy: ``[size, size]`` pixel-centre coordinates (``np.mgrid + 0.5``).
+        opacity: the object's weight where it covers a pixel (1: opaque; 0.5: half the scene shows through).
 
     Returns:
-        ``[T, size, size, 1]`` float32 coverage in [0, 1] (1 inside the object).
+        ``[T, size, size, 1]`` float32 coverage in [0, opacity] (``opacity`` inside the object).
     """
     dx = xx[None] - pos[:, 0, None, None].astype(np.float32)
     dy = yy[None] - pos[:, 1, None, None].astype(np.float32)
@@ -247,6 +271,8 @@ def draw_object(
     v = (sin * dx + cos * dy) / s
     field = _shape_distance(shape, u, v) * s  # in pixels
     m = np.clip(0.5 - field, 0, 1)[..., None]
+    if opacity != 1.0:
+        m = m * np.float32(opacity)
     colour = np.where((u > 0)[..., None], colours[0], colours[1]).astype(np.float32)
     out[:] = out * (1 - m) + m * colour
     return m
@@ -268,8 +294,11 @@ def _render_chunk(params: list[dict[str, np.ndarray]], frames: int, size: int) -
         _draw_distractors(out[i], p, xx, yy)
         for d in range(len(p.get("decoy_shape", ()))):
             draw_object(out[i], int(p["decoy_shape"][d]), p["decoy_pos"][d], p["decoy_angle"][d],
-                        p["decoy_scale"][d], p["colours"], xx, yy)  # fmt: skip
+                        p["decoy_scale"][d], p["colours"], xx, yy, p["decoy_opacity"])  # fmt: skip
         draw_object(out[i], int(p["shape"]), p["pos"], p["angle"], p["scale"], p["colours"], xx, yy)
+        if "occluder_pos" in p:
+            draw_object(out[i], ALL_SHAPES.index("bar"), p["occluder_pos"], p["occluder_angle"],
+                        p["occluder_scale"], p["occluder_colours"], xx, yy)  # fmt: skip
     return np.clip(out, 0, 255).astype(np.uint8).transpose(0, 1, 4, 2, 3)
 
 
@@ -288,8 +317,11 @@ def generate_clips(
         stop = min(start + _CHUNK, len(labels))
         params = [_clip_params(seed, int(indices[j]), int(labels[j]), frames, size) for j in range(start, stop)]
         for j, p in zip(range(start, stop), params, strict=True):
-            if variant == "decoys":
-                p.update(_decoy_params(seed, int(indices[j]), frames, size))
+            if variant in _DECOYS:
+                p.update(_decoy_params(seed, int(indices[j]), frames, size, _DECOYS[variant]))
+                p["decoy_opacity"] = _DECOY_OPACITY.get(variant, 1.0)
+            elif variant in _OCCLUDER_RADIUS:
+                p.update(_occluder_params(seed, int(indices[j]), frames, size, _OCCLUDER_RADIUS[variant]))
             elif variant == "flicker":
                 p.update(_flicker_params(seed, int(indices[j]), frames))
         out[start:stop] = _render_chunk(params, frames, size)
@@ -314,8 +346,8 @@ class SyntheticActions(Dataset):
         classes: optional subset of class ids to keep (e.g. the class-disjoint halves for metric learning).
         test_fraction: share of each class held out as ``"test"``.
         transform: optional callable applied to each ``[T, 3, H, W]`` uint8 clip.
-        variant: the scene, one of :data:`VARIANTS` (``"classic"``, ``"decoys"`` or ``"flicker"``; see the module
-            docstring).
+        variant: the scene, one of :data:`VARIANTS` (``"classic"``, ``"decoys"``, ``"one-decoy"``,
+            ``"faint-decoys"``, ``"occluder"``, ``"small-occluder"`` or ``"flicker"``; see the module docstring).
 
     Attributes:
         clips: ``[N, frames, 3, size, size]`` uint8 tensor of the kept clips.
