@@ -31,8 +31,10 @@ from permgym.config import PRESETS, make_config
 from permgym.run import parse_key_value
 
 HEADING = "## Headroom and reference scores (bench/reference_scores.py)"
-#: Samplers per env id; the first id also gets the proxy oracle and the learned policy-gradient sampler.
-SAMPLERS = {"PermSampling-v0": ("uniform", "stratified", "oracle_reward", "oracle_proxy", "pg")}
+#: Samplers per env id; the default and the calibrated id also get the proxy oracle and the learned policy-gradient
+#: sampler.
+FULL = ("uniform", "stratified", "oracle_reward", "oracle_proxy", "pg")
+SAMPLERS = {"PermSampling-v0": FULL, "PermSampling-Calibrated-v0": FULL}
 DEFAULT_SAMPLERS = ("uniform", "stratified", "oracle_reward")
 REBUILT = " (when this section was rebuilt from the runs' metrics.json by `--report-only`)"
 REFERENCE_KEYS = ("return", "heldout_accuracy", "probe_top1", "retrieval_top1")

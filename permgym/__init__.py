@@ -22,6 +22,7 @@ ENV_IDS: tuple[tuple[str, str, bool], ...] = (
     ("PermSampling-v0", "tiny", False),
     ("PermSampling-Spatial-v0", "tiny-spatial", False),
     ("PermSampling-Joint-v0", "tiny-joint", False),
+    ("PermSampling-Calibrated-v0", "tiny-calibrated", False),
     ("PermSampling-UCF101-v0", "ucf101", True),
 )
 

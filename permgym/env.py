@@ -74,8 +74,10 @@ class PermSamplingEnv(gym.Env):
 
     ## Registered Configurations
     ``PermSampling-v0`` (preset ``tiny``: temporal, 4 frames, K=24), ``PermSampling-Spatial-v0`` (``tiny-spatial``:
-    2x2 jigsaw, K=24), ``PermSampling-Joint-v0`` (``tiny-joint``), ``PermSampling-UCF101-v0`` (``ucf101``: joint,
-    CaffeNet, UCF101 frame cache, nondeterministic). Every field of :class:`~permgym.config.PermSamplingConfig` can
+    2x2 jigsaw, K=24), ``PermSampling-Joint-v0`` (``tiny-joint``), ``PermSampling-Calibrated-v0``
+    (``tiny-calibrated``: temporal, an occluder bar over the object in every frame, 50 steps of 4 updates: the regime
+    where the downstream yardstick rises with every doubling of pretraining, so a sampler's downstream gain can
+    show), ``PermSampling-UCF101-v0`` (``ucf101``: joint, CaffeNet, UCF101 frame cache, nondeterministic). Every field of :class:`~permgym.config.PermSamplingConfig` can
     be overridden as a keyword: ``gym.make("PermSampling-v0", reward="uniform_relative", lr=1e-3)``.
 
     ## Training options (applied to the trainer at every reset)
