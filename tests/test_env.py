@@ -14,6 +14,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import permgym
+from permgym.config import PRESETS, make_config
 from permgym.env import PermSamplingEnv
 
 CPU_IDS = [env_id for env_id, _, nondeterministic in permgym.ENV_IDS if not nondeterministic]
@@ -296,3 +297,10 @@ def test_validation_batch_is_redrawn_per_episode_from_the_reward_pool() -> None:
     assert set(reward_pool.index.tolist()).isdisjoint(report_pool.index.tolist())  # reports use unseen clips
     stats = env.heldout_statistics()
     assert stats["temporal"]["accuracy"].shape == (24,)
+
+
+def test_calibrated_preset_is_the_regime_benchmarks_measured() -> None:
+    """BENCHMARKS.md calibrated this regime with ``--env-kwargs synthetic_variant=occluder steps_per_episode=50``."""
+    measured = make_config("tiny", synthetic_variant="occluder", steps_per_episode=50)
+    assert PRESETS["tiny-calibrated"] == measured
+    assert gym.spec("PermSampling-Calibrated-v0").max_episode_steps == 50
