@@ -215,7 +215,7 @@ def test_invalid_values_list_the_choices(capsys) -> None:
     for argv, expected in [
         (["--dataset", "mnist"], "invalid choice: mnist (choose from synthetic, shapes, cub200, cars196, sop, inshop"),
         (["--init", "moco"], "invalid init moco (choose from auto, random, imagenet, ssl:PATH)"),
-        (["--backbone", "vgg"], "invalid choice: vgg (choose from resnet50, tiny, caffenet, resnet18)"),
+        (["--backbone", "vgg"], "invalid choice: vgg (choose from resnet50, tiny, tiny-wide, caffenet, resnet18)"),
         (["--data-option", "frame"], "expected KEY=VALUE, got frame"),
         (["--compare-k", "1,x"], "expected comma-separated integers like 1,4"),
     ]:
