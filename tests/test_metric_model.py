@@ -77,7 +77,9 @@ def test_embedding_weight_concatenates_learners() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match=re.escape("embedding_dim (30) must be a positive multiple of num_learners")):
         EmbeddingNet(build_trunk("tiny"), embedding_dim=30, num_learners=4)
-    with pytest.raises(ValueError, match="unknown backbone 'vgg'; choose one of resnet50, tiny, tiny-wide, caffenet, resnet18"):
+    with pytest.raises(
+        ValueError, match="unknown backbone 'vgg'; choose one of resnet50, tiny, tiny-wide, caffenet, resnet18"
+    ):
         build_backbone("vgg")
     with pytest.raises(ValueError, match="unknown init 'moco'"):
         build_backbone("tiny", "moco")
