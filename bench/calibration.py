@@ -67,9 +67,7 @@ def factor_probes(
     out = {}
     for key, factor in factors.items():
         train_y, test_y = factor(data.train_labels), factor(data.test_labels)
-        decay = weight_decays[0]
-        if len(weight_decays) > 1:
-            decay = select_weight_decay(train_x, train_y, weight_decays, epochs=epochs)
+        decay = select_weight_decay(train_x, train_y, weight_decays, epochs=epochs)
         out[key] = linear_probe_accuracy(train_x, train_y, test_x, test_y, epochs=epochs, weight_decay=decay)
     return out
 

@@ -270,6 +270,7 @@ def select_weight_decay(
 ) -> float:
     """The weight decay of ``candidates`` whose linear probe, trained on the other training samples, has the best
     top-1 on every ``val_every``-th training sample (only training data is used; ties go to the earlier candidate).
+    A single candidate is returned as it is, without training.
 
     Args:
         train_x, train_y: ``[N, D]`` features and ``[N]`` int64 labels of the training set.
@@ -279,6 +280,8 @@ def select_weight_decay(
     """
     if not candidates:
         raise ValueError("candidates is empty; give at least one weight decay, e.g. (1e-3,)")
+    if len(candidates) == 1:
+        return candidates[0]
     val = torch.arange(len(train_x)) % val_every == val_every - 1
     if not val.any() or val.all():
         raise ValueError(f"val_every={val_every} leaves no training or no validation part of {len(train_x)} samples")
@@ -395,11 +398,8 @@ def evaluate_trunk(
     test_x = clip_features(trunk, data.test_clips, num_frames, image_size)
     if centred:
         train_x, test_x = centre_frames(train_x, num_frames), centre_frames(test_x, num_frames)
-    metrics = {}
-    decay = weight_decays[0]
-    if len(weight_decays) > 1:
-        decay = metrics["probe_weight_decay"] = select_weight_decay(train_x, data.train_labels, weight_decays, seed,
-                                                                    epochs)  # fmt: skip
+    decay = select_weight_decay(train_x, data.train_labels, weight_decays, seed, epochs)
+    metrics = {"probe_weight_decay": decay} if len(weight_decays) > 1 else {}
     metrics["probe_top1"] = linear_probe_accuracy(train_x, data.train_labels, test_x, data.test_labels, seed=seed,
                                                   epochs=epochs, weight_decay=decay)  # fmt: skip
     gallery, query = standardize(train_x, test_x)

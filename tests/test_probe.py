@@ -121,6 +121,7 @@ def test_select_weight_decay_picks_the_best_on_every_fifth_training_sample() -> 
     scores = [linear_probe_accuracy(x[~val], y[~val], x[val], y[val], epochs=5, weight_decay=wd) for wd in candidates]
     assert len(set(scores)) > 1  # the candidates differ, so the choice is a real one
     assert select_weight_decay(x, y, candidates, epochs=5) == candidates[scores.index(max(scores))]
+    assert select_weight_decay(x, y, (300.0,), epochs=5) == 300.0  # one candidate: nothing to choose
     with pytest.raises(ValueError, match="candidates is empty"):
         select_weight_decay(x, y, (), epochs=5)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from permgym.clip_pools import load_clip_pools
 from permgym.config import make_config
-from permgym.data.synthetic import MAX_CLASSES, MOTIONS, SHAPES, SyntheticActions, class_name
+from permgym.data.synthetic import MAX_CLASSES, MOTIONS, SHAPES, SyntheticActions, class_name, generate_clips
 
 
 def test_deterministic_by_seed_and_index() -> None:
@@ -141,3 +142,5 @@ def test_unknown_variant() -> None:
         match="unknown variant 'fog'; choose one of classic, decoys, one-decoy, faint-decoys, occluder, small-occluder, flicker",
     ):
         SyntheticActions(num_videos=4, variant="fog")
+    with pytest.raises(ValueError, match="unknown variant 'fog'"):  # the renderer itself never falls back to classic
+        generate_clips(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), 4, 16, 0, variant="fog")

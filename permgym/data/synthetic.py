@@ -311,6 +311,8 @@ def generate_clips(
     Chunks render on a thread pool (numpy releases the GIL in its array operations); every clip depends only on its
     own parameters, so the result is the same for any number of threads.
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     out = np.empty((len(labels), frames, 3, size, size), dtype=np.uint8)
 
     def render(start: int) -> None:
@@ -377,8 +379,6 @@ class SyntheticActions(Dataset):
             raise ValueError(f"need frames >= 2 and size >= 16, got frames={frames}, size={size}")
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
         self.num_classes, self.frames, self.size, self.seed, self.split = num_classes, frames, size, seed, split
         self.variant = variant
         self.transform = transform
