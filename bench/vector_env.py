@@ -349,8 +349,8 @@ def floor_sentence(prof: dict, async_rate: float, cores: int) -> str:
         f"A floor: if every convolution ran exactly as fast as its plain matrix products (table above) and nothing "
         f"else took any time, an env step would take {floor:.0f} ms on one core ({prof['updates_per_step']} updates "
         f"and one validation). 3x this run's AsyncVectorEnv at N=8 ({3 * async_rate:.1f} env steps/s on {cores} "
-        f"cores) means one env step per {budget:.0f} ms per core, so BatchNorm, data sampling, the optimiser and "
-        f"Python would have to fit in {verdict}."
+        f"cores) means one env step per {budget:.0f} ms per core, so BatchNorm, the heads' matrix products, data "
+        f"sampling, the optimiser and Python would have to fit in {verdict}."
     )
 
 

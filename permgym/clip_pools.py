@@ -25,7 +25,9 @@ class IndexedClips:
         return len(self.index)
 
     def __getitem__(self, item: torch.Tensor | slice | int) -> torch.Tensor:
-        return self.clips[self.index[item]]
+        rows = self.index[item]
+        # index_select copies whole clips as blocks; advanced indexing goes element by element (~15x slower)
+        return self.clips.index_select(0, rows) if rows.dim() == 1 else self.clips[rows]
 
 
 def load_clip_pools(config: PermSamplingConfig) -> tuple[IndexedClips, IndexedClips]:

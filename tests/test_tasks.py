@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from permgym.clip_pools import IndexedClips
 from permgym.permutations import make_bank
-from permgym.tasks import SpatialTask, TemporalTask, crop
+from permgym.tasks import SpatialTask, TemporalTask, crop, pick
 
 
 def _ramp_clips(b: int = 6, t: int = 16, size: int = 40) -> torch.Tensor:
@@ -74,3 +75,25 @@ def test_crop_cuts_the_requested_windows() -> None:
     out = crop(images, torch.tensor([[1], [3]]), torch.tensor([[2], [0]]), 2)
     assert out[0, 0, 0].tolist() == [[8, 9], [14, 15]]
     assert out[1, 0, 0].tolist() == [[54, 55], [60, 61]]  # image 1 starts at 36; row 3 adds 18
+
+
+def test_pick_and_indexed_clips_equal_advanced_indexing() -> None:
+    g = torch.Generator().manual_seed(0)
+    clips = torch.randint(0, 256, (5, 7, 3, 4, 6), dtype=torch.uint8, generator=g)
+    frames = torch.randint(0, 7, (5, 3), generator=g)
+    assert torch.equal(pick(clips, frames), clips[torch.arange(5)[:, None], frames])
+    pool = IndexedClips(clips, torch.tensor([4, 0, 2]), torch.arange(5))
+    for item in (torch.tensor([2, 0, 2]), slice(1, None), 1):
+        assert torch.equal(pool[item], clips[pool.index[item]])
+
+
+def test_flip_mirrors_every_frame_of_the_drawn_samples_alone() -> None:
+    """Half the samples (by the generator) are mirrored left-right, all their frames alike; the rest untouched."""
+    clips = torch.arange(40, dtype=torch.uint8)[None, None, None, None, :].expand(8, 16, 3, 40, 40).clone()
+    plain = TemporalTask(make_bank(3), crop_fraction=1.0, output_size=40, flip=False)
+    mirrored = TemporalTask(make_bank(3), crop_fraction=1.0, output_size=40, flip=True)
+    x = plain.elements(clips, torch.Generator().manual_seed(3))
+    y = mirrored.elements(clips, torch.Generator().manual_seed(3))
+    flipped = torch.tensor([torch.equal(a, b.flip(-1)) for a, b in zip(x, y, strict=True)])
+    assert flipped.any() and not flipped.all()
+    assert all(torch.equal(a, b) for a, b, f in zip(x, y, flipped, strict=True) if not f)
