@@ -4,8 +4,8 @@ One place for what a run does around its science:
 
 * **Output folder ownership** (:class:`RunFolder`): a run writes only into a new or empty folder, or into one that
   holds a run it continues (``--resume``) or replaces (``--overwrite``: the previous run is moved aside to
-  ``<out>.previous/``, so the new run starts in an empty folder and never mixes with the old run's files); an
-  exclusive lock file (``.lock``, ``fcntl.flock``) held for the whole run makes a second concurrent run on the same
+  ``<out>.previous/``, so the new run starts in an empty folder and never mixes with the old run's files); a folder
+  of files that no run wrote (marked by ``.permgym-run``) is refused whatever the flags; an exclusive lock file (``.lock``, ``fcntl.flock``) held for the whole run makes a second concurrent run on the same
   folder refuse at once.
 * **Checkpoints** (:func:`save_checkpoint`, :func:`load_checkpoint`): one format, ``{"format", "config", "rng",
   ...}``, storing the run's full config and every rank's random states; resuming compares it with the new invocation's and refuses any difference in an
@@ -76,6 +76,7 @@ __all__ = [
     "BACKUP_SUFFIX",
     "CHECKPOINT_FORMAT",
     "LOCK_FILE",
+    "RUN_MARKER",
     "Checkpointer",
     "Interrupted",
     "Presets",
@@ -87,6 +88,7 @@ __all__ = [
     "check_same_config",
     "default_workers",
     "fill_defaults",
+    "holds_run",
     "init_distributed",
     "load_checkpoint",
     "load_checkpoints",
@@ -104,6 +106,11 @@ T = TypeVar("T")
 
 CHECKPOINT_FORMAT = 1
 LOCK_FILE = ".lock"
+#: Every folder a run starts in gets this file: ``--overwrite`` and ``--resume`` act only on a folder that holds it
+#: (a run's), never on a folder of other files, which they would move aside (and a later ``--overwrite`` delete).
+RUN_MARKER = ".permgym-run"
+#: Entries of a run folder that belong to the run layer, not to the run: a folder holding only these is empty.
+LAYER_FILES = (LOCK_FILE, RUN_MARKER)
 #: ``--overwrite`` moves the previous run in ``<out>`` to the sibling folder ``<out>`` + BACKUP_SUFFIX ...
 BACKUP_SUFFIX = ".previous"
 #: ... and marks it with this file, so that the next ``--overwrite`` may replace that backup (and nothing else).
@@ -304,14 +311,23 @@ def add_device_arguments(parser: argparse.ArgumentParser | Any) -> None:
                         "the whole global batch; no effect on one process or on CPUs (gloo)")  # fmt: skip
 
 
+def holds_run(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a run of this run layer: the marker :data:`RUN_MARKER`, or, for runs written before
+    the marker existed, both the lock file and a ``config.json``."""
+    folder = Path(folder)
+    return (folder / RUN_MARKER).is_file() or ((folder / LOCK_FILE).is_file() and (folder / "config.json").is_file())
+
+
 class RunFolder:
     """Ownership of a run's output folder for the time of the run (a context manager).
 
     On entering (rank 0 checks, every rank learns the outcome):
 
-    * the folder is created if needed; an existing one must be empty, or ``resume`` / ``overwrite`` must be set
-      (a folder holding another run's files is never written over silently); whether it holds a checkpoint to
-      resume from is :func:`load_checkpoint`'s check;
+    * the folder is created if needed; an existing one must be empty, or hold a run (:func:`holds_run`) and
+      ``resume`` / ``overwrite`` must be set (a folder holding another run's files is never written over silently;
+      one holding files that no run wrote, e.g. a dataset, is refused whatever the flags, so ``overwrite`` never
+      moves it aside); whether it holds a checkpoint to resume from is :func:`load_checkpoint`'s check;
+    * the folder gets the marker file ``RUN_MARKER``, which makes it a run's folder;
     * ``LOCK_FILE`` is locked exclusively (``fcntl.flock``) until exit: a second run on the same folder, in this or
       another process, refuses with a :class:`RunError` instead of mixing its files with this run's;
     * with ``overwrite``, once the lock is held, everything else the folder holds is moved (renamed, so nothing is
@@ -320,7 +336,7 @@ class RunFolder:
       writes) survives next to its outputs. A backup folder there from an earlier ``overwrite`` (it holds the
       marker file ``BACKUP_MARKER``) is replaced; anything else at that path is refused, never deleted.
 
-    On exit the lock is released; a folder created here that still holds only the lock file is removed.
+    On exit the lock is released; a folder created here that still holds only the lock and marker files is removed.
 
     Args:
         path: the output folder.
@@ -329,8 +345,8 @@ class RunFolder:
         overwrite: the run replaces the run the folder holds (moved to ``<path>.previous/``).
 
     Raises:
-        RunError: the folder is taken (another run's files without ``resume``/``overwrite``, or locked), is a
-            file, or ``overwrite`` finds ``<path>.previous`` taken by something that is not a backup of a run.
+        RunError: the folder is taken (another run's files without ``resume``/``overwrite``, files no run wrote,
+            or locked), is a file, or ``overwrite`` finds ``<path>.previous`` taken by something that is not a backup of a run.
     """
 
     def __init__(self, path: str | Path, world: World | None = None, *, resume: bool = False,
@@ -346,13 +362,19 @@ class RunFolder:
     def _claim(self) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"--out {str(self.path)!r} is a file, not a folder; choose another --out")
-        held = sorted(p.name for p in self.path.iterdir() if p.name != LOCK_FILE) if self.path.is_dir() else []
-        if held and not (self.resume or self.overwrite):
+        held = self._held()
+        if held:
             shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
-            raise RunError(
-                f"--out {str(self.path)!r} already holds a run ({shown}): continue it with --resume, replace it "
-                "with --overwrite, or choose another --out"
-            )
+            if not holds_run(self.path):
+                raise RunError(
+                    f"--out {str(self.path)!r} holds files that no permgym run wrote ({shown}); --resume and "
+                    "--overwrite act only on a run's folder, so nothing there is moved or written: choose another --out"
+                )
+            if not (self.resume or self.overwrite):
+                raise RunError(
+                    f"--out {str(self.path)!r} already holds a run ({shown}): continue it with --resume, replace it "
+                    "with --overwrite, or choose another --out"
+                )
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         lock = open(self.path / LOCK_FILE, "a")  # held open (and locked) for the run
@@ -367,13 +389,18 @@ class RunFolder:
         lock.write(f"{os.getpid()}\n")
         lock.flush()
         self._lock = lock
-        held = sorted(p.name for p in self.path.iterdir() if p.name != LOCK_FILE)  # as of now that it is locked
+        held = self._held()  # as of now that it is locked
         if held and self.overwrite:
             try:
                 self._move_aside(held)
             except RunError:
                 self.close()
                 raise
+        (self.path / RUN_MARKER).write_text("a folder of a permgym run (permgym.run.RunFolder)\n")
+
+    def _held(self) -> list[str]:
+        """The folder's entries other than the run layer's own files (none if it does not exist)."""
+        return sorted(p.name for p in self.path.iterdir() if p.name not in LAYER_FILES) if self.path.is_dir() else []
 
     def _move_aside(self, held: list[str]) -> None:
         """Move the entries ``held`` (all but the lock file, which stays locked) into the backup folder."""
@@ -412,12 +439,13 @@ class RunFolder:
         return self
 
     def close(self) -> None:
-        """Release the lock; a folder this run created and left holding nothing but the lock file (it failed
-        before writing) is removed again."""
+        """Release the lock; a folder this run created and left holding nothing but the run layer's files (it
+        failed before writing) is removed again."""
         if self._lock is None:
             return
-        if self._created and [p.name for p in self.path.iterdir()] == [LOCK_FILE]:
-            (self.path / LOCK_FILE).unlink()
+        if self._created and not self._held():
+            for name in LAYER_FILES:
+                (self.path / name).unlink(missing_ok=True)
             self.path.rmdir()
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()

@@ -17,6 +17,7 @@ from permgym.distributed import World
 from permgym.run import (
     BACKUP_MARKER,
     LOCK_FILE,
+    RUN_MARKER,
     Presets,
     RunError,
     RunFolder,
@@ -95,10 +96,11 @@ def test_overwrite_moves_the_previous_run_aside_and_never_mixes_runs(
 ) -> None:
     out, backup = tmp_path / "run", tmp_path / "run.previous"
     (out / "K4").mkdir(parents=True)  # e.g. left by an earlier run with --compare-k 1,4
+    (out / RUN_MARKER).write_text("")  # a run's folder
     (out / "K4" / "checkpoint.pth").write_text("old K4")
     (out / "metrics.json").write_text("old")
     with RunFolder(out, overwrite=True) as run:
-        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # the new run starts in an empty folder
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, RUN_MARKER]  # the new run starts afresh
         with pytest.raises(RunError, match="is in use by another run"):  # still locked while it moved the old run
             RunFolder(out, overwrite=True).__enter__()
         (run.path / "metrics.json").write_text("new")
@@ -109,7 +111,8 @@ def test_overwrite_moves_the_previous_run_aside_and_never_mixes_runs(
         pass
     assert "(replacing the older backup there)" in capsys.readouterr().out
     assert sorted(p.name for p in backup.iterdir()) == [BACKUP_MARKER, "metrics.json"]
-    assert (backup / "metrics.json").read_text() == "new" and sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    assert (backup / "metrics.json").read_text() == "new"
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, RUN_MARKER]
     # anything else at the backup's path is never deleted: refused, the run left where it is, the lock released
     (out / "metrics.json").write_text("newer")
     (backup / BACKUP_MARKER).unlink()  # now an ordinary folder
@@ -133,6 +136,7 @@ def test_overwrite_through_a_cli_leaves_only_the_new_run(tmp_path: Path, capsys:
     dc_transfer = load_script(script, "run_overwrite_dc_transfer")
     out = tmp_path / "dc"
     (out / "K4").mkdir(parents=True)
+    (out / RUN_MARKER).write_text("")
     (out / "K4" / "checkpoint.pth").write_text("the earlier run's K = 4")
     (out / "metrics.json").write_text('{"K4/R@1": 0.5}')
     argv = ["--quick", "--epochs", "1", "--iters-per-epoch", "1", "--full-embedding-epoch", "-1", "--finetune-epoch",
@@ -145,6 +149,24 @@ def test_overwrite_through_a_cli_leaves_only_the_new_run(tmp_path: Path, capsys:
     assert not (out / "K4").exists() and (out / "K1" / "checkpoint.pth").is_file()
     assert not any(key.startswith("K4") for key in json.loads((out / "metrics.json").read_text()))
     assert (tmp_path / "dc.previous" / "K4" / "checkpoint.pth").read_text() == "the earlier run's K = 4"
+
+
+def test_a_folder_no_run_wrote_is_never_moved_or_written(tmp_path: Path) -> None:
+    """--out at a dataset or someone's folder: refused with every flag, so a second --overwrite cannot delete it."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("years of work")
+    for flags in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(RunError, match=re.escape(f"--out '{theirs}' holds files that no permgym run wrote")):
+            RunFolder(theirs, **flags).__enter__()
+    assert sorted(p.name for p in theirs.iterdir()) == ["thesis.tex"] and not (tmp_path / "theirs.previous").exists()
+    legacy = tmp_path / "legacy"  # a run written before the marker existed: its lock file and config.json
+    legacy.mkdir()
+    for name in (LOCK_FILE, "config.json"):
+        (legacy / name).write_text("")
+    with RunFolder(legacy, overwrite=True):
+        pass
+    assert (tmp_path / "legacy.previous" / "config.json").is_file()
 
 
 def test_a_second_process_cannot_take_a_locked_folder(tmp_path: Path) -> None:

@@ -137,8 +137,8 @@ def test_run_folder_is_owned_and_locked(tmp_path: Path, capsys: pytest.CaptureFi
     assert not out.exists()
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert "--resume: no checkpoint at" in _cli([*TINY, "--out", str(out), "--resume"], capsys)
-    assert (out / "notes.txt").read_text() == "mine"
+    assert "holds files that no permgym run wrote (notes.txt)" in _cli([*TINY, "--out", str(out), "--resume"], capsys)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
 
 def test_tiny_ucf101_tree_of_real_videos(tmp_path: Path, keep_threads: None, capsys: pytest.CaptureFixture) -> None:
