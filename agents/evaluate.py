@@ -493,12 +493,20 @@ def compare(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str
     require_at_least(args, 1, "pg_warmup_epochs", "ppo_episodes", "probe_videos", "probe_epochs", "workers")
     if args.benchmarks is not None and Path(args.benchmarks).is_dir():
         raise ValueError(f"--benchmarks {args.benchmarks!r} is a folder; give the BENCHMARKS.md file to write into")
+    if args.benchmarks is not None and not Path(args.benchmarks).resolve().parent.is_dir():
+        raise ValueError(f"--benchmarks {args.benchmarks!r}: its folder does not exist; give an existing BENCHMARKS.md")
     env_kwargs = {**COMPARISON_ENV, **(QUICK_ENV if args.quick else {}), **dict(args.env_kwargs)}
     if args.quick:
         args.train_seeds, args.eval_seeds = args.train_seeds[:2], args.eval_seeds[:2]
         args.probe_videos, args.probe_epochs, args.ppo_episodes = 300, 5, min(args.ppo_episodes, 2)
-    if env_config(args.env_id, env_kwargs).dataset != "synthetic":
+    config = env_config(args.env_id, env_kwargs)
+    if config.dataset != "synthetic":
         raise ValueError(f"the downstream probe runs on SyntheticActions: {args.env_id} must use dataset='synthetic'")
+    if "pg" in args.samplers and len(args.train_seeds) < 2:
+        raise ValueError(f"pg: choosing its hyper-parameters needs >= 2 --train-seeds, got {args.train_seeds}")
+    if "pg" in args.samplers and config.action_mode not in PolicyGradientSampler.supported_modes:
+        raise ValueError(f"pg does not act in action_mode={config.action_mode!r}; it supports "
+                         f"{', '.join(PolicyGradientSampler.supported_modes)} (--env-kwargs action_mode=per_sample)")  # fmt: skip
     overlap = sorted(set(args.train_seeds) & set(args.eval_seeds))
     if overlap:
         raise ValueError(f"training and evaluation seeds must be disjoint; both contain {overlap}")

@@ -7,6 +7,8 @@ mask; plain PPO is used.
 
 from __future__ import annotations
 
+import json
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,40 @@ from agents.base import Sampler, SamplerSpec
 
 #: Algorithm name -> SB3 class.
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
+
+
+#: A setting that only each algorithm's saved model holds, checked in this order (PPO also saves ``gae_lambda``).
+ALGO_SETTINGS: tuple[tuple[str, str], ...] = (("dqn", "exploration_rate"), ("ppo", "clip_range"), ("a2c", "gae_lambda"))
+
+
+def saved_algo(path: str | Path) -> str:
+    """The algorithm (a key of :data:`ALGOS`) that saved a Stable-Baselines3 model ``.zip``, read from the settings
+    it stores (SB3's ``load`` of one algorithm's file into another's class would mix the two silently).
+
+    Raises:
+        ValueError: ``path`` is not a Stable-Baselines3 model of PPO, A2C or DQN (names the file).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            settings = json.loads(archive.read("data"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not a Stable-Baselines3 model .zip ({err})") from None
+    for algo, setting in ALGO_SETTINGS:
+        if setting in settings:
+            return algo
+    raise ValueError(f"{str(path)!r} is a Stable-Baselines3 model of none of {', '.join(ALGOS)}")
+
+
+def require_algo(path: str | Path, algo: str | None) -> str:
+    """The algorithm that saved ``path`` (:func:`saved_algo`), refusing one other than ``algo`` (None: any).
+
+    Raises:
+        ValueError: not an SB3 model, or one of another algorithm (names both and the fix).
+    """
+    found = saved_algo(path)
+    if algo is not None and found != algo:
+        raise ValueError(f"{str(path)!r} was saved by {found}, not {algo}: pass --algo {found} (or algo={found!r})")
+    return found
 
 
 class SeedCycle(gym.Wrapper):
@@ -129,11 +165,17 @@ class SB3Sampler(Sampler):
         cls,
         path: str | Path,
         env: gym.Env | SamplerSpec,
-        algo: str = "ppo",
+        algo: str | None = None,
         seed: int = 0,
         deterministic: bool | None = None,
     ) -> SB3Sampler:
-        """Load an SB3 ``.zip`` of algorithm ``algo`` as a sampler for ``env``."""
-        if algo not in ALGOS:
+        """Load an SB3 ``.zip`` as a sampler for ``env``; ``algo`` (default: the one that saved it,
+        :func:`saved_algo`) must be the file's.
+
+        Raises:
+            ValueError: an unknown ``algo``, a file that is no SB3 model, or one saved by another algorithm.
+        """
+        if algo is not None and algo not in ALGOS:
             raise ValueError(f"unknown algo {algo!r}; choose one of {', '.join(ALGOS)}")
-        return cls(ALGOS[algo].load(path, device="cpu"), env, seed=seed, deterministic=deterministic)
+        found = require_algo(path, algo)
+        return cls(ALGOS[found].load(path, device="cpu"), env, seed=seed, deterministic=deterministic)

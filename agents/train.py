@@ -20,8 +20,8 @@ from typing import Any
 import gymnasium as gym
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 
-import permgym  # noqa: F401  (registers the env ids)
-from agents.sb3 import ALGOS, default_algo_kwargs, make_seeded_vec_env
+import permgym  # registers the env ids
+from agents.sb3 import ALGOS, default_algo_kwargs, make_seeded_vec_env, require_algo
 from permgym.config import PermSamplingConfig, make_config
 from permgym.run import RunFolder, check_same_config, parse_key_value, require_at_least, require_positive, run_cli
 
@@ -33,10 +33,13 @@ def env_config(env_id: str, env_kwargs: dict[str, Any]) -> PermSamplingConfig:
         ValueError: ``env_id`` is not registered, or an override is unknown or of the wrong type (the message names
             it and the valid options).
     """
+    ids = ", ".join(known for known, _, _ in permgym.ENV_IDS)
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as err:
-        raise ValueError(f"--env-id {env_id!r}: {err}; PermSampling's id is PermSampling-v0") from None
+        raise ValueError(f"--env-id {env_id!r}: {err}; PermSampling's ids are {ids}") from None
+    if "config" not in spec.kwargs:
+        raise ValueError(f"--env-id {env_id!r} is not a PermSampling env; choose one of {ids}")
     try:
         return make_config(spec.kwargs.get("config", "tiny"), **env_kwargs)
     except TypeError as err:
@@ -98,11 +101,40 @@ def train(args: argparse.Namespace) -> Path:
     """
     require_at_least(args, 1, "n_envs", "total_timesteps", "n_steps", "eval_freq", "checkpoint_freq")
     require_positive(args, "learning_rate")
-    if args.resume is not None and not Path(args.resume).is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {args.resume!r} (give the .zip file itself)")
+    overlap = sorted(set(args.train_seeds) & set(args.eval_seeds))
+    if overlap:
+        raise ValueError(f"--train-seeds and --eval-seeds must be disjoint; both contain {overlap}")
+    if args.resume is not None:
+        if not Path(args.resume).is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {args.resume!r} (give the .zip file itself)")
+        try:
+            require_algo(args.resume, args.algo)
+        except ValueError as err:
+            raise ValueError(f"--resume: {err}") from None
     env_kwargs = resolve_env_kwargs(args.algo, args.env_id, dict(args.env_kwargs))
+    algo_kwargs = None if args.resume else new_algo_kwargs(args, env_config(args.env_id, env_kwargs).steps_per_episode)
     with RunFolder(Path(args.out) / args.algo, resume=args.resume is not None, overwrite=args.overwrite) as run:
-        return _train(args, env_kwargs, run.path)
+        return _train(args, env_kwargs, algo_kwargs, run.path)
+
+
+def new_algo_kwargs(args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    """The SB3 constructor settings of a new agent: the defaults for episodes of ``steps`` steps and the flags.
+
+    Raises:
+        ValueError: PPO with rollouts of one step (its minibatch is one rollout, and SB3 needs >= 2 samples).
+    """
+    kwargs = default_algo_kwargs(args.algo, steps)
+    if args.n_steps is not None and args.algo != "dqn":
+        kwargs["n_steps"] = args.n_steps
+        if args.algo == "ppo":
+            kwargs["batch_size"] = args.n_steps
+    if args.learning_rate is not None:
+        kwargs["learning_rate"] = args.learning_rate
+    if args.algo == "ppo" and kwargs["batch_size"] < 2:
+        given = f"--n-steps {args.n_steps}" if args.n_steps is not None else f"steps_per_episode={steps}"
+        raise ValueError(f"ppo needs rollouts of >= 2 steps (a minibatch is one rollout), got {given}; pass --n-steps 2 "
+                         "or more")  # fmt: skip
+    return kwargs
 
 
 #: Options that do not change how the agent trains: they may differ between a run and its --resume (the env's
@@ -111,12 +143,12 @@ RESUME_IGNORES = ("resume", "total_timesteps", "out", "overwrite", "no_progress_
                   "eval_freq", "checkpoint_freq", "env_kwargs")  # fmt: skip
 
 
-def _train(args: argparse.Namespace, env_kwargs: dict[str, Any], out: Path) -> Path:
+def _train(args: argparse.Namespace, env_kwargs: dict[str, Any], algo_kwargs: dict[str, Any] | None,
+           out: Path) -> Path:  # fmt: skip
     steps = env_config(args.env_id, env_kwargs).steps_per_episode
     config = json.loads(json.dumps({**vars(args), "resolved_env_kwargs": env_kwargs}))  # as config.json holds it
     if args.resume is not None and (out / "config.json").is_file():  # SB3 restores the agent's own settings
         check_same_config(json.loads((out / "config.json").read_text()), config, RESUME_IGNORES)
-    (out / "config.json").write_text(json.dumps(config, indent=2))
 
     venv = make_seeded_vec_env(args.env_id, args.train_seeds, args.n_envs, env_kwargs)
     callbacks: list[BaseCallback] = [
@@ -129,20 +161,14 @@ def _train(args: argparse.Namespace, env_kwargs: dict[str, Any], out: Path) -> P
                          log_path=str(out / "eval"), best_model_save_path=str(out / "best"), verbose=args.verbose)
         )  # fmt: skip
     algo = ALGOS[args.algo]
-    if args.resume:
+    if algo_kwargs is None:
         model = algo.load(args.resume, env=venv, device="cpu", tensorboard_log=str(out / "tb"))
         remaining = max(0, args.total_timesteps - model.num_timesteps)
     else:
-        kwargs = default_algo_kwargs(args.algo, steps)
-        if args.n_steps is not None and args.algo != "dqn":
-            kwargs["n_steps"] = args.n_steps
-            if args.algo == "ppo":
-                kwargs["batch_size"] = args.n_steps
-        if args.learning_rate is not None:
-            kwargs["learning_rate"] = args.learning_rate
         model = algo("MlpPolicy", venv, seed=args.seed, device="cpu", tensorboard_log=str(out / "tb"),
-                     verbose=args.verbose, **kwargs)  # fmt: skip
+                     verbose=args.verbose, **algo_kwargs)  # fmt: skip
         remaining = args.total_timesteps
+    (out / "config.json").write_text(json.dumps(config, indent=2))  # once the agent exists (a refused load: no run)
     model.learn(remaining, callback=callbacks, reset_num_timesteps=not args.resume,
                 progress_bar=not args.no_progress_bar, tb_log_name=args.algo)  # fmt: skip
     path = out / "model.zip"

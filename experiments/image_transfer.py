@@ -68,6 +68,7 @@ from permgym.run import (
     default_workers,
     load_checkpoint,
     require_at_least,
+    require_positive,
     run_cli,
     run_in_folder,
     save_checkpoint,
@@ -146,7 +147,7 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     """
     embedded = args.dataset == "synthetic"
     PRESETS.fill(args, "quick" if args.quick else None, "synthetic" if embedded else "images")
-    args.resize = args.resize or args.image_size * 8 // 7
+    args.resize = args.resize if args.resize is not None else args.image_size * 8 // 7
     args.threads = args.threads if args.threads is not None else (1 if embedded else None)
     if embedded and args.root is not None:
         raise ValueError("--root is for --dataset voc2007/folder; the embedded data needs none")
@@ -154,8 +155,11 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--dataset {args.dataset} needs --root")
     if args.amp and args.device == "cpu":
         raise ValueError("--amp needs CUDA; drop it or use --device cuda")
-    require_at_least(args, 1, "batch_size", "image_size", "eval_every", "probe_epochs", "print_freq")
+    require_at_least(args, 1, "batch_size", "image_size", "eval_every", "probe_epochs", "print_freq", "threads")
     require_at_least(args, 0, "epochs", "workers")
+    require_positive(args, "lr", "trunk_lr_scale")
+    if not 0 <= args.dropout < 1:
+        raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.resize < args.image_size:
         raise ValueError(f"--resize {args.resize} is smaller than --image-size {args.image_size}")
     if not 0 < args.min_crop_scale <= 1:

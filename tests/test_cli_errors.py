@@ -27,7 +27,7 @@ def _script(name: str) -> Any:
 
 
 def _cli(program: str) -> tuple[Callable[[Any], Any], Callable[[], Any]]:
-    if program in ("ssl_ucf101", "dc_transfer"):
+    if program in ("ssl_ucf101", "dc_transfer", "image_transfer"):
         module = _script(program)
         return module.main, module.get_args_parser
     if program == "agents.train":
@@ -56,7 +56,20 @@ CASES = [
     ("agents.train", ["--env-id", "Nope-v0"], "--env-id 'Nope-v0': Environment `Nope` doesn't exist"),
     ("agents.train", ["--n-envs", "0"], "--n-envs must be >= 1, got 0"),
     ("agents.train", ["--learning-rate", "nan"], "--learning-rate must be > 0, got nan"),
+    ("agents.train", ["--env-id", "CartPole-v1"], "--env-id 'CartPole-v1' is not a PermSampling env; choose one of"),
+    ("agents.train", ["--n-steps", "1"], "ppo needs rollouts of >= 2 steps (a minibatch is one rollout), got --n-steps 1"),
+    ("agents.train", ["--train-seeds", "1", "--eval-seeds", "1"], "--train-seeds and --eval-seeds must be disjoint"),
+    ("agents.train", ["--resume", "{tmp}/text.pth"], "--resume: '{tmp}/text.pth' is not a Stable-Baselines3 model .zip"),
     ("agents.evaluate", ["--ppo-episodes", "-1"], "--ppo-episodes must be >= 1, got -1"),
+    ("agents.evaluate", ["--env-id", "CartPole-v1"], "--env-id 'CartPole-v1' is not a PermSampling env"),
+    ("agents.evaluate", ["--benchmarks", "{tmp}/nowhere/B.md"], "its folder does not exist"),
+    ("agents.evaluate", ["--train-seeds", "1", "--samplers", "pg"], "pg: choosing its hyper-parameters needs >= 2"),
+    ("agents.evaluate", ["--env-kwargs", "action_mode=discrete"], "pg does not act in action_mode='discrete'"),
+    ("image_transfer", ["--lr", "nan"], "--lr must be > 0, got nan"),
+    ("image_transfer", ["--trunk-lr-scale", "-1"], "--trunk-lr-scale must be > 0, got -1.0"),
+    ("image_transfer", ["--dropout", "1.5"], "--dropout must be in [0, 1), got 1.5"),
+    ("image_transfer", ["--threads", "0"], "--threads must be >= 1, got 0"),
+    ("image_transfer", ["--resize", "0"], "--resize 0 is smaller than --image-size"),
     ("agents.evaluate", ["--benchmarks", "{tmp}/empty"], "--benchmarks '{tmp}/empty' is a folder"),
     ("agents.evaluate", ["--env-kwargs", "batch_size=3.7"], "config option batch_size must be of type int, got 3.7"),
     ("prepare", ["hmdb51", "--root", "{tmp}/empty", "--annotations", "{tmp}/file.txt"],

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 
 def check_image(path: Path) -> str | None:
@@ -106,6 +106,14 @@ class ImageFiles(ImageSet):
         return read_image(self.paths[index])
 
 
+def _visible_image(path: str, root: Path) -> bool:
+    """An image by its extension, not hidden below ``root`` (e.g. macOS's ``._name.jpg`` resource forks, files in
+    ``.ipynb_checkpoints/``)."""
+    return path.lower().endswith(IMG_EXTENSIONS) and not any(
+        part.startswith(".") for part in Path(path).relative_to(root).parts
+    )
+
+
 #: The layout :class:`ImageFolderClassification` expects, for error messages.
 FOLDER_LAYOUT = "ROOT/<class>/<image>.jpg (or .png, ...), one folder per class"
 
@@ -113,6 +121,7 @@ FOLDER_LAYOUT = "ROOT/<class>/<image>.jpg (or .png, ...), one folder per class"
 class ImageFolderClassification(ImageFiles):
     """A class-per-folder image tree ``root/<class>/<image>`` for single-label classification.
 
+    Hidden folders and files (names starting with ``.``, e.g. ``.ipynb_checkpoints/``) are not classes or images.
     The tree has no official split, so one is made per class: in sorted path order, every ``test_every``-th image of
     each class is a test image, the others train (the split is made on the listing, so it does not move when a file
     turns out unreadable). Every class appears in both splits. (``metric.data.ImageFolderSplit`` splits by class, for
@@ -136,10 +145,11 @@ class ImageFolderClassification(ImageFiles):
             raise ValueError(f"test_every must be >= 2, got {test_every}")
         if not root.is_dir():
             raise FileNotFoundError(f"image folder not found: {str(root)!r}. Expected {FOLDER_LAYOUT}")
-        classes, index = find_classes(str(root))
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if len(classes) < 2:
             raise ValueError(f"{root} needs >= 2 class folders ({FOLDER_LAYOUT}), found {len(classes)}")
-        items = make_dataset(str(root), index, extensions=IMG_EXTENSIONS, allow_empty=True)
+        index = {name: c for c, name in enumerate(classes)}
+        items = make_dataset(str(root), index, is_valid_file=lambda path: _visible_image(path, root), allow_empty=True)
         rank = {c: 0 for c in range(len(classes))}
         chosen = []
         for path, label in items:
@@ -150,7 +160,7 @@ class ImageFolderClassification(ImageFiles):
         empty = sorted(set(classes) - {classes[label] for _, label in chosen})
         if empty:
             raise ValueError(f"classes without a {split} image in {root}: {', '.join(empty)} (each class needs at "
-                             f"least {test_every} images)")  # fmt: skip
+                             f"least {test_every} images: fill those folders or move them out of --root)")  # fmt: skip
         targets = torch.full((len(chosen), len(classes)), -1, dtype=torch.int8)
         targets[torch.arange(len(chosen)), torch.tensor([label for _, label in chosen])] = 1
         super().__init__([path for path, _ in chosen], targets, classes, split, multilabel=False)
