@@ -64,7 +64,9 @@ def test_train_ppo_in_a_subprocess_then_resume(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=re.escape("resolved_env_kwargs: checkpoint {")):
         train_main([*args[: args.index("--eval-seeds")], *resumed, "--out", str(tmp_path), "--env-kwargs",
                     *FAST_ARGS, "lr=0.5"])  # fmt: skip
-    with pytest.raises(ValueError, match=re.escape(f"--resume: '{checkpoint}' was saved by ppo, not a2c: pass --algo ppo")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"--resume: '{checkpoint}' was saved by ppo, not a2c: pass --algo ppo")
+    ):
         train_main(["--algo", "a2c", "--resume", str(checkpoint), "--out", str(tmp_path / "a2c_run"), "--env-kwargs",
                     *FAST_ARGS])  # fmt: skip
     assert not (tmp_path / "a2c_run" / "a2c").exists()  # refused before any output

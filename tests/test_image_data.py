@@ -87,14 +87,15 @@ def test_folder_split_per_class(tmp_path: Path) -> None:
     assert {p.name for p in test.paths} == {"04.png", "09.jpg"}  # every 5th of each class, in sorted order
     assert torch.equal((train.targets == 1).sum(1), torch.ones(16, dtype=torch.int64))
     assert train[0][0].shape == (3, 20, 24)
+    (root / "dog" / "01.png").write_bytes(b"")
+    before = ImageFolderClassification(root, "train")
+    assert len(before.skipped) == 1
     (root / ".ipynb_checkpoints").mkdir()  # hidden folders and files are neither classes nor images
     (root / "cat" / ".ipynb_checkpoints").mkdir()
-    (root / "cat" / ".ipynb_checkpoints" / "00.png").write_bytes((root / "cat" / "00.png").read_bytes())
-    (root / "dog" / "._00.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / "cat" / ".ipynb_checkpoints" / "01.png").write_bytes((root / "cat" / "01.png").read_bytes())
+    (root / "dog" / "._02.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     hidden = ImageFolderClassification(root, "train")
-    assert hidden.classes == ["cat", "dog"] and hidden.paths == train.paths and not hidden.skipped
-    (root / "dog" / "01.png").write_bytes(b"")
-    assert len(ImageFolderClassification(root, "train").skipped) == 1
+    assert hidden.classes == ["cat", "dog"] and hidden.paths == before.paths and hidden.skipped == before.skipped
     with pytest.raises(FileNotFoundError, match="Expected ROOT/<class>/<image>"):
         ImageFolderClassification(tmp_path / "missing")
     shutil.rmtree(root / "dog")
