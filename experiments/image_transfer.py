@@ -289,7 +289,8 @@ def run(args: argparse.Namespace, world: World) -> dict[str, float] | None:
                    out / "finetuned.pth")  # fmt: skip
     metrics = write_image_results(state, args, train, test, out)
     print((out / "results.md").read_text())
-    print(f"results in {out}/ (results.md, metrics.json, curves.png, ap_per_class.png, tb/)")
+    logs = ", tb/" if model is not None else ""
+    print(f"results in {out}/ (results.md, metrics.json, curves.png, ap_per_class.png{logs})")
     return metrics
 
 
