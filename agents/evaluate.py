@@ -490,7 +490,8 @@ def compare(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str
         ValueError: bad options, or ``--out`` holds another run (without ``--overwrite``) or is in use.
     """
     started = time.time()
-    require_at_least(args, 1, "pg_warmup_epochs", "ppo_episodes", "probe_videos", "probe_epochs", "workers")
+    require_at_least(args, 1, "pg_warmup_epochs", "ppo_episodes", "probe_videos", "probe_epochs", "workers",
+                     "oracle_candidates")  # fmt: skip
     if args.benchmarks is not None and Path(args.benchmarks).is_dir():
         raise ValueError(f"--benchmarks {args.benchmarks!r} is a folder; give the BENCHMARKS.md file to write into")
     if args.benchmarks is not None and not Path(args.benchmarks).resolve().parent.is_dir():

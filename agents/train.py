@@ -23,7 +23,15 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback,
 import permgym  # registers the env ids
 from agents.sb3 import ALGOS, default_algo_kwargs, make_seeded_vec_env, require_algo
 from permgym.config import PermSamplingConfig, make_config
-from permgym.run import RunFolder, check_same_config, parse_key_value, require_at_least, require_positive, run_cli
+from permgym.run import (
+    RunFolder,
+    check_same_config,
+    holds_run,
+    parse_key_value,
+    require_at_least,
+    require_positive,
+    run_cli,
+)
 
 
 def env_config(env_id: str, env_kwargs: dict[str, Any]) -> PermSamplingConfig:
@@ -143,12 +151,24 @@ RESUME_IGNORES = ("resume", "total_timesteps", "out", "overwrite", "no_progress_
                   "eval_freq", "checkpoint_freq", "env_kwargs")  # fmt: skip
 
 
+def checkpoint_config(checkpoint: Path, out: Path) -> dict[str, Any] | None:
+    """The config of the run that ``--resume`` continues: ``out``'s ``config.json``, else that of the run folder the
+    checkpoint lies in (``ALGO/model.zip``, ``ALGO/checkpoints/*.zip``, ``ALGO/best/*.zip``); None for a zip from
+    elsewhere."""
+    for folder in (out, checkpoint.parent, checkpoint.parent.parent):
+        if (folder / "config.json").is_file() and holds_run(folder):
+            return json.loads((folder / "config.json").read_text())
+    return None
+
+
 def _train(args: argparse.Namespace, env_kwargs: dict[str, Any], algo_kwargs: dict[str, Any] | None,
            out: Path) -> Path:  # fmt: skip
     steps = env_config(args.env_id, env_kwargs).steps_per_episode
     config = json.loads(json.dumps({**vars(args), "resolved_env_kwargs": env_kwargs}))  # as config.json holds it
-    if args.resume is not None and (out / "config.json").is_file():  # SB3 restores the agent's own settings
-        check_same_config(json.loads((out / "config.json").read_text()), config, RESUME_IGNORES)
+    if args.resume is not None:  # SB3 restores the agent's own settings; the env's and the seeds' are compared
+        saved = checkpoint_config(Path(args.resume), out)
+        if saved is not None:
+            check_same_config(saved, config, RESUME_IGNORES)
 
     venv = make_seeded_vec_env(args.env_id, args.train_seeds, args.n_envs, env_kwargs)
     callbacks: list[BaseCallback] = [

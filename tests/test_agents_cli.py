@@ -70,6 +70,9 @@ def test_train_ppo_in_a_subprocess_then_resume(tmp_path: Path) -> None:
         train_main(["--algo", "a2c", "--resume", str(checkpoint), "--out", str(tmp_path / "a2c_run"), "--env-kwargs",
                     *FAST_ARGS])  # fmt: skip
     assert not (tmp_path / "a2c_run" / "a2c").exists()  # refused before any output
+    with pytest.raises(ValueError, match=re.escape("seed: checkpoint 0, now 1")):  # into another --out: still compared
+        train_main([*args[: args.index("--out")], "--resume", str(checkpoint), "--seed", "1", "--out",
+                    str(tmp_path / "fork"), "--env-kwargs", *FAST_ARGS])  # fmt: skip
     result = _run("-m", "agents.train", *args)
     assert result.returncode == 2 and "already holds a run" in result.stderr.strip().splitlines()[-1], result.stderr
     with pytest.raises(FileNotFoundError, match=re.escape(f"--resume: no checkpoint at '{tmp_path}/gone.zip'")):
