@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from metric.model import build_backbone, resolve_init
 from permgym.models import build_trunk, save_trunk
-from permgym.run import default_workers, run_cli
+from permgym.run import RUN_MARKER, default_workers, run_cli
 from tests.process_fixtures import free_ports
 from tests.script_loading import load_script
 
@@ -87,6 +87,7 @@ def test_bad_input_is_one_line_before_any_work(argv: list[str], message: str, tm
 
 def test_resume_without_a_checkpoint_is_an_error(tmp_path: Path, capsys) -> None:
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / RUN_MARKER).write_text("")  # a run's folder
     (tmp_path / "out" / "config.json").write_text("{}")
     err = _cli([*TINY, "--out", str(tmp_path / "out"), "--resume"], capsys)
     assert "--resume: no checkpoint in" in err and "K4/checkpoint.pth" in err
