@@ -33,6 +33,10 @@ def test_voc_split_files_as_distributed(voc: Path) -> None:
     assert image.shape == (3, 30, 40) and image.dtype == torch.uint8 and target.dtype == torch.int8
     test = VOC2007(voc, "test")
     assert len(test) == len(VOC_SPLITS["test"]) and len(VOC2007(voc, "train")) == 3
+    for name in ("test.txt", "car_test.txt"):  # saved again by an editor that writes a UTF-8 byte-order mark
+        path = voc / "ImageSets" / "Main" / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert VOC2007(voc, "test").ids == test.ids
 
 
 def test_voc_annotations_give_the_lists_labels(voc: Path) -> None:

@@ -60,10 +60,12 @@ def locate_root(root: str | Path) -> Path:
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
-    """Non-blank lines with their 1-based numbers (CRLF or LF endings)."""
+    """Non-blank lines with their 1-based numbers (CRLF or LF endings; a byte-order mark that an editor added is
+    dropped)."""
     if not path.is_file():
         raise FileNotFoundError(f"missing {path}: {LAYOUT}")
-    return [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    text = path.read_text(encoding="utf-8-sig")
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 def read_split(root: Path, split: str) -> list[str]:
