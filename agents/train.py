@@ -26,7 +26,6 @@ from permgym.config import PermSamplingConfig, make_config
 from permgym.run import (
     RunFolder,
     check_same_config,
-    holds_run,
     parse_key_value,
     require_at_least,
     require_positive,
@@ -152,12 +151,16 @@ RESUME_IGNORES = ("resume", "total_timesteps", "out", "overwrite", "no_progress_
 
 
 def checkpoint_config(checkpoint: Path, out: Path) -> dict[str, Any] | None:
-    """The config of the run that ``--resume`` continues: ``out``'s ``config.json``, else that of the run folder the
-    checkpoint lies in (``ALGO/model.zip``, ``ALGO/checkpoints/*.zip``, ``ALGO/best/*.zip``); None for a zip from
-    elsewhere."""
+    """The config of the agents.train run that ``--resume`` continues: ``out``'s ``config.json``, else that of the
+    run folder the checkpoint lies in (``ALGO/model.zip``, ``ALGO/checkpoints/*.zip``, ``ALGO/best/*.zip``); None
+    for a zip from elsewhere."""
     for folder in (out, checkpoint.parent, checkpoint.parent.parent):
-        if (folder / "config.json").is_file() and holds_run(folder):
-            return json.loads((folder / "config.json").read_text())
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):  # no config.json there, or not JSON
+            continue
+        if isinstance(config, dict) and "resolved_env_kwargs" in config:  # written by this program
+            return config
     return None
 
 
