@@ -218,6 +218,10 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
                              "drop them, or choose --dataset ucf101/hmdb51/folder")  # fmt: skip
     elif args.root is None:
         raise ValueError(f"--dataset {args.dataset} needs --root (the folder of the videos)")
+    if args.dataset != "synthetic":  # outputs inside the video tree would mix with it (a folder tree lists them)
+        build.check_outside_root(args.root, args.out, "--out")
+        for subset in ("train", "test"):
+            build.check_outside_root(args.root, cache_path(args, subset), "--cache-dir")
     if args.dataset in ("ucf101", "hmdb51") and args.annotations is None:
         raise ValueError(f"--dataset {args.dataset} needs --annotations (the folder of the official split files)")
     if args.dataset == "folder" and args.annotations is not None:
