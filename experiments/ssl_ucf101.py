@@ -66,6 +66,7 @@ from permgym.run import (
     load_checkpoint,
     parse_key_value,
     require_at_least,
+    require_finite,
     require_positive,
     run_cli,
     run_in_folder,
@@ -205,12 +206,13 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     any work starts.
 
     Raises:
-        ValueError: a size below 1, a learning rate not above 0, or options that do not fit the dataset.
+        ValueError: a size below 1, a negative seed, a learning rate not above 0 or not finite, or options that do not fit the dataset.
     """
     PRESETS.fill(args, "quick" if args.quick else None, "synthetic" if args.dataset == "synthetic" else "video")
     require_at_least(args, 1, *SIZES)
-    require_at_least(args, 0, "workers")
+    require_at_least(args, 0, "workers", "seed")
     require_positive(args, "ssl_lr", "ft_lr", "trunk_lr_scale")
+    require_finite(args, "ssl_lr", "ft_lr", "trunk_lr_scale")
     if args.dataset == "synthetic":
         given = [flag for flag, value in (("--root", args.root), ("--annotations", args.annotations)) if value]
         if given:

@@ -41,6 +41,9 @@ CASES = [
     ("ssl_ucf101", ["--frames", "-1"], "--frames must be >= 1, got -1"),
     ("ssl_ucf101", ["--ssl-lr", "nan"], "--ssl-lr must be > 0, got nan"),
     ("ssl_ucf101", ["--retrieval-clips", "0"], "--retrieval-clips must be >= 1, got 0"),
+    ("ssl_ucf101", ["--trunk-lr-scale", "inf"], "--trunk-lr-scale must be a finite number, got inf"),
+    ("ssl_ucf101", ["--ft-lr", "inf"], "--ft-lr must be a finite number, got inf"),
+    ("ssl_ucf101", ["--seed", "-1"], "--seed must be >= 0, got -1"),
     ("ssl_ucf101", ["--dataset", "hmdb51", "--root", "{tmp}/empty", "--annotations", "{tmp}/file.txt"],
      "--annotations '{tmp}/file.txt' is a file; give the folder of hmdb51's official split files"),
     ("ssl_ucf101", ["--out", "{tmp}/file.txt"], "--out '{tmp}/file.txt' is a file, not a folder"),
@@ -79,6 +82,10 @@ CASES = [
     ("prepare", ["hmdb51", "--root", "{tmp}/empty", "--annotations", "{tmp}/file.txt"],
      "--annotations '{tmp}/file.txt' is a file"),
     ("prepare", ["folder", "--root", "{tmp}/nowhere"], "VideoFolder root not found: '{tmp}/nowhere'"),
+    ("prepare", ["folder", "--root", "{tmp}/empty", "--fps", "inf"], "--fps must be a finite number, got inf"),
+    ("prepare", ["hmdb51", "--root", "{tmp}/file.txt", "--annotations", "{tmp}/empty"],
+     "HMDB51 video root '{tmp}/file.txt' is a file, not a folder"),
+    ("ssl_ucf101", ["--dataset", "folder", "--root", "{tmp}/file.txt"], "VideoFolder root '{tmp}/file.txt' is a file"),
     ("prepare", ["folder", "--root", "{tmp}/empty", "--out", "{tmp}/empty/cache"], "overlaps the video folder --root"),
 ]  # fmt: skip
 

@@ -123,6 +123,9 @@ def test_cache_errors(ucf: tuple[Path, Path], tmp_path: Path) -> None:
         f.truncate(100)
     with pytest.raises(ValueError, match="the cache is damaged; rebuild it"):
         FrameCache(tmp_path / "cache")
+    (tmp_path / "file.txt").write_text("a file")  # e.g. --cache-dir or --out under a file: one clear error
+    with pytest.raises(ValueError, match=re.escape(f"cannot create the frame cache folder '{tmp_path}/file.txt/c")):
+        build_frame_cache(make_train(ucf), tmp_path / "file.txt" / "c", progress=False)
 
 
 def _prepare_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -184,6 +187,8 @@ def test_prepare_refuses_the_video_tree_and_user_folders(
         err = _prepare_error(args, capsys)
         assert "overlaps the video folder --root" in err or "is not empty" in err, err
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == listing
+    args = ["ucf101", "--root", str(root), "--annotations", str(annotations), "--out", "."]  # the current folder
+    assert "frame cache folder '.' is not empty and is not a frame cache" in _prepare_error(args, capsys)
 
 
 @pytest.mark.parametrize(

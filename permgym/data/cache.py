@@ -243,7 +243,11 @@ def _start_partial(partial: Path, config: dict[str, Any], nbytes: int) -> dict[s
         if progress["config"] == config and (partial / CLIPS_FILE).stat().st_size == nbytes:
             return progress["done"]
     _remove_cache_folder(partial)
-    partial.mkdir(parents=True)
+    try:
+        partial.mkdir(parents=True)
+    except OSError as err:  # e.g. a file where a parent folder should be
+        raise ValueError(f"cannot create the frame cache folder {str(partial)!r} ({err.strerror}); choose another "
+                         "folder for the cache") from None  # fmt: skip
     with open(partial / CLIPS_FILE, "wb") as f:
         f.truncate(nbytes)  # sparse file: no disk written until rows are
     _write_json(progress_path, {"config": config, "done": {}})
@@ -283,8 +287,9 @@ def build_frame_cache(
     shape = _check_cacheable(dataset)
     config = dataset.config()
     out_dir = Path(out_dir)
-    partial = out_dir.with_name(out_dir.name + ".partial")
     check_replaceable(out_dir)
+    partial = Path(os.path.abspath(out_dir))  # "." or "..": the folder's own name
+    partial = partial.with_name(partial.name + ".partial")
     check_replaceable(partial, "partial frame cache")
     n, row_bytes = len(dataset), int(np.prod(shape))
     done = _start_partial(partial, config, n * row_bytes)

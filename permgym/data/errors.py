@@ -34,3 +34,16 @@ def require_path(path: str | Path, what: str, how_to_get: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {str(path)!r}. {how_to_get}")
     return path
+
+
+def require_dir(path: str | Path, what: str, how_to_get: str) -> Path:
+    """Like :func:`require_path`, for a folder.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (see :func:`require_path`).
+        ValueError: ``path`` is a file, not a folder; the message names it, ``what`` and ``how_to_get``.
+    """
+    path = require_path(path, what, how_to_get)
+    if not path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a file, not a folder. {how_to_get}")
+    return path

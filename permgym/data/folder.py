@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from permgym.data.errors import require_path
+from permgym.data.errors import require_dir
 from permgym.data.video import Backend, Size
 from permgym.data.video_dataset import Transform, VideoClipDataset
 
@@ -46,7 +46,7 @@ class VideoFolder(VideoClipDataset):
         transform: Transform | None = None,
         extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
     ) -> None:
-        root = require_path(root, "VideoFolder root", LAYOUT)
+        root = require_dir(root, "VideoFolder root", LAYOUT)
         classes = sorted(p.name for p in root.iterdir() if p.is_dir())
         videos, labels = [], []
         for label, name in enumerate(classes):

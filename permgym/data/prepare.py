@@ -14,7 +14,7 @@ from permgym.data.build import VIDEO_DATASETS, build_video_dataset, check_outsid
 from permgym.data.cache import load_or_build_cache
 from permgym.data.video import BACKENDS
 from permgym.data.video_dataset import VideoClipDataset
-from permgym.run import require_at_least, require_positive, run_cli
+from permgym.run import require_at_least, require_finite, require_positive, run_cli
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -71,6 +71,7 @@ def make_dataset(args: argparse.Namespace) -> VideoClipDataset:
     require_at_least(args, 1, "frames")
     require_at_least(args, 0, "workers")
     require_positive(args, "fps")
+    require_finite(args, "fps")
     return build_video_dataset(args.dataset, args.root, args.annotations, split=args.split,
                                train=args.subset == "train", frames=args.frames, size=(args.size[0], args.size[-1]),
                                target_fps=args.fps, backend=args.backend)  # fmt: skip

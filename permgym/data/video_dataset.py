@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import Dataset
 
-from permgym.data.errors import VideoDecodeError, require_path
+from permgym.data.errors import VideoDecodeError, require_dir
 from permgym.data.video import Backend, Size, VideoReader, check_backend, check_size, sample_indices
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -226,8 +226,8 @@ class OfficialSplitVideos(VideoClipDataset):
     ) -> None:
         if split not in (1, 2, 3):
             raise ValueError(f"split must be 1, 2 or 3 (the official {self.name} splits), got {split!r}")
-        root = require_path(root, f"{self.name} video root", self.layout)
-        annotation_path = require_path(annotation_path, f"{self.name} annotation folder", self.layout)
+        root = require_dir(root, f"{self.name} video root", self.layout)
+        annotation_path = require_dir(annotation_path, f"{self.name} annotation folder", self.layout)
         classes, videos, labels = self.read_split(root, annotation_path, split, train)
         super().__init__(
             videos,
