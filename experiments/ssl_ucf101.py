@@ -289,15 +289,24 @@ def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -
     (built on first use). Pretraining reads the ``PRETRAIN_SUBSET`` part (see :func:`make_ssl_config`).
 
     Raises:
-        ValueError: missing files or folders (the message names the path and the expected layout).
+        ValueError: missing files or folders (the message names the path and the expected layout), no test video,
+            or train and test caches of different class lists.
     """
     if args.dataset == "synthetic":
-        return load_probe_data(ssl.synthetic_classes, ssl.synthetic_videos, ssl.clip_frames, ssl.frame_size,
+        data = load_probe_data(ssl.synthetic_classes, ssl.synthetic_videos, ssl.clip_frames, ssl.frame_size,
                                ssl.data_seed, ssl.synthetic_variant)  # fmt: skip
+        if not len(data.test_labels):  # every 5th clip of a class is a test clip: a class needs 5
+            raise ValueError(f"--synthetic-videos {args.synthetic_videos} over --synthetic-classes "
+                             f"{args.synthetic_classes} leaves no test video; give at least 5 videos per class")  # fmt: skip
+        return data
     train, test = (build.open_frame_cache(args.dataset, args.root, args.annotations, cache_path(args, subset), world,
                                           subset=subset, split=args.split, frames=args.frames,
                                           frame_size=args.frame_size, workers=args.workers,
                                           progress=not args.no_progress) for subset in ("train", "test"))  # fmt: skip
+    if train.classes != test.classes:  # e.g. a class folder added to the tree after one part's cache was built
+        raise ValueError(f"the train and test frame caches list different classes ({len(train.classes)} vs "
+                         f"{len(test.classes)}): {train.path} and {test.path} were built from different video trees; "
+                         "choose another --cache-dir to rebuild both")  # fmt: skip
     return ProbeData(train.clips, train.labels, test.clips, test.labels, train.classes,
                      {"train": len(train.skipped), "test": len(test.skipped)})  # fmt: skip
 

@@ -315,6 +315,7 @@ def test_two_processes_resume_exactly(tmp_path: Path, keep_threads: None) -> Non
         (["--root", "data/UCF-101"], "--root do(es) not apply to --dataset synthetic"),
         (["--dataset", "folder", "--root", "x", "--annotations", "y"], "--annotations does not apply to --dataset folder"),
         (["--resume", "--overwrite"], "--resume and --overwrite contradict each other"),
+        ([*TINY, "--synthetic-videos", "3"], "--synthetic-videos 3 over --synthetic-classes 12 leaves no test video"),
     ],
 )  # fmt: skip
 def test_bad_input_names_the_problem(
