@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from permgym.clip_pools import load_clip_pools
+from permgym.config import make_config
 from permgym.data import UCF101, FrameCache, build_frame_cache, load_or_build_cache
 from permgym.data.cache import PROGRESS_FILE
 from permgym.data.prepare import get_args_parser, main
@@ -126,6 +128,14 @@ def test_cache_errors(ucf: tuple[Path, Path], tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("a file")  # e.g. --cache-dir or --out under a file: one clear error
     with pytest.raises(ValueError, match=re.escape(f"cannot create the frame cache folder '{tmp_path}/file.txt/c")):
         build_frame_cache(make_train(ucf), tmp_path / "file.txt" / "c", progress=False)
+
+
+def test_pretraining_refuses_a_cache_of_test_videos(ucf: tuple[Path, Path], tmp_path: Path) -> None:
+    """PERMGYM_UCF101_CACHE / cache_path naming a cache built with --subset test would train on the test videos."""
+    build_frame_cache(UCF101(*ucf, split=1, train=False, frames=6, size=(24, 32)), tmp_path / "test", progress=False)
+    config = make_config("tiny", dataset="cache", cache_path=str(tmp_path / "test"))
+    with pytest.raises(ValueError, match="holds the test videos of UCF101, which pretraining must never see"):
+        load_clip_pools(config)
 
 
 def _prepare_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
