@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -181,6 +182,11 @@ def test_class_folder_without_official_split(tmp_path: Path, keep_threads: None)
         assert len(index["videos"]) == count and index["config"]["part"] == part
     test_videos = json.loads((tmp_path / "cache" / "folder_test_12f_32px" / "index.json").read_text())["videos"]
     assert sorted(Path(v).name for v in test_videos) == ["clip4.mov", "clip4.mov"]  # the 5th of each class
+    # another tree with the same --cache-dir: refused (the caches are another config's), with the fix this CLI has
+    other = shutil.copytree(root, tmp_path / "other")
+    argv[argv.index(str(root))], argv[argv.index("--out") + 1] = str(other), str(tmp_path / "out2")
+    with pytest.raises(ValueError, match=r"holds a frame cache of another config \(root: .*choose another --cache-dir"):
+        ssl_ucf101.main(ssl_ucf101.get_args_parser().parse_args(argv))
 
 
 def _dataset_argv(dataset: str, tmp_path: Path) -> list[str]:

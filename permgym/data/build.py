@@ -111,7 +111,8 @@ def open_frame_cache(
             videos = build_video_dataset(dataset, root, annotations, split=split, train=subset == "train",
                                          frames=frames, size=(frame_size, frame_size), folder_split=True)  # fmt: skip
             print(f"{subset}: {videos!r}")
-            cache = load_or_build_cache(videos, path, workers=workers, progress=progress)
+            cache = load_or_build_cache(videos, path, workers=workers, progress=progress,
+                                        how_to_replace="choose another --cache-dir (or delete that cache)")  # fmt: skip
         except (FileNotFoundError, ValueError) as err:
             error = str(err)
         else:

@@ -364,6 +364,7 @@ def load_or_build_cache(
     workers: int = 0,
     rebuild: bool = False,
     progress: bool = True,
+    how_to_replace: str = "use another folder or rebuild=True (prepare --rebuild) to replace it",
 ) -> FrameCache:
     """Return the frame cache of ``dataset`` in ``out_dir``, building it first if needed.
 
@@ -375,6 +376,7 @@ def load_or_build_cache(
         workers: decoding processes for a build; 0 decodes in this process.
         rebuild: replace an existing cache even if (or because) its config differs.
         progress: show a progress bar while building.
+        how_to_replace: the end of the error for a cache of another config: what the caller's user can do.
 
     Raises:
         ValueError: ``out_dir`` holds a cache of a different config and ``rebuild`` is False; the message lists the
@@ -388,8 +390,5 @@ def load_or_build_cache(
             return cache
         keys = sorted(k for k in config.keys() | cache.config.keys() if config.get(k) != cache.config.get(k))
         diff = ", ".join(f"{k}: cached {cache.config.get(k)!r} vs wanted {config.get(k)!r}" for k in keys)
-        raise ValueError(
-            f"{str(out_dir)!r} holds a frame cache of another config ({diff}); use another folder or rebuild=True "
-            "(prepare --rebuild) to replace it"
-        )
+        raise ValueError(f"{str(out_dir)!r} holds a frame cache of another config ({diff}); {how_to_replace}")
     return build_frame_cache(dataset, out_dir, workers=workers, progress=progress)
