@@ -303,6 +303,9 @@ def load_data(args: argparse.Namespace, ssl: PermSamplingConfig, world: World) -
                                           subset=subset, split=args.split, frames=args.frames,
                                           frame_size=args.frame_size, workers=args.workers,
                                           progress=not args.no_progress) for subset in ("train", "test"))  # fmt: skip
+    if len(train.classes) < 2:  # e.g. --dataset folder given the folder above the class folders
+        raise ValueError(f"--root {args.root!r} holds one class folder ({train.classes[0]!r}); action recognition "
+                         "needs at least 2: if that folder holds the class folders, give it as --root")  # fmt: skip
     if train.classes != test.classes:  # e.g. a class folder added to the tree after one part's cache was built
         raise ValueError(f"the train and test frame caches list different classes ({len(train.classes)} vs "
                          f"{len(test.classes)}): {train.path} and {test.path} were built from different video trees; "

@@ -308,6 +308,20 @@ def test_ucf101_errors_name_the_path_and_the_layout(ucf: tuple[Path, Path], tmp_
         UCF101(tmp_path, annotations)
 
 
+def test_archives_unpacked_one_level_deeper_are_named(ucf: tuple[Path, Path], tmp_path: Path) -> None:
+    """UCF101.rar and the split zips often unpack into an extra folder: the error names the folder that was meant."""
+    root, annotations = ucf  # <tmp>/UCF-101 and <tmp>/ucfTrainTestlist
+    top = root.parent
+    with pytest.raises(FileNotFoundError, match=re.escape(f"The files are in '{root}': give that folder as --root.")):
+        UCF101(top, annotations)
+    meant = f"The files are in '{annotations}': give that folder as --annotations."
+    with pytest.raises(FileNotFoundError, match=re.escape(meant)):
+        UCF101(root, top)
+    hmdb_root, splits = make_hmdb51_tree(tmp_path, frames=8)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"The files are in '{splits}': give that folder as")):
+        HMDB51(hmdb_root, tmp_path)
+
+
 def test_hmdb51_reads_the_official_split_files(tmp_path: Path) -> None:
     root, annotations = make_hmdb51_tree(tmp_path, frames=8)
     train = HMDB51(root, annotations, split=1, train=True, frames=2)

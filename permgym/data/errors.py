@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -47,3 +48,20 @@ def require_dir(path: str | Path, what: str, how_to_get: str) -> Path:
     if not path.is_dir():
         raise ValueError(f"{what} {str(path)!r} is a file, not a folder. {how_to_get}")
     return path
+
+
+def nested_hint(folder: Path, holds: Callable[[Path], bool], option: str) -> str:
+    """A hint for a dataset unpacked one level deeper than given (``UCF101/UCF-101/...``): ``" The files are in
+    'UCF101/UCF-101': give that folder as --root."`` for the first sub-folder of ``folder`` for which ``holds`` is
+    true, else ``""``.
+
+    Args:
+        folder: the folder the user gave.
+        holds: whether a sub-folder is the one that was meant.
+        option: the command-line option to name, e.g. ``"--root"``.
+    """
+    if folder.is_dir():
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if holds(sub):
+                return f" The files are in {str(sub)!r}: give that folder as {option}."
+    return ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from permgym.data.errors import nested_hint
 from permgym.data.video_dataset import OfficialSplitVideos, read_listing
 
 VIDEOS_URL = "https://serre-lab.clps.brown.edu/wp-content/uploads/2013/10/hmdb51_org.rar"
@@ -29,7 +30,8 @@ def parse_split_files(annotation_path: Path, split: int, train: bool) -> tuple[l
     suffix = f"_test_split{split}.txt"
     files = sorted(p for p in annotation_path.iterdir() if p.name.endswith(suffix))
     if not files:
-        raise FileNotFoundError(f"no HMDB51 split files '*{suffix}' in {str(annotation_path)!r}. {LAYOUT}")
+        hint = nested_hint(annotation_path, lambda sub: any(sub.glob(f"*{suffix}")), "--annotations")
+        raise FileNotFoundError(f"no HMDB51 split files '*{suffix}' in {str(annotation_path)!r}.{hint} {LAYOUT}")
     classes = [p.name[: -len(suffix)] for p in files]
     entries = []
     for label, path in enumerate(files):

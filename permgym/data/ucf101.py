@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from permgym.data.errors import require_path
+from permgym.data.errors import nested_hint, require_path
 from permgym.data.video_dataset import OfficialSplitVideos, read_listing
 
 VIDEOS_URL = "https://www.crcv.ucf.edu/data/UCF101/UCF101.rar"
@@ -101,7 +101,9 @@ class UCF101(OfficialSplitVideos):
         """The classes, videos and labels of ``{train|test}list0{split}.txt``, refusing a video listed in both parts
         of the split; class folders are matched case-insensitively (see :func:`_resolve`)."""
         listing = annotation_path / f"{'train' if train else 'test'}list0{split}.txt"
-        classes = parse_class_index(require_path(annotation_path / "classInd.txt", "UCF101 class index", LAYOUT))
+        hint = nested_hint(annotation_path, lambda sub: (sub / "classInd.txt").is_file(), "--annotations")
+        index = require_path(annotation_path / "classInd.txt", "UCF101 class index", f"{hint} {LAYOUT}".lstrip())
+        classes = parse_class_index(index)
         entries = parse_split_list(require_path(listing, "UCF101 split file", LAYOUT), classes)
         other = annotation_path / f"{'test' if train else 'train'}list0{split}.txt"
         if other.is_file():  # the two parts of a split must be disjoint, or test videos leak into training

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import Dataset
 
-from permgym.data.errors import VideoDecodeError, require_dir
+from permgym.data.errors import VideoDecodeError, nested_hint, require_dir
 from permgym.data.video import Backend, Size, VideoReader, check_backend, check_size, sample_indices
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -103,10 +103,15 @@ class VideoClipDataset(Dataset):
         missing = [str(v) for v, ok in zip(videos, exists, strict=True) if not ok]
         self.skipped: dict[str, str] = dict.fromkeys(missing, "listed but missing")
         if not any(exists):
-            example = f", e.g. {str(videos[0])!r}" if videos else ""
+            example, hint = "", ""
+            if videos:
+                example = f", e.g. {str(videos[0])!r}"
+                relative = Path(videos[0]).relative_to(root) if Path(videos[0]).is_relative_to(root) else None
+                if relative is not None:  # e.g. the archive unpacked one level deeper: root/UCF-101/<Class>/...
+                    hint = nested_hint(root, lambda sub: (sub / relative).is_file(), "--root")
             raise FileNotFoundError(
                 f"{type(self).__name__}: none of the {len(videos)} listed videos exist under {str(root)!r}"
-                f"{example}. {layout_help}"
+                f"{example}.{hint} {layout_help}"
             )
         if self.skipped:
             warnings.warn(
