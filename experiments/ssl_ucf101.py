@@ -380,6 +380,13 @@ def run_variant(variant: str, config: PermSamplingConfig, ft: FinetuneConfig, da
                                     checkpointer=checkpointer, variant=variant, result=result, amp=args.amp,
                                     sync_bn=args.sync_bn, tb_dir=tb / "ssl", print_freq=args.print_freq,
                                     checkpoint_every=args.checkpoint_every, progress=not args.no_progress)  # fmt: skip
+            if result["metrics"]["ssl/diverged"]:  # its trunk holds non-finite weights: nothing downstream can run
+                data_hint = (
+                    "" if args.dataset == "synthetic" else f" or check the frames (--frame-size {args.frame_size})"
+                )
+                raise ValueError(f"pretraining with {variant} diverged after {int(result['metrics']['ssl/updates'])} "
+                                 f"SGD update(s) (loss, gradients or weights not finite); lower --ssl-lr (now "
+                                 f"{config.lr}){data_hint}")  # fmt: skip
             trunk = env.trainer.model.trunk
             result["metrics"]["ddp/max_weight_divergence"] = max_divergence(env.trainer.model)
             if world.is_main:

@@ -129,6 +129,17 @@ def test_interrupted_runs_resume_to_the_same_metrics(
     assert "8 pretraining updates" in (Path(out) / "results.md").read_text()
 
 
+def test_diverged_pretraining_stops_with_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A pretraining that diverges leaves a trunk of non-finite weights: the run stops there, naming the cause, and
+    writes no trunk.pth (which dc_transfer would load) instead of failing later in fine-tuning."""
+    out = tmp_path / "out"
+    err = _cli([*TINY, "--sampler", "uniform", "--ssl-lr", "1e30", "--out", str(out)], capsys)
+    assert (
+        "error: pretraining with uniform diverged after 1 SGD update(s)" in err and "lower --ssl-lr (now 1e+30)" in err
+    )
+    assert err.count("\n") == 1 and not (out / "trunk.pth").exists()
+
+
 def test_run_folder_is_owned_and_locked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     with RunFolder(out):  # another run holds the folder
