@@ -230,6 +230,11 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("--annotations does not apply to --dataset folder (its split is every 5th video per class)")
     if args.amp and args.device == "cpu":
         raise ValueError("--amp needs CUDA; drop it or use --device cuda")
+    config = make_ssl_config(args, World())  # every env option (--ssl-option too) checked now, before any decoding
+    if config.clip_frames < config.min_clip_frames:
+        raise ValueError(f"clips of {config.clip_frames} frames (--frames) cannot hold the temporal task's "
+                         f"{config.num_frames} frames at stride >= {config.min_stride}: give at least "
+                         f"{config.min_clip_frames} frames, or --ssl-option min_stride=1")  # fmt: skip
     return args
 
 

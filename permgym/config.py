@@ -166,6 +166,11 @@ class PermSamplingConfig:
     def uses_spatial(self) -> bool:
         return self.task in ("spatial", "joint")
 
+    @property
+    def min_clip_frames(self) -> int:
+        """The fewest frames a clip needs: the temporal task's ``num_frames`` at ``min_stride`` (else 1)."""
+        return (self.num_frames - 1) * self.min_stride + 1 if self.uses_temporal else 1
+
     def replace(self, **changes: Any) -> PermSamplingConfig:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)

@@ -333,6 +333,8 @@ def test_two_processes_resume_exactly(tmp_path: Path, keep_threads: None) -> Non
         (["--dataset", "folder", "--root", "x", "--annotations", "y"], "--annotations does not apply to --dataset folder"),
         (["--resume", "--overwrite"], "--resume and --overwrite contradict each other"),
         ([*TINY, "--synthetic-videos", "3"], "--synthetic-videos 3 over --synthetic-classes 12 leaves no test video"),
+        (["--dataset", "folder", "--root", "nowhere/videos", "--frames", "5"],
+         "clips of 5 frames (--frames) cannot hold the temporal task's 4 frames at stride >= 2: give at least 7"),
     ],
 )  # fmt: skip
 def test_bad_input_names_the_problem(
