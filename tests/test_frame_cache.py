@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,18 @@ def test_load_or_build_reuses_only_a_matching_config(ucf: tuple[Path, Path], tmp
     with pytest.raises(ValueError, match=re.escape("another config (frames: cached 6 vs wanted 3)")):
         load_or_build_cache(other, out)
     assert load_or_build_cache(other, out, rebuild=True, progress=False).clips.shape[1] == 3
+
+
+def test_a_cache_is_not_reused_after_the_split_files_change(ucf: tuple[Path, Path], tmp_path: Path) -> None:
+    """Editing trainlist01.txt in place (e.g. to fewer classes) must not reuse the cache of the old listing."""
+    root, annotations = ucf
+    split = tmp_path / "splits"
+    shutil.copytree(annotations, split)
+    load_or_build_cache(make_train((root, split)), tmp_path / "cache", progress=False)
+    lines = (split / "trainlist01.txt").read_bytes().split(b"\r\n")
+    (split / "trainlist01.txt").write_bytes(b"\r\n".join(line for line in lines if b"Archery" not in line))
+    with pytest.raises(ValueError, match=r"holds a frame cache of another config \(listing: cached '[0-9a-f]{16}'"):
+        load_or_build_cache(make_train((root, split)), tmp_path / "cache", progress=False)
 
 
 def test_interrupted_build_resumes(ucf: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

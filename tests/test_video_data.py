@@ -355,7 +355,9 @@ def test_folder_split_holds_out_every_fifth_video_of_each_class_with_the_folder_
     assert test.videos == [whole.videos[4], whole.videos[9]] and test.labels.tolist() == [0, 1]
     assert train.clip_options() == test.clip_options() == whole.clip_options()
     assert test[0][0].shape == (3, 3, 16, 16)
-    assert test.config() == {**whole.config(), "dataset": "FolderSplit", "part": "test", "test_every": 5}
+    assert test.config() == {**whole.config(), "dataset": "FolderSplit", "part": "test", "test_every": 5,
+                             "listing": test.config()["listing"]}  # fmt: skip
+    assert test.config()["listing"] != whole.config()["listing"]  # the part's own videos
 
 
 def test_bad_videos_are_skipped_counted_and_substituted(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ Bad input is handled in two places:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +43,14 @@ def read_listing(path: Path) -> list[tuple[int, str]]:
     """
     with open(path, encoding="utf-8") as f:  # text mode turns "\r\n" into "\n"
         return [(n, line.strip()) for n, line in enumerate(f, start=1) if line.strip()]
+
+
+def listing_digest(root: Path, videos: Sequence[Path], labels: Sequence[int], classes: list[str]) -> str:
+    """A short digest of what a dataset lists (videos relative to ``root``, their labels, the class names), so that
+    a frame cache keyed by ``config()`` is not reused after the split files or the folder tree changed."""
+    rows = [[str(Path(v).relative_to(root)) if Path(v).is_relative_to(root) else str(v), int(y)]
+            for v, y in zip(videos, labels, strict=True)]  # fmt: skip
+    return hashlib.sha256(json.dumps([classes, rows]).encode()).hexdigest()[:16]
 
 
 class VideoClipDataset(Dataset):
@@ -97,6 +107,7 @@ class VideoClipDataset(Dataset):
         check_size(size)
         check_backend(backend)
         self.root, self.classes, self._source = root, classes, source or {}
+        self._listing = listing_digest(root, videos, labels, classes)
         self.frames, self.size, self.target_fps = frames, size, target_fps
         self.temporal_jitter, self.backend, self.transform = temporal_jitter, backend, transform
         exists = [Path(v).is_file() for v in videos]
@@ -124,12 +135,14 @@ class VideoClipDataset(Dataset):
         self.labels = torch.tensor([y for y, ok in zip(labels, exists, strict=True) if ok], dtype=torch.int64)
 
     def config(self) -> dict[str, Any]:
-        """JSON-serialisable description of the clips this dataset yields; the key of its frame cache."""
+        """JSON-serialisable description of the clips this dataset yields (``listing`` is :func:`listing_digest` of
+        the videos as listed, missing ones included); the key of its frame cache."""
         size = list(self.size) if isinstance(self.size, tuple | list) else self.size
         return {
             "dataset": type(self).__name__,
             "root": str(self.root.resolve()),
             **self._source,
+            "listing": self._listing,
             "frames": self.frames,
             "size": size,
             "target_fps": self.target_fps,
