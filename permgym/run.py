@@ -13,7 +13,8 @@ One place for what a run does around its science:
 * **Option parsing**: :func:`parse_key_value` (``KEY=VALUE``: the value as JSON if it parses, else the string),
   :class:`Presets` (named groups of defaults that fill options left unset, explicit flags win; their ``--help``
   text) and :func:`add_stop_argument` (the one stop flag, ``--stop-after N``, in the script's unit).
-* **Validation before any work**: :func:`require_at_least`, :func:`require_positive`, :func:`require_finite`.
+* **Validation before any work**: :func:`require_at_least`, :func:`require_positive`, :func:`require_finite`,
+  :func:`require_apart` (``--out`` outside the data folder ``--root``).
 * **Stopping**: :class:`Interrupted`, raised after a checkpoint when the ``--stop-after`` limit is reached;
   :func:`run_in_folder` ends the run there (its message printed, exit status 0).
 * **Staged runs** (:class:`Checkpointer`): a run of several parts (e.g. one per sampler), each in stages, kept in
@@ -93,6 +94,7 @@ __all__ = [
     "load_checkpoint",
     "load_checkpoints",
     "parse_key_value",
+    "require_apart",
     "require_at_least",
     "require_finite",
     "require_positive",
@@ -254,6 +256,21 @@ def require_positive(args: argparse.Namespace, *names: str) -> None:
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+
+
+def require_apart(out: str | Path, root: str | Path, data: str = "dataset", outputs: str = "run") -> None:
+    """Refuse an ``--out`` that is, contains or lies inside the data folder ``--root``: a run would write into the
+    data (a class-per-folder tree would read the run's folder as one more class) or, with ``--overwrite``, move it.
+
+    Raises:
+        ValueError: naming both folders.
+    """
+    root_path, out_path = Path(root).resolve(), Path(out).resolve()
+    if out_path == root_path or root_path in out_path.parents or out_path in root_path.parents:
+        raise ValueError(
+            f"--out {str(out)!r} overlaps the {data} folder --root {str(root)!r}; write the {outputs} to a separate "
+            "folder"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- distributed
@@ -621,7 +638,8 @@ def load_checkpoints(
 
 # ---------------------------------------------------------------------------------------------------- entry point
 def run_in_folder(args: argparse.Namespace, body: Callable[[argparse.Namespace, World], T]) -> T | None:
-    """Run ``body(args, world)`` as every experiment does: torch's CPU threads from ``args.threads`` (when set), the
+    """Run ``body(args, world)`` as every experiment does: an ``args.root`` (when set) apart from ``args.out``
+    (:func:`require_apart`), torch's CPU threads from ``args.threads`` (when set), the
     process group of ``args.device`` (:func:`init_distributed`), ``args.out`` owned for the whole run
     (:class:`RunFolder` with ``args.resume`` / ``args.overwrite``), a stop by ``--stop-after`` (:class:`Interrupted`:
     its message printed on rank 0) and, once done, the process group left (``cleanup_distributed``).
@@ -629,6 +647,8 @@ def run_in_folder(args: argparse.Namespace, body: Callable[[argparse.Namespace, 
     Returns:
         What ``body`` returns; None when it was stopped by :class:`Interrupted`.
     """
+    if getattr(args, "root", None) is not None:
+        require_apart(args.out, args.root)
     if getattr(args, "threads", None) is not None:
         torch.set_num_threads(args.threads)
     world = init_distributed(args.device)

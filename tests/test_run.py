@@ -26,6 +26,7 @@ from permgym.run import (
     fill_defaults,
     load_checkpoint,
     parse_key_value,
+    require_apart,
     require_at_least,
     require_finite,
     run_cli,
@@ -167,6 +168,14 @@ def test_a_folder_no_run_wrote_is_never_moved_or_written(tmp_path: Path) -> None
     with RunFolder(legacy, overwrite=True):
         pass
     assert (tmp_path / "legacy.previous" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("out", ["data", "data/runs/dc", "."])
+def test_out_apart_from_the_data_folder(out: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"--out '{tmp_path / out}' overlaps the dataset folder --root")):
+        require_apart(tmp_path / out, tmp_path / "data")
+    require_apart(tmp_path / "runs", tmp_path / "data")
+    require_apart(tmp_path / "data2", tmp_path / "data")
 
 
 def test_a_second_process_cannot_take_a_locked_folder(tmp_path: Path) -> None:

@@ -9,13 +9,12 @@ Example::
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from permgym.data.build import VIDEO_DATASETS, build_video_dataset
 from permgym.data.cache import load_or_build_cache
 from permgym.data.video import BACKENDS
 from permgym.data.video_dataset import VideoClipDataset
-from permgym.run import require_at_least, require_positive, run_cli
+from permgym.run import require_apart, require_at_least, require_positive, run_cli
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -64,22 +63,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def check_out(root: str | Path, out: str | Path) -> None:
-    """Refuse an ``--out`` that is, contains or lies inside the video tree ``--root``.
-
-    Raises:
-        ValueError: naming both folders.
-    """
-    root_path, out_path = Path(root).resolve(), Path(out).resolve()
-    if out_path == root_path or root_path in out_path.parents or out_path in root_path.parents:
-        raise ValueError(
-            f"--out {str(out)!r} overlaps the video folder --root {str(root)!r}; write the cache to a separate folder"
-        )
-
-
 def make_dataset(args: argparse.Namespace) -> VideoClipDataset:
     """The dataset described by parsed ``args`` (deterministic sampling, exact size, no transform)."""
-    check_out(args.root, args.out)
+    require_apart(args.out, args.root, "video", "cache")
     if len(args.size) not in (1, 2) or min(args.size) < 1:
         raise ValueError(f"--size takes one value (square) or two (HEIGHT WIDTH), each >= 1, got {args.size}")
     require_at_least(args, 1, "frames")
