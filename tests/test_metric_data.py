@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.io
 import torch
 
 from metric.data import (
@@ -103,6 +104,37 @@ def test_folder_split_is_class_disjoint(tmp_path: Path) -> None:
         ImageFolderSplit(root, "train", train_fraction=1.5)
 
 
+def test_folder_classes_are_visible_folders_holding_images(tmp_path: Path) -> None:
+    """A Jupyter/git/macOS folder or an empty folder is no class: before, they took classes' places in the split."""
+    root = fx.make_folder(tmp_path)
+    fx.write_jpeg(root / ".ipynb_checkpoints" / "0.jpg", 0)
+    (root / ".git").mkdir()
+    (root / "aardvark").mkdir()  # empty, sorts first
+    (root / "zebra").mkdir()
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "ant" / "._0.jpg").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X")  # macOS's resource-fork copy
+    train, test = ImageFolderSplit(root, "train"), ImageFolderSplit(root, "test")
+    assert train.classes == ["ant", "bee"] and test.classes == ["cat", "dog"]
+    assert len(train) == 4 and train.skipped == {}
+    for name in ("ant", "bee", "cat"):
+        (root / name / "0.jpg").unlink()
+        (root / name / "1.jpg").unlink()
+    with pytest.raises(ValueError, match=re.escape(f"needs >= 2 class folders holding images in {root}, found 1")):
+        ImageFolderSplit(root, "train")
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    from PIL import Image
+
+    grey = np.arange(0, 65536, 257, dtype=np.uint16)[:256].reshape(16, 16)  # 0, 257, ..., 65535
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(grey).save(tmp_path / c / "deep.png")
+    assert Image.open(tmp_path / "a" / "deep.png").mode.startswith("I;16")
+    image, _ = ImageFolderSplit(tmp_path, "train", transform=np.asarray)[0]
+    assert image.shape == (16, 16, 3) and np.array_equal(image[..., 1], grey // 257)  # PIL's convert: 255 from 1
+
+
 def test_synthetic_split_is_class_disjoint_and_normalised() -> None:
     kwargs = {"num_classes": 6, "videos_per_class": 2, "frames": 4, "size": 16}
     train, test = SyntheticRetrieval(split="train", **kwargs), SyntheticRetrieval(split="test", **kwargs)
@@ -169,6 +201,35 @@ def test_missing_files_name_the_expected_layout(tmp_path: Path) -> None:
         InShop(tmp_path)
     with pytest.raises(ValueError, match=re.escape("split must be one of ('train', 'small', 'medium', 'large')")):
         VehicleID(vehicles, "test")
+
+
+def test_missing_images_and_broken_annotations_are_one_clear_error(tmp_path: Path) -> None:
+    root = fx.make_cub(tmp_path / "cub")
+    base = root / "CUB_200_2011"
+    CUB200(root).paths[1].unlink()  # not the first: before, left out silently
+    with pytest.raises(
+        FileNotFoundError, match=r"(?s)1 of the 7 images listed for split 'train' are missing.*_0001\.jpg not found"
+    ):
+        CUB200(root)
+    with open(base / "image_class_labels.txt", "a") as labels:
+        labels.write("999 3\n")
+    with pytest.raises(
+        ValueError, match=r"image_class_labels\.txt labels 1 image ids that .*images\.txt does not list, e\.g\. '999'"
+    ):
+        CUB200(root, "test")
+    cars = fx.make_cars(tmp_path / "cars")
+    for content in (b"", b"not a mat file"):
+        (cars / "cars_annos.mat").write_bytes(content)
+        with pytest.raises(ValueError, match=r"cars_annos\.mat cannot be read as a MATLAB file"):
+            Cars196(cars)
+    scipy.io.savemat(cars / "cars_annos.mat", {"annotations": np.zeros((1, 2), dtype=[("fname", "O"), ("class", "O")])})
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "is not the official cars_annos.mat: it needs a struct 'annotations' with fields relative_im_path and class, found ['class', 'fname']"
+        ),
+    ):
+        Cars196(cars)
 
 
 def test_malformed_rows_name_file_and_line(tmp_path: Path) -> None:

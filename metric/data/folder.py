@@ -11,7 +11,8 @@ from metric.data.base import Annotations, RetrievalImageDataset, Transform
 
 class ImageFolderSplit(RetrievalImageDataset):
     """``root/<class>/<image>`` with the sorted classes split disjointly: the first ``round(train_fraction * C)``
-    classes are ``"train"``, the rest ``"test"``. Labels are 0-based within the split.
+    classes are ``"train"``, the rest ``"test"``. Labels are 0-based within the split. Hidden entries (names starting
+    with ``.``) and folders without image files are not classes; files of other extensions are ignored.
 
     Args:
         root: the folder of class folders.
@@ -41,15 +42,22 @@ class ImageFolderSplit(RetrievalImageDataset):
         return root
 
     def _read_split(self, root: Path, split: str) -> Annotations:
-        classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        files = {
+            folder.name: sorted(path for path in folder.iterdir() if _is_image_name(path))
+            for folder in root.iterdir()
+            if folder.is_dir() and not folder.name.startswith(".")
+        }
+        classes = sorted(name for name, paths in files.items() if paths)  # no empty or hidden folder is a class
         if len(classes) < 2:
-            raise ValueError(f"ImageFolderSplit needs >= 2 class folders in {root}, found {len(classes)}")
+            raise ValueError(
+                f"ImageFolderSplit needs >= 2 class folders holding images in {root}, found {len(classes)}"
+            )
         cut = min(max(round(self.train_fraction * len(classes)), 1), len(classes) - 1)
         chosen = classes[:cut] if split == "train" else classes[cut:]
-        items = [
-            (path, name)
-            for name in chosen
-            for path in sorted((root / name).iterdir())
-            if path.suffix.lower() in IMG_EXTENSIONS
-        ]
+        items = [(path, name) for name in chosen for path in files[name]]
         return Annotations([path for path, _ in items], [name for _, name in items])
+
+
+def _is_image_name(path: Path) -> bool:
+    """An image file by its extension, not hidden (``.DS_Store``, macOS's ``._<name>.jpg`` copies)."""
+    return path.suffix.lower() in IMG_EXTENSIONS and not path.name.startswith(".") and not path.is_dir()

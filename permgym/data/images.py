@@ -43,10 +43,18 @@ def check_image(path: Path) -> str | None:
     return None
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB: grey, palette, CMYK and alpha images converted as PIL does, 16-bit grey images
+    (``I;16`` modes, e.g. 16-bit PNGs) scaled to 8 bits (PIL's own conversion clips them, turning most pixels white)."""
+    if image.mode.startswith("I;16"):
+        image = Image.fromarray((np.asarray(image).astype(np.uint32) // 257).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 def read_image(path: Path) -> torch.Tensor:
-    """``[3, H, W]`` uint8 RGB pixels of an image file (grey and palette images converted)."""
+    """``[3, H, W]`` uint8 RGB pixels of an image file (grey, palette and 16-bit images converted, :func:`to_rgb`)."""
     with Image.open(path) as image:
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.array(to_rgb(image))).permute(2, 0, 1).contiguous()
 
 
 class ImageSet(Dataset):
