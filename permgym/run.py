@@ -627,10 +627,14 @@ def load_checkpoints(
         config, ignored: as for :func:`load_checkpoint`.
 
     Raises:
-        RunError: no part has a checkpoint, or one belongs to another config.
+        RunError: no part has a checkpoint (if a checkpoint of another part lies next to where they would, e.g. one
+            of another K, the options in which its config differs are named), or one belongs to another config.
     """
     found = {part: Path(path) for part, path in paths.items() if Path(path).is_file()}
     if not found:
+        siblings = {path for part in paths.values() for path in Path(part).parent.parent.glob(f"*/{Path(part).name}")}
+        for path in sorted(siblings):  # another part's checkpoint, e.g. of another K: refused naming what differs
+            load_checkpoint(path, config, ignored)
         expected = ", ".join(str(path) for path in paths.values())
         raise RunError(f"--resume: no checkpoint in {str(folder)!r} (looked for {expected}); start without --resume")
     return {part: load_checkpoint(path, config, ignored) for part, path in found.items()}

@@ -25,6 +25,7 @@ from permgym.run import (
     check_same_config,
     fill_defaults,
     load_checkpoint,
+    load_checkpoints,
     parse_key_value,
     require_apart,
     require_at_least,
@@ -233,3 +234,12 @@ def test_run_cli_turns_expected_errors_into_one_line(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main, parser, ["--n", "3"])
     assert exit_info.value.code == 0
+
+
+def test_resume_of_another_part_names_the_options_that_differ(tmp_path: Path) -> None:
+    """dc_transfer --resume -K 2 on a K = 4 run said only "no checkpoint"; the README promises the option named."""
+    save_checkpoint(World(), tmp_path / "K4" / "checkpoint.pth", {"num_learners": 4, "seed": 0}, {"epoch": 0})
+    with pytest.raises(RunError, match=re.escape("(num_learners: checkpoint 4, now 2)")):
+        load_checkpoints(tmp_path, {2: tmp_path / "K2" / "checkpoint.pth"}, {"num_learners": 2, "seed": 0})
+    with pytest.raises(RunError, match=re.escape(f"--resume: no checkpoint in '{tmp_path / 'other'}'")):
+        load_checkpoints(tmp_path / "other", {2: tmp_path / "other" / "K2" / "checkpoint.pth"}, {"num_learners": 2})
