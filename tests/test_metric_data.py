@@ -22,6 +22,7 @@ from metric.data import (
     VehicleID,
     build_dataset,
     build_eval_task,
+    build_training_data,
 )
 from metric.data.base import read_rows
 from permgym.config import PermSamplingConfig
@@ -230,6 +231,16 @@ def test_missing_images_and_broken_annotations_are_one_clear_error(tmp_path: Pat
         ),
     ):
         Cars196(cars)
+
+
+def test_a_resize_that_cannot_apply_is_refused(tmp_path: Path) -> None:
+    """Before, --resize was ignored on the embedded data and, below --image-size, padded the test images with black."""
+    root = fx.make_folder(tmp_path)
+    assert build_training_data("folder", root, 16, resize=16).task.query[0][0].shape == (3, 16, 16)
+    with pytest.raises(ValueError, match=re.escape("--resize 8 is below --image-size 16: the evaluation crop")):
+        build_training_data("folder", root, 16, resize=8)
+    with pytest.raises(ValueError, match=re.escape("--resize does not apply to --dataset synthetic")):
+        build_training_data("synthetic", None, 64, resize=73)
 
 
 def test_malformed_rows_name_file_and_line(tmp_path: Path) -> None:

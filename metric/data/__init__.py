@@ -195,8 +195,15 @@ def build_training_data(
     resized to ``resize``, default ``image_size * 8 // 7``, then centre-cropped).
 
     Raises:
-        ValueError: an option the dataset does not take (naming the options), or an unknown dataset.
+        ValueError: an option the dataset does not take (naming the options), an unknown dataset, or a ``resize``
+            that does not apply (embedded data) or is below ``image_size`` (the centre crop would pad with black).
     """
+    if resize is not None and name in EMBEDDED:
+        raise ValueError(f"--resize does not apply to --dataset {name} (embedded {EMBEDDED[name]}-pixel images are "
+                         "never resized); drop it, or change --image-size")  # fmt: skip
+    if resize is not None and resize < image_size:
+        raise ValueError(f"--resize {resize} is below --image-size {image_size}: the evaluation crop would pad the "
+                         "resized image with black; give --resize >= --image-size")  # fmt: skip
     if name in EMBEDDED:
         options.setdefault("size", image_size)
         eval_tf = normalize_uint8
