@@ -393,8 +393,13 @@ class RunFolder:
                     "with --overwrite, or choose another --out"
                 )
         self._created = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock = open(self.path / LOCK_FILE, "a")  # held open (and locked) for the run
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock = open(self.path / LOCK_FILE, "a")  # held open (and locked) for the run
+        except OSError as err:  # a file on the way, no permission, a read-only file system
+            raise RunError(
+                f"--out {str(self.path)!r} cannot be written ({err.strerror or err}); choose another --out"
+            ) from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -89,6 +89,10 @@ def test_run_folder_ownership(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunError, match="is a file, not a folder"):
         RunFolder(tmp_path / "file").__enter__()
+    with pytest.raises(
+        RunError, match=re.escape(f"--out '{tmp_path / 'file' / 'run'}' cannot be written (Not a directory)")
+    ):
+        RunFolder(tmp_path / "file" / "run").__enter__()  # was a NotADirectoryError traceback
     with pytest.raises(RunError, match="--resume and --overwrite contradict each other"):
         RunFolder(out, resume=True, overwrite=True)
 
