@@ -114,12 +114,15 @@ def test_folder_classes_are_visible_folders_holding_images(tmp_path: Path) -> No
     (root / "zebra").mkdir()
     (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (root / "ant" / "._0.jpg").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X")  # macOS's resource-fork copy
+    fx.write_jpeg(root / "ant" / ".ipynb_checkpoints" / "1.jpg", 1)
+    fx.write_jpeg(root / "bee" / "day 2" / "2.jpg", 2)  # images in a sub-folder belong to the class, as in ImageFolder
     train, test = ImageFolderSplit(root, "train"), ImageFolderSplit(root, "test")
     assert train.classes == ["ant", "bee"] and test.classes == ["cat", "dog"]
-    assert len(train) == 4 and train.skipped == {}
+    assert len(train) == 5 and train.skipped == {} and train.paths[-1] == root / "bee" / "day 2" / "2.jpg"
     for name in ("ant", "bee", "cat"):
         (root / name / "0.jpg").unlink()
         (root / name / "1.jpg").unlink()
+    (root / "bee" / "day 2" / "2.jpg").unlink()
     with pytest.raises(ValueError, match=re.escape(f"needs >= 2 class folders holding images in {root}, found 1")):
         ImageFolderSplit(root, "train")
 

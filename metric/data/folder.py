@@ -11,8 +11,9 @@ from metric.data.base import Annotations, RetrievalImageDataset, Transform
 
 class ImageFolderSplit(RetrievalImageDataset):
     """``root/<class>/<image>`` with the sorted classes split disjointly: the first ``round(train_fraction * C)``
-    classes are ``"train"``, the rest ``"test"``. Labels are 0-based within the split. Hidden entries (names starting
-    with ``.``) and folders without image files are not classes; files of other extensions are ignored.
+    classes are ``"train"``, the rest ``"test"``. Labels are 0-based within the split. A class holds the image files
+    anywhere under its folder (as torchvision's ``ImageFolder``); hidden entries (names starting with ``.``) and
+    folders without image files are not classes, and files of other extensions are ignored.
 
     Args:
         root: the folder of class folders.
@@ -43,7 +44,7 @@ class ImageFolderSplit(RetrievalImageDataset):
 
     def _read_split(self, root: Path, split: str) -> Annotations:
         files = {
-            folder.name: sorted(path for path in folder.iterdir() if _is_image_name(path))
+            folder.name: sorted(path for path in folder.rglob("*") if _is_image(path.relative_to(folder), path))
             for folder in root.iterdir()
             if folder.is_dir() and not folder.name.startswith(".")
         }
@@ -58,6 +59,8 @@ class ImageFolderSplit(RetrievalImageDataset):
         return Annotations([path for path, _ in items], [name for _, name in items])
 
 
-def _is_image_name(path: Path) -> bool:
-    """An image file by its extension, not hidden (``.DS_Store``, macOS's ``._<name>.jpg`` copies)."""
-    return path.suffix.lower() in IMG_EXTENSIONS and not path.name.startswith(".") and not path.is_dir()
+def _is_image(relative: Path, path: Path) -> bool:
+    """An image file by its extension, at any depth, with nothing hidden on the way (``.DS_Store``, macOS's
+    ``._<name>.jpg`` copies, ``.ipynb_checkpoints/``)."""
+    hidden = any(part.startswith(".") for part in relative.parts)
+    return path.suffix.lower() in IMG_EXTENSIONS and not hidden and path.is_file()
