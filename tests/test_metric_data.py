@@ -236,12 +236,15 @@ def test_missing_images_and_broken_annotations_are_one_clear_error(tmp_path: Pat
         Cars196(cars)
 
 
-def test_a_resize_that_cannot_apply_is_refused(tmp_path: Path) -> None:
-    """Before, --resize was ignored on the embedded data and, below --image-size, padded the test images with black."""
+def test_options_that_cannot_give_a_result_are_refused(tmp_path: Path) -> None:
+    """Before, --resize was ignored on the embedded data and, below --image-size, padded the test images with black;
+    a test set of one class gave R@1 = NMI = 1."""
     root = fx.make_folder(tmp_path)
     assert build_training_data("folder", root, 16, resize=16).task.query[0][0].shape == (3, 16, 16)
     with pytest.raises(ValueError, match=re.escape("--resize 8 is below --image-size 16: the evaluation crop")):
         build_training_data("folder", root, 16, resize=8)
+    with pytest.raises(ValueError, match=re.escape("the test set of --dataset folder has fewer than 2 classes")):
+        build_training_data("folder", root, 16, train_fraction=0.75)  # 3 train classes, 1 test class: R@1 was 1
     with pytest.raises(ValueError, match=re.escape("--resize does not apply to --dataset synthetic")):
         build_training_data("synthetic", None, 64, resize=73)
 
