@@ -256,6 +256,9 @@ def test_malformed_rows_name_file_and_line(tmp_path: Path) -> None:
     path.write_text("header\na 1\nb 2 extra\n")
     with pytest.raises(ValueError, match=re.escape(f"{path}:3: expected 2 fields, got 3")):
         read_rows(path, 2, skip=1)
+    path.write_bytes(b"header\na 1\n\xc0\xff 2\n")  # was UnicodeDecodeError's text, naming no file
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not a UTF-8 text file (byte 11: invalid start byte)")):
+        read_rows(path, 2, skip=1)
 
 
 @pytest.mark.parametrize("kind", ["folder", "cub"])

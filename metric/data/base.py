@@ -44,10 +44,15 @@ def read_rows(path: Path, columns: int, skip: int = 0) -> list[list[str]]:
         skip: header lines to skip.
 
     Raises:
-        ValueError: a row has another number of fields (names the file and line).
+        ValueError: a row has another number of fields (names the file and line), or the file is not UTF-8 text.
     """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:  # a damaged or wrong file in the annotation's place
+        raise ValueError(f"{path} is not a UTF-8 text file (byte {err.start}: {err.reason}); restore it from the "
+                         "dataset's archive") from None  # fmt: skip
     rows = []
-    for number, line in enumerate(path.read_text().splitlines()[skip:], start=skip + 1):
+    for number, line in enumerate(text.splitlines()[skip:], start=skip + 1):
         if not line.strip():
             continue
         fields = line.split()
