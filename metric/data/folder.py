@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
 from metric.data.base import Annotations, RetrievalImageDataset, Transform
+from permgym.data.images import visible_image
 
 
 class ImageFolderSplit(RetrievalImageDataset):
@@ -44,7 +43,9 @@ class ImageFolderSplit(RetrievalImageDataset):
 
     def _read_split(self, root: Path, split: str) -> Annotations:
         files = {
-            folder.name: sorted(path for path in folder.rglob("*") if _is_image(path.relative_to(folder), path))
+            folder.name: sorted(
+                path for path in folder.rglob("*") if path.is_file() and visible_image(str(path), folder)
+            )
             for folder in root.iterdir()
             if folder.is_dir() and not folder.name.startswith(".")
         }
@@ -57,10 +58,3 @@ class ImageFolderSplit(RetrievalImageDataset):
         chosen = classes[:cut] if split == "train" else classes[cut:]
         items = [(path, name) for name in chosen for path in files[name]]
         return Annotations([path for path, _ in items], [name for _, name in items])
-
-
-def _is_image(relative: Path, path: Path) -> bool:
-    """An image file by its extension, at any depth, with nothing hidden on the way (``.DS_Store``, macOS's
-    ``._<name>.jpg`` copies, ``.ipynb_checkpoints/``)."""
-    hidden = any(part.startswith(".") for part in relative.parts)
-    return path.suffix.lower() in IMG_EXTENSIONS and not hidden and path.is_file()

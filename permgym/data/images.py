@@ -114,7 +114,7 @@ class ImageFiles(ImageSet):
         return read_image(self.paths[index])
 
 
-def _visible_image(path: str, root: Path) -> bool:
+def visible_image(path: str, root: Path) -> bool:
     """An image by its extension, not hidden below ``root`` (e.g. macOS's ``._name.jpg`` resource forks, files in
     ``.ipynb_checkpoints/``)."""
     return path.lower().endswith(IMG_EXTENSIONS) and not any(
@@ -157,7 +157,7 @@ class ImageFolderClassification(ImageFiles):
         if len(classes) < 2:
             raise ValueError(f"{root} needs >= 2 class folders ({FOLDER_LAYOUT}), found {len(classes)}")
         index = {name: c for c, name in enumerate(classes)}
-        items = make_dataset(str(root), index, is_valid_file=lambda path: _visible_image(path, root), allow_empty=True)
+        items = make_dataset(str(root), index, is_valid_file=lambda path: visible_image(path, root), allow_empty=True)
         rank = {c: 0 for c in range(len(classes))}
         chosen = []
         for path, label in items:
