@@ -65,6 +65,7 @@ from permgym.run import (
     add_stop_argument,
     load_checkpoint,
     parse_key_value,
+    require_apart,
     require_at_least,
     require_finite,
     require_positive,
@@ -221,9 +222,9 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     elif args.root is None:
         raise ValueError(f"--dataset {args.dataset} needs --root (the folder of the videos)")
     if args.dataset != "synthetic":  # outputs inside the video tree would mix with it (a folder tree lists them)
-        build.check_outside_root(args.root, args.out, "--out")
+        require_apart(args.out, args.root, "video")
         for subset in ("train", "test"):
-            build.check_outside_root(args.root, cache_path(args, subset), "--cache-dir")
+            require_apart(cache_path(args, subset), args.root, "video", "frame cache", option="--cache-dir")
     if args.dataset in ("ucf101", "hmdb51") and args.annotations is None:
         raise ValueError(f"--dataset {args.dataset} needs --annotations (the folder of the official split files)")
     if args.dataset == "folder" and args.annotations is not None:

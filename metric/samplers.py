@@ -112,6 +112,8 @@ class _BalancedBatchSampler:
             raise ValueError(f"iterations_per_epoch must be >= 1 or None (one pass), got {iterations_per_epoch}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
+        if seed < 0:  # numpy's generators take no negative seed; the run would fail at its first re-clustering
+            raise ValueError(f"seed (--seed) must be >= 0, got {seed}")
         self.labels = np.asarray(labels, dtype=np.int64)
         self.batch_size, self.samples_per_class = batch_size, samples_per_class
         self.global_batch = batch_size * num_replicas

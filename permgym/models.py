@@ -187,7 +187,10 @@ def load_trunk(path: str | Path, map_location: str | torch.device = "cpu") -> Tr
         trunk = build_trunk(state["trunk_name"])
         trunk.load_state_dict(state["state_dict"])
     except (EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, (EOFError, pickle.UnpicklingError)):  # torch's text for these is advice on weights_only
+            reason = f"torch.load cannot read it as tensors ({type(err).__name__}); a run's checkpoint.pth is not one"
+        else:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"{path} is not a trunk checkpoint written by save_trunk (e.g. experiments/ssl_ucf101.py's "
                          f"trunk.pth): {reason}") from None  # fmt: skip
     return trunk

@@ -13,7 +13,8 @@ One place for what a run does around its science:
 * **Option parsing**: :func:`parse_key_value` (``KEY=VALUE``: the value as JSON if it parses, else the string),
   :class:`Presets` (named groups of defaults that fill options left unset, explicit flags win; their ``--help``
   text) and :func:`add_stop_argument` (the one stop flag, ``--stop-after N``, in the script's unit).
-* **Validation before any work**: :func:`require_at_least`, :func:`require_positive`, :func:`require_finite`.
+* **Validation before any work**: :func:`require_at_least`, :func:`require_positive`, :func:`require_finite`,
+  :func:`require_apart` (``--out`` outside the data folder ``--root``).
 * **Stopping**: :class:`Interrupted`, raised after a checkpoint when the ``--stop-after`` limit is reached;
   :func:`run_in_folder` ends the run there (its message printed, exit status 0).
 * **Staged runs** (:class:`Checkpointer`): a run of several parts (e.g. one per sampler), each in stages, kept in
@@ -93,6 +94,7 @@ __all__ = [
     "load_checkpoint",
     "load_checkpoints",
     "parse_key_value",
+    "require_apart",
     "require_at_least",
     "require_finite",
     "require_positive",
@@ -256,6 +258,24 @@ def require_positive(args: argparse.Namespace, *names: str) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
 
 
+def require_apart(
+    out: str | Path, root: str | Path, data: str = "dataset", outputs: str = "run", option: str = "--out"
+) -> None:
+    """Refuse an output folder ``out`` (given as ``option``) that is, contains or lies inside the data folder
+    ``--root``: a run would write into the data (a class-per-folder tree would read the run's folder as one more
+    class) or, with ``--overwrite``, move it.
+
+    Raises:
+        ValueError: naming both folders.
+    """
+    root_path, out_path = Path(root).resolve(), Path(out).resolve()
+    if out_path == root_path or root_path in out_path.parents or out_path in root_path.parents:
+        raise ValueError(
+            f"{option} {str(out)!r} overlaps the {data} folder --root {str(root)!r}; write the {outputs} to a "
+            "separate folder"
+        )
+
+
 # ---------------------------------------------------------------------------------------------------- distributed
 def init_distributed(device: str = "auto") -> World:
     """Join the process group that torchrun describes, or run as one process.
@@ -376,8 +396,13 @@ class RunFolder:
                     "with --overwrite, or choose another --out"
                 )
         self._created = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock = open(self.path / LOCK_FILE, "a")  # held open (and locked) for the run
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock = open(self.path / LOCK_FILE, "a")  # held open (and locked) for the run
+        except OSError as err:  # a file on the way, no permission, a read-only file system
+            raise RunError(
+                f"--out {str(self.path)!r} cannot be written ({err.strerror or err}); choose another --out"
+            ) from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -610,10 +635,14 @@ def load_checkpoints(
         config, ignored: as for :func:`load_checkpoint`.
 
     Raises:
-        RunError: no part has a checkpoint, or one belongs to another config.
+        RunError: no part has a checkpoint (if a checkpoint of another part lies next to where they would, e.g. one
+            of another K, the options in which its config differs are named), or one belongs to another config.
     """
     found = {part: Path(path) for part, path in paths.items() if Path(path).is_file()}
     if not found:
+        siblings = {path for part in paths.values() for path in Path(part).parent.parent.glob(f"*/{Path(part).name}")}
+        for path in sorted(siblings):  # another part's checkpoint, e.g. of another K: refused naming what differs
+            load_checkpoint(path, config, ignored)
         expected = ", ".join(str(path) for path in paths.values())
         raise RunError(f"--resume: no checkpoint in {str(folder)!r} (looked for {expected}); start without --resume")
     return {part: load_checkpoint(path, config, ignored) for part, path in found.items()}
@@ -621,7 +650,8 @@ def load_checkpoints(
 
 # ---------------------------------------------------------------------------------------------------- entry point
 def run_in_folder(args: argparse.Namespace, body: Callable[[argparse.Namespace, World], T]) -> T | None:
-    """Run ``body(args, world)`` as every experiment does: torch's CPU threads from ``args.threads`` (when set), the
+    """Run ``body(args, world)`` as every experiment does: an ``args.root`` (when set) apart from ``args.out``
+    (:func:`require_apart`), torch's CPU threads from ``args.threads`` (when set), the
     process group of ``args.device`` (:func:`init_distributed`), ``args.out`` owned for the whole run
     (:class:`RunFolder` with ``args.resume`` / ``args.overwrite``), a stop by ``--stop-after`` (:class:`Interrupted`:
     its message printed on rank 0) and, once done, the process group left (``cleanup_distributed``).
@@ -629,6 +659,8 @@ def run_in_folder(args: argparse.Namespace, body: Callable[[argparse.Namespace, 
     Returns:
         What ``body`` returns; None when it was stopped by :class:`Interrupted`.
     """
+    if getattr(args, "root", None) is not None:
+        require_apart(args.out, args.root)
     if getattr(args, "threads", None) is not None:
         torch.set_num_threads(args.threads)
     world = init_distributed(args.device)

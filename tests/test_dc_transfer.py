@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from metric.model import build_backbone, resolve_init
 from permgym.models import build_trunk, save_trunk
 from permgym.run import RUN_MARKER, default_workers, run_cli
+from tests.metric_fixtures import make_folder
 from tests.process_fixtures import free_ports
 from tests.script_loading import load_script
 
@@ -91,6 +92,18 @@ def test_resume_without_a_checkpoint_is_an_error(tmp_path: Path, capsys) -> None
     (tmp_path / "out" / "config.json").write_text("{}")
     err = _cli([*TINY, "--out", str(tmp_path / "out"), "--resume"], capsys)
     assert "--resume: no checkpoint in" in err and "K4/checkpoint.pth" in err
+
+
+@pytest.mark.parametrize("out", [".", "runs/dc"])
+def test_out_inside_the_dataset_is_refused_and_the_data_untouched(out: str, tmp_path: Path, capsys) -> None:
+    """--out at the dataset folder with --overwrite moved the dataset aside; inside a class-per-folder tree the run's
+    folder became one more class, its plots the images."""
+    root = make_folder(tmp_path / "tree")
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    err = _cli([*TINY, "--dataset", "folder", "--root", str(root), "--out", str(root / out), "--overwrite"], capsys)
+    assert f"overlaps the dataset folder --root '{root}'" in err
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
+    assert not (tmp_path / "tree.previous").exists()
 
 
 def test_default_workers_leave_a_core_to_training() -> None:

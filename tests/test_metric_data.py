@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.io
 import torch
 
 from metric.data import (
@@ -21,6 +22,7 @@ from metric.data import (
     VehicleID,
     build_dataset,
     build_eval_task,
+    build_training_data,
 )
 from metric.data.base import read_rows
 from permgym.config import PermSamplingConfig
@@ -103,6 +105,40 @@ def test_folder_split_is_class_disjoint(tmp_path: Path) -> None:
         ImageFolderSplit(root, "train", train_fraction=1.5)
 
 
+def test_folder_classes_are_visible_folders_holding_images(tmp_path: Path) -> None:
+    """A Jupyter/git/macOS folder or an empty folder is no class: before, they took classes' places in the split."""
+    root = fx.make_folder(tmp_path)
+    fx.write_jpeg(root / ".ipynb_checkpoints" / "0.jpg", 0)
+    (root / ".git").mkdir()
+    (root / "aardvark").mkdir()  # empty, sorts first
+    (root / "zebra").mkdir()
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "ant" / "._0.jpg").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X")  # macOS's resource-fork copy
+    fx.write_jpeg(root / "ant" / ".ipynb_checkpoints" / "1.jpg", 1)
+    fx.write_jpeg(root / "bee" / "day 2" / "2.jpg", 2)  # images in a sub-folder belong to the class, as in ImageFolder
+    train, test = ImageFolderSplit(root, "train"), ImageFolderSplit(root, "test")
+    assert train.classes == ["ant", "bee"] and test.classes == ["cat", "dog"]
+    assert len(train) == 5 and train.skipped == {} and train.paths[-1] == root / "bee" / "day 2" / "2.jpg"
+    for name in ("ant", "bee", "cat"):
+        (root / name / "0.jpg").unlink()
+        (root / name / "1.jpg").unlink()
+    (root / "bee" / "day 2" / "2.jpg").unlink()
+    with pytest.raises(ValueError, match=re.escape(f"needs >= 2 class folders holding images in {root}, found 1")):
+        ImageFolderSplit(root, "train")
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    from PIL import Image
+
+    grey = np.arange(0, 65536, 257, dtype=np.uint16)[:256].reshape(16, 16)  # 0, 257, ..., 65535
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(grey).save(tmp_path / c / "deep.png")
+    assert Image.open(tmp_path / "a" / "deep.png").mode.startswith("I;16")
+    image, _ = ImageFolderSplit(tmp_path, "train", transform=np.asarray)[0]
+    assert image.shape == (16, 16, 3) and np.array_equal(image[..., 1], grey // 257)  # PIL's convert: 255 from 1
+
+
 def test_synthetic_split_is_class_disjoint_and_normalised() -> None:
     kwargs = {"num_classes": 6, "videos_per_class": 2, "frames": 4, "size": 16}
     train, test = SyntheticRetrieval(split="train", **kwargs), SyntheticRetrieval(split="test", **kwargs)
@@ -171,12 +207,57 @@ def test_missing_files_name_the_expected_layout(tmp_path: Path) -> None:
         VehicleID(vehicles, "test")
 
 
+def test_missing_images_and_broken_annotations_are_one_clear_error(tmp_path: Path) -> None:
+    root = fx.make_cub(tmp_path / "cub")
+    base = root / "CUB_200_2011"
+    CUB200(root).paths[1].unlink()  # not the first: before, left out silently
+    with pytest.raises(
+        FileNotFoundError, match=r"(?s)1 of the 7 images listed for split 'train' are missing.*_0001\.jpg not found"
+    ):
+        CUB200(root)
+    with open(base / "image_class_labels.txt", "a") as labels:
+        labels.write("999 3\n")
+    with pytest.raises(
+        ValueError, match=r"image_class_labels\.txt labels 1 image ids that .*images\.txt does not list, e\.g\. '999'"
+    ):
+        CUB200(root, "test")
+    cars = fx.make_cars(tmp_path / "cars")
+    for content in (b"", b"not a mat file"):
+        (cars / "cars_annos.mat").write_bytes(content)
+        with pytest.raises(ValueError, match=r"cars_annos\.mat cannot be read as a MATLAB file"):
+            Cars196(cars)
+    scipy.io.savemat(cars / "cars_annos.mat", {"annotations": np.zeros((1, 2), dtype=[("fname", "O"), ("class", "O")])})
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "is not the official cars_annos.mat: it needs a struct 'annotations' with fields relative_im_path and class, found ['class', 'fname']"
+        ),
+    ):
+        Cars196(cars)
+
+
+def test_options_that_cannot_give_a_result_are_refused(tmp_path: Path) -> None:
+    """Before, --resize was ignored on the embedded data and, below --image-size, padded the test images with black;
+    a test set of one class gave R@1 = NMI = 1."""
+    root = fx.make_folder(tmp_path)
+    assert build_training_data("folder", root, 16, resize=16).task.query[0][0].shape == (3, 16, 16)
+    with pytest.raises(ValueError, match=re.escape("--resize 8 is below --image-size 16: the evaluation crop")):
+        build_training_data("folder", root, 16, resize=8)
+    with pytest.raises(ValueError, match=re.escape("the test set of --dataset folder has fewer than 2 classes")):
+        build_training_data("folder", root, 16, train_fraction=0.75)  # 3 train classes, 1 test class: R@1 was 1
+    with pytest.raises(ValueError, match=re.escape("--resize does not apply to --dataset synthetic")):
+        build_training_data("synthetic", None, 64, resize=73)
+
+
 def test_malformed_rows_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "list.txt"
     path.write_text("header\na 1\n\nb 2\n")
     assert read_rows(path, 2, skip=1) == [["a", "1"], ["b", "2"]]  # blank lines skipped
     path.write_text("header\na 1\nb 2 extra\n")
     with pytest.raises(ValueError, match=re.escape(f"{path}:3: expected 2 fields, got 3")):
+        read_rows(path, 2, skip=1)
+    path.write_bytes(b"header\na 1\n\xc0\xff 2\n")  # was UnicodeDecodeError's text, naming no file
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not a UTF-8 text file (byte 11: invalid start byte)")):
         read_rows(path, 2, skip=1)
 
 

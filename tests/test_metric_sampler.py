@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +135,9 @@ def test_an_epoch_is_one_pass_unless_iterations_are_given() -> None:
     assert len(ClassBalancedBatchSampler(LABELS, batch_size=16, samples_per_class=4)) == 15  # ceil(240 / 16)
     assert len(ClusterBatchSampler(LABELS, CLUSTERS, batch_size=16, samples_per_class=4, num_replicas=2)) == 8
     assert len(ClassBalancedBatchSampler(LABELS, batch_size=16, samples_per_class=4, iterations_per_epoch=3)) == 3
+
+
+def test_a_negative_seed_is_refused_at_once() -> None:
+    """Before, --seed -1 ran until numpy's first generator failed with "expected non-negative integer"."""
+    with pytest.raises(ValueError, match=re.escape("seed (--seed) must be >= 0, got -1")):
+        ClusterBatchSampler(LABELS, None, batch_size=8, samples_per_class=2, iterations_per_epoch=1, seed=-1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -93,6 +95,14 @@ def test_trunk_checkpoint_round_trip(tmp_path) -> None:
     torch.testing.assert_close(loaded(x), trunk.eval()(x))
     with pytest.raises(FileNotFoundError, match="ssl_ucf101"):
         load_trunk(tmp_path / "missing.pth")
+    (tmp_path / "text.pth").write_text("garbage")
+    torch.save({"trunk": trunk.state_dict(), "log": [Path("a")]}, tmp_path / "run.pth")  # e.g. a run's checkpoint
+    for name in ("text.pth", "run.pth"):  # torch's own message advises weights_only=False (and carries ANSI codes)
+        with pytest.raises(ValueError) as error:
+            load_trunk(tmp_path / name)
+        assert str(error.value).endswith(
+            "torch.load cannot read it as tensors (UnpicklingError); a run's checkpoint.pth is not one"
+        )
 
 
 def test_per_permutation_statistics_by_hand() -> None:

@@ -25,7 +25,9 @@ from permgym.run import (
     check_same_config,
     fill_defaults,
     load_checkpoint,
+    load_checkpoints,
     parse_key_value,
+    require_apart,
     require_at_least,
     require_finite,
     run_cli,
@@ -87,6 +89,10 @@ def test_run_folder_ownership(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunError, match="is a file, not a folder"):
         RunFolder(tmp_path / "file").__enter__()
+    with pytest.raises(
+        RunError, match=re.escape(f"--out '{tmp_path / 'file' / 'run'}' cannot be written (Not a directory)")
+    ):
+        RunFolder(tmp_path / "file" / "run").__enter__()  # was a NotADirectoryError traceback
     with pytest.raises(RunError, match="--resume and --overwrite contradict each other"):
         RunFolder(out, resume=True, overwrite=True)
 
@@ -169,6 +175,14 @@ def test_a_folder_no_run_wrote_is_never_moved_or_written(tmp_path: Path) -> None
     assert (tmp_path / "legacy.previous" / "config.json").is_file()
 
 
+@pytest.mark.parametrize("out", ["data", "data/runs/dc", "."])
+def test_out_apart_from_the_data_folder(out: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"--out '{tmp_path / out}' overlaps the dataset folder --root")):
+        require_apart(tmp_path / out, tmp_path / "data")
+    require_apart(tmp_path / "runs", tmp_path / "data")
+    require_apart(tmp_path / "data2", tmp_path / "data")
+
+
 def test_a_second_process_cannot_take_a_locked_folder(tmp_path: Path) -> None:
     code = (
         "import sys\nfrom permgym.run import RunFolder, RunError\n"
@@ -224,3 +238,12 @@ def test_run_cli_turns_expected_errors_into_one_line(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main, parser, ["--n", "3"])
     assert exit_info.value.code == 0
+
+
+def test_resume_of_another_part_names_the_options_that_differ(tmp_path: Path) -> None:
+    """dc_transfer --resume -K 2 on a K = 4 run said only "no checkpoint"; the README promises the option named."""
+    save_checkpoint(World(), tmp_path / "K4" / "checkpoint.pth", {"num_learners": 4, "seed": 0}, {"epoch": 0})
+    with pytest.raises(RunError, match=re.escape("(num_learners: checkpoint 4, now 2)")):
+        load_checkpoints(tmp_path, {2: tmp_path / "K2" / "checkpoint.pth"}, {"num_learners": 2, "seed": 0})
+    with pytest.raises(RunError, match=re.escape(f"--resume: no checkpoint in '{tmp_path / 'other'}'")):
+        load_checkpoints(tmp_path / "other", {2: tmp_path / "other" / "K2" / "checkpoint.pth"}, {"num_learners": 2})

@@ -195,8 +195,16 @@ def build_training_data(
     resized to ``resize``, default ``image_size * 8 // 7``, then centre-cropped).
 
     Raises:
-        ValueError: an option the dataset does not take (naming the options), or an unknown dataset.
+        ValueError: an option the dataset does not take (naming the options), an unknown dataset, a test set of
+            fewer than 2 classes (its Recall@K would be 1), or a ``resize``
+            that does not apply (embedded data) or is below ``image_size`` (the centre crop would pad with black).
     """
+    if resize is not None and name in EMBEDDED:
+        raise ValueError(f"--resize does not apply to --dataset {name} (embedded {EMBEDDED[name]}-pixel images are "
+                         "never resized); drop it, or change --image-size")  # fmt: skip
+    if resize is not None and resize < image_size:
+        raise ValueError(f"--resize {resize} is below --image-size {image_size}: the evaluation crop would pad the "
+                         "resized image with black; give --resize >= --image-size")  # fmt: skip
     if name in EMBEDDED:
         options.setdefault("size", image_size)
         eval_tf = normalize_uint8
@@ -211,4 +219,8 @@ def build_training_data(
         raise ValueError(f"--data-option {', '.join(options)} for --dataset {name}: {err}") from None
     cluster = train if train_tf is eval_tf else build_dataset(name, root, "train", eval_tf, **options)
     task = build_eval_task(name, root, transform=eval_tf, **options)
+    if len(np.unique(np.asarray(task.query.labels))) < 2:  # every neighbour would be of the query's class
+        raise ValueError(f"the test set of --dataset {name} has fewer than 2 classes ({task.query!r}): every "
+                         "retrieval would count as right; give a dataset with more classes (folder: or a lower "
+                         "train_fraction)")  # fmt: skip
     return TrainingData(train, cluster, replace(task, ks=tuple(sorted({1, 2, 4, 8, *task.ks}))))

@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from metric.data.transforms import default_transform
-from permgym.data.images import check_image
+from permgym.data.images import check_image, to_rgb
 
 Transform = Callable[[Any], Any]
 
@@ -44,10 +44,15 @@ def read_rows(path: Path, columns: int, skip: int = 0) -> list[list[str]]:
         skip: header lines to skip.
 
     Raises:
-        ValueError: a row has another number of fields (names the file and line).
+        ValueError: a row has another number of fields (names the file and line), or the file is not UTF-8 text.
     """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:  # a damaged or wrong file in the annotation's place
+        raise ValueError(f"{path} is not a UTF-8 text file (byte {err.start}: {err.reason}); restore it from the "
+                         "dataset's archive") from None  # fmt: skip
     rows = []
-    for number, line in enumerate(path.read_text().splitlines()[skip:], start=skip + 1):
+    for number, line in enumerate(text.splitlines()[skip:], start=skip + 1):
         if not line.strip():
             continue
         fields = line.split()
@@ -85,8 +90,9 @@ class RetrievalImageDataset(Dataset):
     ``dataset[i]`` returns ``(transform(image), label)``: with the default transform a ``[3, H, W]`` float tensor,
     ImageNet-normalised, and an ``int`` in ``[0, len(classes))``.
 
-    Every listed image is decoded once when the dataset is built (:func:`check_image`); images that are missing
-    or do not decode (truncated, empty, not an image) are left out and counted, as undecodable videos are.
+    Every listed image is decoded once when the dataset is built (:func:`check_image`); images that do not decode
+    (truncated, empty, not an image) are left out and counted, as undecodable videos are. A listed image that is
+    missing is an error (``FileNotFoundError`` naming it, the count and the expected layout).
 
     Attributes:
         paths: image file of every item.
@@ -111,8 +117,10 @@ class RetrievalImageDataset(Dataset):
         if not annotations.paths:
             raise ValueError(f"{name}: no images in split {split!r} of {self.root}")
         reasons = [check_image(path) for path in annotations.paths]
-        if reasons[0] == "missing":  # most likely the images were not extracted where the annotations are
-            raise FileNotFoundError(self._missing(annotations.paths[0]))
+        missing = [path for path, reason in zip(annotations.paths, reasons, strict=True) if reason == "missing"]
+        if missing:  # not extracted where the annotations are, or only in part: never train on a silent subset
+            raise FileNotFoundError(f"{len(missing)} of the {len(reasons)} images listed for split {split!r} are "
+                                    f"missing. {self._missing(missing[0])}")  # fmt: skip
         self.skipped = {str(p): r for p, r in zip(annotations.paths, reasons, strict=True) if r is not None}
         keep = [i for i, reason in enumerate(reasons) if reason is None]
         if not keep:
@@ -150,7 +158,7 @@ class RetrievalImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
         with Image.open(self.paths[i]) as image:
-            return self.transform(image.convert("RGB")), int(self.labels[i])
+            return self.transform(to_rgb(image)), int(self.labels[i])
 
     def __repr__(self) -> str:
         return (

@@ -33,10 +33,21 @@ class Cars196(RetrievalImageDataset):
     num_train_classes = 98
 
     def _read_split(self, root: Path, split: str) -> Annotations:
-        mat = scipy.io.loadmat(self.require(root / self.marker), squeeze_me=True)
-        if "annotations" not in mat:
-            raise ValueError(f"{root / self.marker} has no 'annotations' struct; found {sorted(mat)}")
-        annotations = np.atleast_1d(mat["annotations"])
+        path = self.require(root / self.marker)
+        try:
+            mat = scipy.io.loadmat(path, squeeze_me=True)
+        except (scipy.io.matlab.MatReadError, ValueError, OSError) as err:  # empty, truncated, not a .mat
+            raise ValueError(
+                f"{path} cannot be read as a MATLAB file ({err}); expected the official {self.marker}"
+            ) from None
+        annotations = mat.get("annotations")
+        fields = getattr(getattr(annotations, "dtype", None), "names", None) or ()
+        if not {"relative_im_path", "class"} <= set(fields):
+            found = sorted(fields) if fields else sorted(k for k in mat if not k.startswith("__"))
+            raise ValueError(f"{path} is not the official {self.marker}: it needs a struct 'annotations' with fields "
+                             f"relative_im_path and class, found {found} (the devkit's cars_train_annos.mat and "
+                             "cars_test_annos.mat are another layout)")  # fmt: skip
+        annotations = np.atleast_1d(annotations)
         paths = [str(a) for a in annotations["relative_im_path"]]
         classes = [int(c) for c in annotations["class"]]
         names = None

@@ -33,6 +33,11 @@ class CUB200(RetrievalImageDataset):
     def _read_split(self, root: Path, split: str) -> Annotations:
         paths = dict(read_rows(self.require(root / "images.txt"), 2))
         labels = read_rows(self.require(root / "image_class_labels.txt"), 2)
+        unknown = [image_id for image_id, _ in labels if image_id not in paths]
+        if unknown:
+            raise ValueError(f"{root / 'image_class_labels.txt'} labels {len(unknown)} image ids that "
+                             f"{root / 'images.txt'} does not list, e.g. {unknown[0]!r}; restore both files from "
+                             "the same CUB_200_2011.tgz")  # fmt: skip
         keep = [
             (image_id, int(class_id))
             for image_id, class_id in labels

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
 from metric.data.base import Annotations, RetrievalImageDataset, Transform
+from permgym.data.images import visible_image
 
 
 class ImageFolderSplit(RetrievalImageDataset):
     """``root/<class>/<image>`` with the sorted classes split disjointly: the first ``round(train_fraction * C)``
-    classes are ``"train"``, the rest ``"test"``. Labels are 0-based within the split.
+    classes are ``"train"``, the rest ``"test"``. Labels are 0-based within the split. A class holds the image files
+    anywhere under its folder (as torchvision's ``ImageFolder``); hidden entries (names starting with ``.``) and
+    folders without image files are not classes, and files of other extensions are ignored.
 
     Args:
         root: the folder of class folders.
@@ -41,15 +42,19 @@ class ImageFolderSplit(RetrievalImageDataset):
         return root
 
     def _read_split(self, root: Path, split: str) -> Annotations:
-        classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        files = {
+            folder.name: sorted(
+                path for path in folder.rglob("*") if path.is_file() and visible_image(str(path), folder)
+            )
+            for folder in root.iterdir()
+            if folder.is_dir() and not folder.name.startswith(".")
+        }
+        classes = sorted(name for name, paths in files.items() if paths)  # no empty or hidden folder is a class
         if len(classes) < 2:
-            raise ValueError(f"ImageFolderSplit needs >= 2 class folders in {root}, found {len(classes)}")
+            raise ValueError(
+                f"ImageFolderSplit needs >= 2 class folders holding images in {root}, found {len(classes)}"
+            )
         cut = min(max(round(self.train_fraction * len(classes)), 1), len(classes) - 1)
         chosen = classes[:cut] if split == "train" else classes[cut:]
-        items = [
-            (path, name)
-            for name in chosen
-            for path in sorted((root / name).iterdir())
-            if path.suffix.lower() in IMG_EXTENSIONS
-        ]
+        items = [(path, name) for name in chosen for path in files[name]]
         return Annotations([path for path, _ in items], [name for _, name in items])

@@ -65,20 +65,6 @@ def build_video_dataset(
     return kind(root, annotations, split=split, train=train, **common)
 
 
-def check_outside_root(root: str | Path, path: str | Path, option: str) -> None:
-    """Refuse an output folder ``path`` (given as ``option``) that is, contains or lies inside the video tree ``root``:
-    outputs written there would mix with the videos (a folder tree would even list them as a class).
-
-    Raises:
-        ValueError: naming both folders.
-    """
-    root_path, out_path = Path(root).resolve(), Path(path).resolve()
-    if out_path == root_path or root_path in out_path.parents or out_path in root_path.parents:
-        raise ValueError(
-            f"{option} {str(path)!r} overlaps the video folder --root {str(root)!r}; write to a folder outside it"
-        )
-
-
 def cache_path(cache_dir: str | Path, dataset: str, subset: str, *, split: int, frames: int, frame_size: int) -> Path:
     """The folder of the frame cache of ``subset`` (``"train"`` or ``"test"``) of a dataset under ``cache_dir``."""
     part = f"split{split}_" if dataset != "folder" else ""

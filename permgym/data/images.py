@@ -43,10 +43,18 @@ def check_image(path: Path) -> str | None:
     return None
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB: grey, palette, CMYK and alpha images converted as PIL does, 16-bit grey images
+    (``I;16`` modes, e.g. 16-bit PNGs) scaled to 8 bits (PIL's own conversion clips them, turning most pixels white)."""
+    if image.mode.startswith("I;16"):
+        image = Image.fromarray((np.asarray(image).astype(np.uint32) // 257).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 def read_image(path: Path) -> torch.Tensor:
-    """``[3, H, W]`` uint8 RGB pixels of an image file (grey and palette images converted)."""
+    """``[3, H, W]`` uint8 RGB pixels of an image file (grey, palette and 16-bit images converted, :func:`to_rgb`)."""
     with Image.open(path) as image:
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.array(to_rgb(image))).permute(2, 0, 1).contiguous()
 
 
 class ImageSet(Dataset):
@@ -106,7 +114,7 @@ class ImageFiles(ImageSet):
         return read_image(self.paths[index])
 
 
-def _visible_image(path: str, root: Path) -> bool:
+def visible_image(path: str, root: Path) -> bool:
     """An image by its extension, not hidden below ``root`` (e.g. macOS's ``._name.jpg`` resource forks, files in
     ``.ipynb_checkpoints/``)."""
     return path.lower().endswith(IMG_EXTENSIONS) and not any(
@@ -149,7 +157,7 @@ class ImageFolderClassification(ImageFiles):
         if len(classes) < 2:
             raise ValueError(f"{root} needs >= 2 class folders ({FOLDER_LAYOUT}), found {len(classes)}")
         index = {name: c for c, name in enumerate(classes)}
-        items = make_dataset(str(root), index, is_valid_file=lambda path: _visible_image(path, root), allow_empty=True)
+        items = make_dataset(str(root), index, is_valid_file=lambda path: visible_image(path, root), allow_empty=True)
         rank = {c: 0 for c in range(len(classes))}
         chosen = []
         for path, label in items:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 
-from permgym.data.build import VIDEO_DATASETS, build_video_dataset, check_outside_root
+from permgym.data.build import VIDEO_DATASETS, build_video_dataset
 from permgym.data.cache import load_or_build_cache
 from permgym.data.video import BACKENDS
 from permgym.data.video_dataset import VideoClipDataset
-from permgym.run import require_at_least, require_finite, require_positive, run_cli
+from permgym.run import require_apart, require_at_least, require_finite, require_positive, run_cli
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -65,7 +65,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def make_dataset(args: argparse.Namespace) -> VideoClipDataset:
     """The dataset described by parsed ``args`` (deterministic sampling, exact size, no transform)."""
-    check_outside_root(args.root, args.out, "--out")
+    require_apart(args.out, args.root, "video", "cache")
     if len(args.size) not in (1, 2) or min(args.size) < 1:
         raise ValueError(f"--size takes one value (square) or two (HEIGHT WIDTH), each >= 1, got {args.size}")
     require_at_least(args, 1, "frames")
