@@ -81,8 +81,9 @@ def run(name: str, argv: list[str], out: Path) -> dict:
     start = time.perf_counter()
     cmd = [sys.executable, str(SCRIPT), *argv, "--out", str(out), "--overwrite", "--no-progress", "--threads", "1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "log.txt").write_text(proc.stdout + proc.stderr)
+    log = out.with_name(f"{out.name}.log")  # beside the run folder, which only the run layer writes into
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(proc.stdout + proc.stderr)
     if proc.returncode:
         raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
     ((key, metrics),) = json.loads((out / "metrics.json").read_text())["runs"].items()

@@ -210,7 +210,7 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
                          "augment": "none" if embedded else "crop"})  # fmt: skip
     require_at_least(args, 1, *SIZES)
     require_finite(args, *FLOATS)
-    require_at_least(args, 0, "workers", "margin", "dws_cutoff", "nonzero_loss_cutoff", "weight_decay")
+    require_at_least(args, 0, "seed", "workers", "margin", "dws_cutoff", "nonzero_loss_cutoff", "weight_decay")
     require_positive(args, "lr", "embedding_lr", "beta_lr")
     for name in ("full_embedding_epoch", "finetune_epoch"):
         value = getattr(args, name)
