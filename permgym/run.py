@@ -5,7 +5,8 @@ One place for what a run does around its science:
 * **Output folder ownership** (:class:`RunFolder`): a run writes only into a new or empty folder, or into one that
   holds a run it continues (``--resume``) or replaces (``--overwrite``: the previous run is moved aside to
   ``<out>.previous/``, so the new run starts in an empty folder and never mixes with the old run's files); a folder
-  of files that no run wrote (marked by ``.permgym-run``) is refused whatever the flags; an exclusive lock file (``.lock``, ``fcntl.flock``) held for the whole run makes a second concurrent run on the same
+  of files that no run wrote (a run's folder holds the marker ``.permgym-run``) is refused whatever the flags; an
+  exclusive lock file (``.lock``, ``fcntl.flock``) held for the whole run makes a second concurrent run on the same
   folder refuse at once.
 * **Checkpoints** (:func:`save_checkpoint`, :func:`load_checkpoint`): one format, ``{"format", "config", "rng",
   ...}``, storing the run's full config and every rank's random states; resuming compares it with the new invocation's and refuses any difference in an
@@ -366,7 +367,8 @@ class RunFolder:
 
     Raises:
         RunError: the folder is taken (another run's files without ``resume``/``overwrite``, files no run wrote,
-            or locked), is a file, or ``overwrite`` finds ``<path>.previous`` taken by something that is not a backup of a run.
+            or locked), is a file, or ``overwrite`` finds ``<path>.previous`` taken by something that is not a
+            backup of a run.
     """
 
     def __init__(self, path: str | Path, world: World | None = None, *, resume: bool = False,
