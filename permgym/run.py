@@ -688,8 +688,9 @@ def write_config(world: World, out: str | Path, /, **content: Any) -> None:
 def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser,
             argv: list[str] | None = None) -> None:  # fmt: skip
     """Parse ``argv``, run ``main(args)`` and exit: 0 on success, 2 with one line ``error: ...`` on stderr (a
-    multi-line message joined into one) for an expected error (``ValueError``, ``FileNotFoundError``, :class:`RunError`; bad input, missing files, a taken
-    folder). Anything else is a bug and keeps its traceback."""
+    multi-line message joined into one) for an expected error (``ValueError``, ``FileNotFoundError``,
+    :class:`RunError`; bad input, missing files, a taken folder), 130 with one line for Ctrl-C (naming ``--resume``
+    where the program has it). Anything else is a bug and keeps its traceback."""
     args = parser.parse_args(argv)
     try:
         main(args)
@@ -697,4 +698,8 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
         message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())  # one line
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
         sys.exit(2)  # no barrier: under torchrun, one rank's error must not wait for the others
+    except KeyboardInterrupt:
+        hint = ": continue the run from its last checkpoint with --resume" if hasattr(args, "resume") else ""
+        print(f"{parser.prog}: interrupted{hint}", file=sys.stderr)
+        sys.exit(130)
     sys.exit(0)

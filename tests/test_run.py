@@ -240,6 +240,23 @@ def test_run_cli_turns_expected_errors_into_one_line(capsys: pytest.CaptureFixtu
     assert exit_info.value.code == 0
 
 
+@pytest.mark.parametrize(("resumable", "line"), [
+    (True, "tool: interrupted: continue the run from its last checkpoint with --resume\n"),
+    (False, "tool: interrupted\n"),
+])  # fmt: skip
+def test_run_cli_ends_a_ctrl_c_with_one_line(resumable: bool, line: str, capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser(prog="tool")
+    if resumable:
+        parser.add_argument("--resume", action="store_true")
+
+    def main(args: argparse.Namespace) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, parser, [])
+    assert exit_info.value.code == 130 and capsys.readouterr().err == line
+
+
 def test_resume_of_another_part_names_the_options_that_differ(tmp_path: Path) -> None:
     """dc_transfer --resume -K 2 on a K = 4 run said only "no checkpoint"; the README promises the option named."""
     save_checkpoint(World(), tmp_path / "K4" / "checkpoint.pth", {"num_learners": 4, "seed": 0}, {"epoch": 0})
