@@ -83,9 +83,12 @@ PRESETS = Presets({
 
 def _int_list(value: str) -> list[int]:
     try:
-        return [int(v) for v in value.split(",") if v]
+        numbers = [int(v) for v in value.split(",") if v]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,4, got {value!r}") from None
+        numbers = []
+    if not numbers:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,4, got {value!r}")
+    return numbers
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -210,7 +213,7 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
                          "augment": "none" if embedded else "crop"})  # fmt: skip
     require_at_least(args, 1, *SIZES)
     require_finite(args, *FLOATS)
-    require_at_least(args, 0, "seed", "workers", "margin", "dws_cutoff", "nonzero_loss_cutoff", "weight_decay")
+    require_at_least(args, 0, "seed", "workers", "margin", "beta", "dws_cutoff", "nonzero_loss_cutoff", "weight_decay")
     require_positive(args, "lr", "embedding_lr", "beta_lr")
     for name in ("full_embedding_epoch", "finetune_epoch"):
         value = getattr(args, name)

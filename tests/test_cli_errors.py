@@ -57,6 +57,8 @@ CASES = [
     ("dc_transfer", ["--margin", "nan"], "--margin must be a finite number, got nan"),
     ("dc_transfer", ["--weight-decay", "-1"], "--weight-decay must be >= 0, got -1.0"),
     ("dc_transfer", ["--seed", "-1"], "--seed must be >= 0, got -1"),
+    ("dc_transfer", ["--beta", "-0.5"], "--beta must be >= 0, got -0.5"),
+    ("dc_transfer", ["--compare-k", ","], "argument --compare-k: expected comma-separated integers like 1,4, got ','"),
     ("dc_transfer", ["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
     ("dc_transfer", ["--dataset", "cub200", "--root", "{tmp}/nowhere"], "CUB200: {tmp}/nowhere/images.txt not found"),
     ("agents.train", ["--env-kwargs", "lr=fast"], "--env-kwargs: config option lr must be of type float, got 'fast'"),
