@@ -507,6 +507,13 @@ def save_checkpoint(world: World, path: str | Path, config: Mapping[str, Any], s
     save_on_main(world, {**state, "rng": rng, "format": CHECKPOINT_FORMAT, "config": dict(config)}, path)
 
 
+def _same(saved: Any, current: Any) -> bool:
+    """Equal values, or two strings naming the same path (relative to the working folder, or absolute)."""
+    if saved == current:
+        return True
+    return isinstance(saved, str) and isinstance(current, str) and Path(saved).resolve() == Path(current).resolve()
+
+
 def check_same_config(saved: Mapping[str, Any], current: Mapping[str, Any], ignored: Iterable[str] = ()) -> None:
     """Refuse to continue a run whose results-changing options differ from the checkpoint's.
 
@@ -515,11 +522,14 @@ def check_same_config(saved: Mapping[str, Any], current: Mapping[str, Any], igno
         current: this invocation's config.
         ignored: options that do not change results (progress bars, threads, stop limits...), which may differ.
 
+    A string option counts as unchanged when it names the same path (``--root UCF-101`` then ``--root
+    /data/UCF-101`` from the folder holding ``UCF-101``).
+
     Raises:
         RunError: naming every differing option with the checkpoint's and the new value.
     """
     skip = set(ignored)
-    keys = sorted(k for k in saved.keys() | current.keys() if k not in skip and saved.get(k) != current.get(k))
+    keys = sorted(k for k in saved.keys() | current.keys() if k not in skip and not _same(saved.get(k), current.get(k)))
     if keys:
         diff = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}" for k in keys)
         raise RunError(

@@ -196,6 +196,14 @@ def test_a_second_process_cannot_take_a_locked_folder(tmp_path: Path) -> None:
         pass
 
 
+def test_a_path_given_relative_or_absolute_is_the_same_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    check_same_config({"root": "UCF-101", "lr": 0.1}, {"root": str(tmp_path / "UCF-101"), "lr": 0.1})
+    check_same_config({"root": "./UCF-101/"}, {"root": "UCF-101"})
+    with pytest.raises(RunError, match="root: checkpoint 'UCF-101', now 'HMDB51'"):
+        check_same_config({"root": "UCF-101"}, {"root": "HMDB51"})
+
+
 def test_checkpoints_store_the_config_and_refuse_changed_options(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "checkpoint.pth"
     config = {"seed": 0, "lr": 0.1, "threads": 1}
