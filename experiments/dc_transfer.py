@@ -379,7 +379,7 @@ def run(args: argparse.Namespace, world: World) -> dict[str, Any] | None:
     runs = [train_run(args, k, init, data, out, world, config, restored.get(k)) for k in ks]
     if rank != 0:
         return None
-    metrics = write_dc_results(args, runs, init, out)
+    metrics = write_dc_results(args, runs, init, out, data.skipped)
     print(f"results in {out}/ (results.md, metrics.json, plots, tb/)")
     print((out / "results.md").read_text())
     return metrics

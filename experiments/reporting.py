@@ -180,8 +180,10 @@ def log_dc_epoch(writer: SummaryWriter | None, record: dict[str, Any], clusterin
         writer.add_scalar("clusters/class_nmi", clustering["class_nmi"], epoch)
 
 
-def write_dc_results(args: argparse.Namespace, runs: list[dict[str, Any]], init: str, out: Path) -> dict[str, Any]:
-    """Write metrics.json, results.md and the plots; return the metrics.json content."""
+def write_dc_results(args: argparse.Namespace, runs: list[dict[str, Any]], init: str, out: Path,
+                     skipped: dict[str, int]) -> dict[str, Any]:  # fmt: skip
+    """Write metrics.json (with ``data/skipped_<part>``, the images of each part that did not decode), results.md
+    and the plots; return the metrics.json content."""
     summary = {}
     for run in runs:
         train = sum(r["seconds"] for r in run["log"])
@@ -194,6 +196,7 @@ def write_dc_results(args: argparse.Namespace, runs: list[dict[str, Any]], init:
         }
     primary = summary[f"K={args.num_learners}"]
     metrics = {**primary, "num_learners": args.num_learners, "runs": summary}
+    metrics.update({f"data/skipped_{part}": count for part, count in skipped.items()})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     names = [k for k in primary if k.startswith(("R@", "NMI", "MAP"))]
     lines = [

@@ -126,6 +126,7 @@ def test_cli_smoke_with_baseline_comparison(tmp_path: Path) -> None:
     for key in ("R@1", "R@2", "R@4", "R@8", "NMI", "MAP@R"):
         assert 0 <= metrics[key] <= 1 and 0 <= metrics["runs"]["K=1"][key] <= 1
     assert metrics["num_learners"] == 2 and set(metrics["runs"]) == {"K=1", "K=2"}
+    assert metrics["data/skipped_train"] == 0 and metrics["data/skipped_query"] == 0
     config = json.loads((out / "config.json").read_text())
     assert config["epochs"] == 2 and config["init_resolved"] == "random" and config["runs_k"] == [1, 2]
     results = (out / "results.md").read_text()

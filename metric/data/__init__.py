@@ -178,6 +178,13 @@ class TrainingData:
     cluster: Dataset
     task: RetrievalTask
 
+    @property
+    def skipped(self) -> dict[str, int]:
+        """How many listed images each part left out because they do not decode: ``train``, ``query`` and, when
+        there is one, ``gallery`` (the embedded data skip nothing)."""
+        parts = {"train": self.train, "query": self.task.query, "gallery": self.task.gallery}
+        return {name: len(getattr(part, "skipped", {})) for name, part in parts.items() if part is not None}
+
 
 def build_training_data(
     name: str,
