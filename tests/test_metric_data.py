@@ -86,6 +86,16 @@ def test_inshop_query_and_gallery_share_labels(tmp_path: Path) -> None:
         build_dataset("inshop", root, "test")
 
 
+def test_inshop_images_unpacked_inside_img_are_found(tmp_path: Path) -> None:
+    """Img/img.zip unzipped where it lies gives Img/img/...: the loader reads the images there."""
+    root = fx.make_inshop(tmp_path)
+    (root / "Img").mkdir()
+    (root / "img").rename(root / "Img" / "img")
+    query = InShop(root, "query")
+    assert len(query) == 3 and query.skipped == {} and query.paths[0].parts[-6:-4] == ("Img", "img")
+    query[0]
+
+
 @pytest.mark.parametrize("split, listing", [("train", "train_list.txt"), ("small", "test_list_800.txt"),
                                             ("medium", "test_list_1600.txt"), ("large", "test_list_2400.txt")])  # fmt: skip
 def test_vehicleid_lists(tmp_path: Path, split: str, listing: str) -> None:

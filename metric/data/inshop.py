@@ -26,7 +26,7 @@ class InShop(RetrievalImageDataset):
     layout = (
         "  Eval/list_eval_partition.txt   line 1: image count, line 2: 'image_name item_id evaluation_status',\n"
         "                                 then rows 'img/<...>.jpg id_<8 digits> train|query|gallery'\n"
-        "  img/<...>.jpg                  (from Img/img.zip)"
+        "  img/<...>.jpg                  (from Img/img.zip; Img/img/<...>.jpg is read too)"
     )
     source = "https://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html"
 
@@ -37,4 +37,6 @@ class InShop(RetrievalImageDataset):
         else:
             universe = sorted({item for _, item, status in rows if status in ("query", "gallery")})
         keep = [(name, item) for name, item, status in rows if status == split]
-        return Annotations([root / name for name, _ in keep], [item for _, item in keep], universe=universe)
+        # img.zip unpacked where it lies (Img/img/...) rather than in the benchmark folder: read the images there
+        images = root / "Img" if not (root / "img").is_dir() and (root / "Img" / "img").is_dir() else root
+        return Annotations([images / name for name, _ in keep], [item for _, item in keep], universe=universe)
