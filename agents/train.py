@@ -13,6 +13,7 @@ groups) is set for it automatically. There is no MaskablePPO option: no action i
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,15 @@ def env_config(env_id: str, env_kwargs: dict[str, Any]) -> PermSamplingConfig:
             it and the valid options).
     """
     ids = ", ".join(known for known, _, _ in permgym.ENV_IDS)
+    module, _, name = env_id.rpartition(":")  # gym.make's "module:Id" form imports the module first
     try:
-        spec = gym.spec(env_id)
+        if module:
+            importlib.import_module(module)
+        spec = gym.spec(name)
+    except ImportError as err:
+        raise ValueError(
+            f"--env-id {env_id!r}: cannot import {module!r} ({err}); PermSampling's ids are {ids}"
+        ) from None
     except gym.error.Error as err:
         raise ValueError(f"--env-id {env_id!r}: {err}; PermSampling's ids are {ids}") from None
     if "config" not in spec.kwargs:

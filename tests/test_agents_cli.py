@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from agents.evaluate import BENCHMARK_HEADING, main, mean_ci
+from agents.train import env_config, resolve_env_kwargs
 from agents.train import main as train_main
-from agents.train import resolve_env_kwargs
 from permgym.benchmarks import write_section
 from tests.test_env import FAST
 
@@ -77,6 +77,13 @@ def test_train_ppo_in_a_subprocess_then_resume(tmp_path: Path) -> None:
     assert result.returncode == 2 and "already holds a run" in result.stderr.strip().splitlines()[-1], result.stderr
     with pytest.raises(FileNotFoundError, match=re.escape(f"--resume: no checkpoint at '{tmp_path}/gone.zip'")):
         train_main([*args, "--resume", str(tmp_path / "gone.zip")])
+
+
+def test_env_ids_take_gyms_module_prefix() -> None:
+    """``module:Id`` is gym.make's form (the module is imported first); the README shows permgym:PermSampling-v0."""
+    assert env_config("permgym:PermSampling-Spatial-v0", {}) == env_config("PermSampling-Spatial-v0", {})
+    with pytest.raises(ValueError, match="cannot import 'no_such_module'"):
+        env_config("no_such_module:PermSampling-v0", {})
 
 
 def test_dqn_gets_the_discrete_mode_and_refuses_others(capsys: pytest.CaptureFixture) -> None:
