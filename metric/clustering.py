@@ -41,7 +41,18 @@ def kmeans(features: np.ndarray, k: int, *, niter: int = 20, seed: int = 0, nred
     if k == 1:
         return np.zeros(n, dtype=np.int64)
     x = np.ascontiguousarray(features, dtype=np.float32)
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, nredo=nredo, max_points_per_centroid=n, verbose=False)
+    # min_points_per_centroid only gates faiss's "please provide at least ..." warning, which class-level
+    # clustering (a few class means per cluster) would print at every re-clustering; the clusters are unchanged.
+    km = faiss.Kmeans(
+        x.shape[1],
+        k,
+        niter=niter,
+        seed=seed,
+        nredo=nredo,
+        max_points_per_centroid=n,
+        min_points_per_centroid=1,
+        verbose=False,
+    )
     km.train(x)
     return km.index.search(x, 1)[1][:, 0].astype(np.int64)
 

@@ -112,3 +112,11 @@ def test_assign_classes_clusters_whole_classes_from_a_sample() -> None:
     assert all(len(set(clusters[truth == t])) == 1 for t in range(4))  # and the blobs are found
     with pytest.raises(ValueError, match="at least one image of every class"):
         assign_classes(x[:5], np.arange(5), labels, 4)
+
+
+def test_kmeans_of_few_points_prints_no_faiss_warning(capfd: pytest.CaptureFixture[str]) -> None:
+    """Class-level clustering gives faiss few points per centroid by design: no misleading warning on stderr."""
+    features = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
+    ids = kmeans(features, 4, seed=0)
+    assert sorted(set(ids.tolist())) == [0, 1, 2, 3]
+    assert "WARNING clustering" not in capfd.readouterr().err
