@@ -532,9 +532,18 @@ def check_same_config(saved: Mapping[str, Any], current: Mapping[str, Any], igno
     keys = sorted(k for k in saved.keys() | current.keys() if k not in skip and not _same(saved.get(k), current.get(k)))
     if keys:
         diff = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}" for k in keys)
+        # --quick itself may differ (it only fills defaults), but a forgotten --quick is the usual cause of a diff
+        quick = saved.get("quick")
+        hint = ""
+        if quick != current.get("quick"):
+            hint = (
+                "the run was started with --quick: give it again, or "
+                if quick
+                else "the run was started without --quick: drop it, or "
+            )
         raise RunError(
-            f"--resume with options that change results ({diff}): resume with the checkpoint's values, or start "
-            "afresh with --overwrite or another --out"
+            f"--resume with options that change results ({diff}): {hint}resume with the checkpoint's values, or "
+            "start afresh with --overwrite or another --out"
         )
 
 

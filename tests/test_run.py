@@ -225,6 +225,18 @@ def test_checkpoints_store_the_config_and_refuse_changed_options(tmp_path: Path)
         load_checkpoint(tmp_path / "old.pth", config)
 
 
+def test_resume_diff_caused_by_a_forgotten_quick_says_so() -> None:
+    """--quick is ignored in the comparison (it only fills defaults), but the error names it when it differs."""
+    saved = {"quick": True, "epochs": 4}
+    with pytest.raises(RunError, match=re.escape("now 20): the run was started with --quick: give it again, or")):
+        check_same_config(saved, {"quick": False, "epochs": 20}, ignored=("quick",))
+    with pytest.raises(RunError, match="the run was started without --quick: drop it, or"):
+        check_same_config({"quick": False, "epochs": 20}, {"quick": True, "epochs": 4}, ignored=("quick",))
+    with pytest.raises(RunError, match=r"now 5\): resume with the checkpoint's values"):
+        check_same_config(saved, {"quick": True, "epochs": 5}, ignored=("quick",))
+    check_same_config(saved, {"quick": False, "epochs": 4}, ignored=("quick",))  # same values: --quick may differ
+
+
 def test_run_cli_turns_expected_errors_into_one_line(capsys: pytest.CaptureFixture) -> None:
     parser = argparse.ArgumentParser(prog="tool")
     parser.add_argument("--n", type=int, default=1)
