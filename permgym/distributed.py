@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
@@ -245,6 +247,27 @@ def sync_batchnorm(module: nn.Module, device: torch.device, enabled: bool = True
     if not enabled or device.type != "cuda":
         return module
     return nn.SyncBatchNorm.convert_sync_batchnorm(module)  # a module without BatchNorm comes back unchanged
+
+
+def wrap_ddp(module: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """``module`` in ``DistributedDataParallel`` with rank-local buffers (``broadcast_buffers=False``).
+
+    Each rank keeps its own BatchNorm running statistics (averaged when needed by :func:`average_buffers`). torch
+    2.14 deprecates ``broadcast_buffers`` for ``forward_sync_buffers``, whose ``False`` still syncs buffers at
+    init, and advises keeping ``broadcast_buffers=False`` for rank-local buffers: its FutureWarning, printed by
+    every rank at every wrap, is silenced here.
+
+    Args:
+        module: the network (already on ``device``).
+        device: where it computes; CUDA devices pass their index as ``device_ids``.
+
+    Returns:
+        The wrapped module.
+    """
+    device_ids = [device.index] if device.type == "cuda" else None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
+        return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
 
 
 def max_divergence(module: nn.Module) -> float:

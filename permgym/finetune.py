@@ -39,10 +39,17 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
-from permgym.distributed import MetricLogger, World, all_reduce_sum, average_buffers, gather_shards, sync_batchnorm
+from permgym.distributed import (
+    MetricLogger,
+    World,
+    all_reduce_sum,
+    average_buffers,
+    gather_shards,
+    sync_batchnorm,
+    wrap_ddp,
+)
 from permgym.models import Trunk
 from permgym.permutations import PermutationBank
 from permgym.probe import clip_features, eval_windows
@@ -211,8 +218,7 @@ class FinetuneTrainer:
         self.augment = augment or self.task.elements
         self.forward_module: nn.Module = self.model
         if self.world.distributed:
-            device_ids = [self.world.device.index] if self.world.device.type == "cuda" else None
-            self.forward_module = DistributedDataParallel(self.model, device_ids=device_ids, broadcast_buffers=False)
+            self.forward_module = wrap_ddp(self.model, self.world.device)
         self.epoch = 0
 
     def epoch_batches(self) -> Iterator[torch.Tensor]:

@@ -30,10 +30,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from permgym.config import PermSamplingConfig
-from permgym.distributed import World, average_buffers, resolve_device, sync_batchnorm
+from permgym.distributed import World, average_buffers, resolve_device, sync_batchnorm, wrap_ddp
 from permgym.models import OrderingNet, build_trunk, per_permutation_statistics
 from permgym.permutations import PermutationBank, make_bank
 from permgym.tasks import OrderingTask, SpatialTask, TemporalTask
@@ -193,8 +192,7 @@ class OrderingTrainer:
         self.world = world
         converted = sync_batchnorm(self.model, self.device, self.sync_bn)
         assert converted is self.model  # the root is an OrderingNet, converted in place: the optimiser stays valid
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids, broadcast_buffers=False)
+        self.loss_module = wrap_ddp(self.loss_module, self.device)
 
     def enable_amp(self) -> None:
         """Mixed precision for updates and validation: float16 autocast and a ``GradScaler`` (CUDA only).

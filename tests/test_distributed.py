@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from permgym.distributed import (
     max_divergence,
     own_entry,
     save_on_main,
+    wrap_ddp,
 )
 from permgym.env import PermSamplingEnv
 from permgym.finetune import ActionClassifier, FinetuneConfig, FinetuneTrainer
@@ -164,6 +166,20 @@ def _checks_in_group(world: World) -> None:
 def test_two_gloo_processes_agree(tmp_path: Path) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.start_processes(_two_process_checks, args=(2, str(tmp_path / "init")), nprocs=2, start_method="fork")
+
+
+def test_wrap_ddp_keeps_rank_local_buffers_without_torch_deprecation_noise(tmp_path: Path) -> None:
+    """Every DDP wrap printed torch 2.14's broadcast_buffers FutureWarning once per rank under torchrun."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            wrapped = wrap_ddp(torch.nn.BatchNorm1d(3), torch.device("cpu"))
+        assert not [w for w in caught if "broadcast_buffers" in str(w.message)], [str(w.message) for w in caught]
+        assert isinstance(wrapped, DistributedDataParallel) and wrapped.broadcast_buffers is False
+        del wrapped
+    finally:
+        cleanup_distributed()
 
 
 # ---------------------------------------------------------------------------------------------------- CUDA / AMP
