@@ -123,7 +123,7 @@ class PolicyNetwork(nn.Module):
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{task: [N, K]}`` logits of the policy."""
-        sizes = [len(p) for p in self.preference.values()]
+        sizes = [len(per_permutation) for per_permutation, _ in self._index.values()]  # ParameterDict sorts keys
         return dict(zip(self._index, (self.action_vector(x) / self.temperature).split(sizes, dim=1), strict=True))
 
     def baseline(self) -> torch.Tensor:

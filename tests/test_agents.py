@@ -295,3 +295,16 @@ def test_registry_builds_every_sampler_by_its_one_name(tmp_path) -> None:
         make_sampler(f"sb3:{tmp_path / 'none.zip'}", env)
     with pytest.raises(ValueError, match=r"sampler 'uniform': .*unexpected keyword argument 'speed'"):
         make_sampler("uniform", env, speed=2)
+
+
+def test_policy_gradient_on_joint_banks_of_different_sizes() -> None:
+    """ParameterDict sorts its keys (spatial before temporal): the logits were split by the wrong bank sizes, and
+    ssl_ucf101.py's video preset (24 temporal, 100 spatial permutations) failed at its first step."""
+    env = PermSamplingEnv(task="joint", spatial_bank_size=10, action_mode="per_sample", **FAST)
+    sampler = PolicyGradientSampler(env, seed=0)
+    obs = _observations(env, 3)
+    logits = sampler.policy.logits(torch.as_tensor(np.stack(obs)))
+    assert {task: z.shape[1] for task, z in logits.items()} == {"temporal": 24, "spatial": 10}
+    for o in obs:
+        action, _ = sampler.predict(o)
+        assert env.action_space.contains(action), action
