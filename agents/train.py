@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +201,10 @@ def _train(args: argparse.Namespace, env_kwargs: dict[str, Any], algo_kwargs: di
                      verbose=args.verbose, **algo_kwargs)  # fmt: skip
         remaining = args.total_timesteps
     (out / "config.json").write_text(json.dumps(config, indent=2))  # once the agent exists (a refused load: no run)
-    model.learn(remaining, callback=callbacks, reset_num_timesteps=not args.resume,
-                progress_bar=not args.no_progress_bar, tb_log_name=args.algo)  # fmt: skip
+    with warnings.catch_warnings():  # SubprocVecEnv training, DummyVecEnv evaluation (one process): as intended
+        warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
+        model.learn(remaining, callback=callbacks, reset_num_timesteps=not args.resume,
+                    progress_bar=not args.no_progress_bar, tb_log_name=args.algo)  # fmt: skip
     path = out / "model.zip"
     model.save(path)
     venv.close()

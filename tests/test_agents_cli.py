@@ -143,3 +143,13 @@ def test_mean_ci_is_the_student_t_interval() -> None:
     mean, half = mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.302652729911275 * 1.0 / 3**0.5)
     assert mean_ci([5.0]) == (5.0, 0.0)
+
+
+def test_train_with_parallel_envs_prints_no_eval_env_type_warning(tmp_path: Path) -> None:
+    """SubprocVecEnv training with a DummyVecEnv evaluation env is intended: SB3's type-mismatch warning is not shown."""
+    args = ["--algo", "ppo", "--n-envs", "2", "--total-timesteps", "4", "--n-steps", "2", "--eval-seeds", "100",
+            "--eval-freq", "1", "--checkpoint-freq", "2", "--out", str(tmp_path), "--no-progress-bar",
+            "--env-kwargs", *FAST_ARGS]  # fmt: skip
+    result = _run("-m", "agents.train", *args)
+    assert result.returncode == 0, result.stderr
+    assert "not of the same type" not in result.stderr, result.stderr
