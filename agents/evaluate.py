@@ -511,7 +511,7 @@ def compare(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str
     overlap = sorted(set(args.train_seeds) & set(args.eval_seeds))
     if overlap:
         raise ValueError(f"training and evaluation seeds must be disjoint; both contain {overlap}")
-    with RunFolder(args.out, overwrite=args.overwrite):
+    with RunFolder(args.out, overwrite=args.overwrite, resumable=False):
         return _compare(args, env_kwargs, started, sys.argv[1:] if argv is None else argv)
 
 

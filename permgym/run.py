@@ -364,6 +364,7 @@ class RunFolder:
         world: only rank 0 touches the folder; under torchrun every rank raises the same error.
         resume: the run continues what the folder holds.
         overwrite: the run replaces the run the folder holds (moved to ``<path>.previous/``).
+        resumable: the program has a ``--resume`` option (the refusal of an occupied folder offers it only then).
 
     Raises:
         RunError: the folder is taken (another run's files without ``resume``/``overwrite``, files no run wrote,
@@ -372,12 +373,12 @@ class RunFolder:
     """
 
     def __init__(self, path: str | Path, world: World | None = None, *, resume: bool = False,
-                 overwrite: bool = False) -> None:  # fmt: skip
+                 overwrite: bool = False, resumable: bool = True) -> None:  # fmt: skip
         if resume and overwrite:
             raise RunError("--resume and --overwrite contradict each other: continue the run, or start afresh")
         self.path = Path(path)
         self.world = world or World()
-        self.resume, self.overwrite = resume, overwrite
+        self.resume, self.overwrite, self.resumable = resume, overwrite, resumable
         self._lock: TextIO | None = None
         self._created = False
 
@@ -393,9 +394,10 @@ class RunFolder:
                     "--overwrite act only on a run's folder, so nothing there is moved or written: choose another --out"
                 )
             if not (self.resume or self.overwrite):
+                resume = "continue it with --resume, " if self.resumable else ""
                 raise RunError(
-                    f"--out {str(self.path)!r} already holds a run ({shown}): continue it with --resume, replace it "
-                    "with --overwrite, or choose another --out"
+                    f"--out {str(self.path)!r} already holds a run ({shown}): {resume}replace it with --overwrite, or "
+                    "choose another --out"
                 )
         self._created = not self.path.exists()
         try:

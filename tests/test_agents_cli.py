@@ -16,6 +16,7 @@ from agents.evaluate import BENCHMARK_HEADING, main, mean_ci
 from agents.train import env_config, resolve_env_kwargs
 from agents.train import main as train_main
 from permgym.benchmarks import write_section
+from permgym.run import RUN_MARKER
 from tests.test_env import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,3 +154,12 @@ def test_train_with_parallel_envs_prints_no_eval_env_type_warning(tmp_path: Path
     result = _run("-m", "agents.train", *args)
     assert result.returncode == 0, result.stderr
     assert "not of the same type" not in result.stderr, result.stderr
+
+
+def test_evaluate_into_a_folder_holding_a_run_offers_no_resume_option(tmp_path: Path) -> None:
+    """agents.evaluate has no --resume, so the refusal of an occupied --out names only what it accepts."""
+    (tmp_path / RUN_MARKER).touch()
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match=re.escape("already holds a run (metrics.json): replace it with --overwrite, "
+                                                   "or choose another --out")):  # fmt: skip
+        main(["--quick", "--out", str(tmp_path)])
