@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -346,6 +347,17 @@ def test_video_folder_reads_every_container(folder: Path) -> None:
     assert clips.shape == (4, 3, 3, 16, 16) and labels.dtype == torch.int64
     with pytest.raises(FileNotFoundError, match="VideoFolder found no videos"):
         VideoFolder(folder / "a")
+
+
+def test_video_folder_skips_hidden_folders_and_files(folder: Path, tmp_path: Path) -> None:
+    """.git/ is no class and macOS's ._clip.avi resource forks are no videos (they would fail to decode)."""
+    video = sorted((folder / "a").glob("*.avi"))[0]
+    for place in ("a/x.avi", "b/y.avi", ".git/z.avi", ".ipynb_checkpoints/w.avi", "b/.cache/v.avi"):
+        (tmp_path / place).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(video, tmp_path / place)
+    (tmp_path / "a" / "._x.avi").write_bytes(b"\0\5\26\7Mac OS X")
+    dataset = VideoFolder(tmp_path, frames=3, size=(16, 16))
+    assert dataset.classes == ["a", "b"] and [Path(v).name for v in dataset.videos] == ["x.avi", "y.avi"]
 
 
 def test_folder_split_holds_out_every_fifth_video_of_each_class_with_the_folder_clips(folder: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from metric.data.base import Annotations, RetrievalImageDataset, Transform
-from permgym.data.images import visible_image
+from permgym.data.images import visible_file
 
 
 class ImageFolderSplit(RetrievalImageDataset):
@@ -43,9 +43,7 @@ class ImageFolderSplit(RetrievalImageDataset):
 
     def _read_split(self, root: Path, split: str) -> Annotations:
         files = {
-            folder.name: sorted(
-                path for path in folder.rglob("*") if path.is_file() and visible_image(str(path), folder)
-            )
+            folder.name: sorted(path for path in folder.rglob("*") if path.is_file() and visible_file(path, folder))
             for folder in root.iterdir()
             if folder.is_dir() and not folder.name.startswith(".")
         }

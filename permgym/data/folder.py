@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from permgym.data.errors import require_dir
+from permgym.data.images import visible_file
 from permgym.data.video import Backend, Size
 from permgym.data.video_dataset import Transform, VideoClipDataset
 
@@ -17,7 +18,8 @@ FOLDER_TEST_EVERY = 5
 
 
 class VideoFolder(VideoClipDataset):
-    """Videos in ``root/<class>/...``: classes are the sorted sub-folder names, labels their 0-based indices.
+    """Videos in ``root/<class>/...``: classes are the sorted sub-folder names, labels their 0-based indices. Hidden
+    entries (names starting with ``.``: ``.git/``, macOS's ``._clip.avi``) are neither classes nor videos.
 
     Every file under a class folder (recursively) whose extension is in ``extensions`` (case-insensitive) is one
     video, in sorted path order. Undecodable videos are skipped and counted, see ``permgym.data.video_dataset``.
@@ -47,10 +49,10 @@ class VideoFolder(VideoClipDataset):
         extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
     ) -> None:
         root = require_dir(root, "VideoFolder root", LAYOUT)
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         videos, labels = [], []
         for label, name in enumerate(classes):
-            found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in extensions and p.is_file())
+            found = sorted(p for p in (root / name).rglob("*") if p.is_file() and visible_file(p, root, extensions))
             videos += found
             labels += [label] * len(found)
         if not videos:

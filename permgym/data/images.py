@@ -114,10 +114,11 @@ class ImageFiles(ImageSet):
         return read_image(self.paths[index])
 
 
-def visible_image(path: str, root: Path) -> bool:
-    """An image by its extension, not hidden below ``root`` (e.g. macOS's ``._name.jpg`` resource forks, files in
-    ``.ipynb_checkpoints/``)."""
-    return path.lower().endswith(IMG_EXTENSIONS) and not any(
+def visible_file(path: str | Path, root: Path, extensions: tuple[str, ...] = IMG_EXTENSIONS) -> bool:
+    """A file with one of ``extensions`` (case-insensitive; default: images), not hidden below ``root`` (no part of
+    its path starts with ``.``: macOS's ``._name.jpg`` resource forks, files in ``.ipynb_checkpoints/`` or
+    ``.git/``)."""
+    return str(path).lower().endswith(extensions) and not any(
         part.startswith(".") for part in Path(path).relative_to(root).parts
     )
 
@@ -157,7 +158,7 @@ class ImageFolderClassification(ImageFiles):
         if len(classes) < 2:
             raise ValueError(f"{root} needs >= 2 class folders ({FOLDER_LAYOUT}), found {len(classes)}")
         index = {name: c for c, name in enumerate(classes)}
-        items = make_dataset(str(root), index, is_valid_file=lambda path: visible_image(path, root), allow_empty=True)
+        items = make_dataset(str(root), index, is_valid_file=lambda path: visible_file(path, root), allow_empty=True)
         rank = {c: 0 for c in range(len(classes))}
         chosen = []
         for path, label in items:
