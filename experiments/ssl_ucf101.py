@@ -207,7 +207,8 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     any work starts.
 
     Raises:
-        ValueError: a size below 1, a negative seed, a learning rate not above 0 or not finite, or options that do not fit the dataset.
+        ValueError: a size below 1, a negative seed, a learning rate not above 0 or not finite, or options that do
+            not fit the dataset.
     """
     PRESETS.fill(args, "quick" if args.quick else None, "synthetic" if args.dataset == "synthetic" else "video")
     require_at_least(args, 1, *SIZES)

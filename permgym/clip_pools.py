@@ -36,9 +36,10 @@ def load_clip_pools(config: PermSamplingConfig) -> tuple[IndexedClips, IndexedCl
     The training clips (SyntheticActions' ``"train"`` split, or every clip of a frame cache, which is built from a
     training split) are divided by a ``data_seed``-seeded permutation into ``1 - val_fraction`` clips the CNN trains
     on and ``val_fraction`` clips held out for validation (:func:`split_validation` halves them into the pool the
-    per-episode validation batch behind observation and reward is drawn from, and a pool for reports). The test split is never
-    touched, so downstream evaluation stays clean: a frame cache of test videos is refused (``ValueError``). Results are memoised per process on the fields that determine
-    them: resets and further envs never regenerate or re-read data.
+    per-episode validation batch behind observation and reward is drawn from, and a pool for reports). The test
+    split is never touched, so downstream evaluation stays clean: a frame cache of test videos is refused
+    (``ValueError``). Results are memoised per process on the fields that determine them: resets and further envs
+    never regenerate or re-read data.
     """
     if config.dataset == "synthetic":
         source = (
@@ -75,7 +76,8 @@ def _training_clips(source: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     from permgym.data.cache import FrameCache
 
     cache = FrameCache(source[1])
-    if cache.config.get("train") is False or cache.config.get("part") == "test":  # see FrameCache.config
+    # the dataset's config() names its part: "train" (official splits: UCF101, HMDB51) or "part" (folder trees)
+    if cache.config.get("train") is False or cache.config.get("part") == "test":
         raise ValueError(
             f"frame cache {source[1]!r} holds the test videos of {cache.config.get('dataset')}, which pretraining must "
             "never see; build one of the training videos (python -m permgym.data.prepare ... --subset train)"
